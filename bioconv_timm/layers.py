@@ -1,0 +1,263 @@
+"""Locally connected 2d layer: a convolution whose kernel differs at every output location.
+
+Layout (why it is fast): the weight is stored spatial-major, ``(out_h, out_w, out_channels, kernel_h,
+kernel_w, in_channels)`` (a channels-last conv kernel per location), so the layer is a batched matrix
+product over output locations ``L = out_h * out_w``::
+
+    patches (L, B, kh*kw*Cin)  @  weight(L, Cout, kh*kw*Cin)^T  ->  out (L, B, Cout)
+
+The patches are gathered from a channels-last padded copy of the input (im2col fused with the layout
+change) a few output rows at a time into one reused, cache-sized buffer, so the unfolded input never
+exists in full. A custom autograd function re-gathers the patches in backward from the padded input
+instead of saving them, and reuses the same buffer for the patch gradients (col2im).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+IntPair = Union[int, Tuple[int, int], Sequence[int]]
+
+__all__ = ['LocallyConnected2d', 'conv_output_size', 'locally_connected2d']
+
+
+def _pair(value: IntPair, name: str) -> Tuple[int, int]:
+    if isinstance(value, int):
+        pair = (value, value)
+    else:
+        pair = tuple(int(v) for v in value)
+        if len(pair) != 2:
+            raise ValueError(f'{name} must be an int or a pair of ints, got {value!r}')
+    return pair  # type: ignore[return-value]
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution along one axis (same formula as ``nn.Conv2d``)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _padded_channels_last(x: torch.Tensor, padding: Tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) -> zero-padded (B, H + 2ph, W + 2pw, C), contiguous."""
+    b, c, h, w = x.shape
+    ph, pw = padding
+    x_nhwc = x.permute(0, 2, 3, 1)
+    if ph == 0 and pw == 0:
+        return x_nhwc.contiguous()
+    padded = x.new_zeros(b, h + 2 * ph, w + 2 * pw, c)
+    padded[:, ph:ph + h, pw:pw + w] = x_nhwc
+    return padded
+
+
+def _patch_rows(padded: torch.Tensor, rows: Tuple[int, int], out_w: int, kernel: Tuple[int, int],
+                stride: Tuple[int, int]) -> torch.Tensor:
+    """Strided view (rows, out_w, B, kh, kw, C) of the patches of output rows [r0, r1)."""
+    b, hp, wp, c = padded.shape
+    sb, sh, sw, sc = padded.stride()
+    r0, r1 = rows
+    return padded[:, r0 * stride[0]:].as_strided(
+        (r1 - r0, out_w, b, kernel[0], kernel[1], c),
+        (sh * stride[0], sw * stride[1], sb, sh, sw, sc),
+    )
+
+
+def _row_chunks(out_h: int, out_w: int, bytes_per_location: int) -> list:
+    """Split output rows so that one chunk of patches stays cache sized (about 4 MiB)."""
+    rows = max(1, min(out_h, _CHUNK_BYTES // max(1, out_w * bytes_per_location)))
+    return [(r, min(r + rows, out_h)) for r in range(0, out_h, rows)]
+
+
+_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class _LocallyConnectedFn(torch.autograd.Function):
+    """out[b, o, y, x] = sum_{u, v, i} x_pad[b, i, s*y + u, s*x + v] * w[y, x, o, u, v, i].
+
+    Works on chunks of output rows: each chunk's patches (rows*out_w, B, kh*kw*C) are gathered
+    into one reused, cache-sized buffer and multiplied in one batched GEMM. Nothing larger than
+    the input is kept for backward (the padded channels-last input), which re-gathers the patches.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding):
+        b = x.shape[0]
+        out_h, out_w, cout, kh, kw, cin = weight.shape
+        k = kh * kw * cin
+        padded = _padded_channels_last(x, padding)
+        chunks = _row_chunks(out_h, out_w, b * k * x.element_size())
+        buffer = x.new_empty((chunks[0][1] - chunks[0][0]) * out_w * b * k)
+        out = x.new_empty(out_h, out_w, b, cout)
+        for r0, r1 in chunks:
+            n = (r1 - r0) * out_w
+            patches = buffer[:n * b * k].view(r1 - r0, out_w, b, kh, kw, cin)
+            patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
+            torch.bmm(patches.view(n, b, k), weight[r0:r1].reshape(n, cout, k).transpose(1, 2),
+                      out=out[r0:r1].view(n, b, cout))
+        ctx.save_for_backward(padded, weight)
+        ctx.geometry = (tuple(x.shape), stride, padding)
+        # (out_h, out_w, B, Cout) -> (B, Cout, out_h, out_w), channels-last: one output-sized copy.
+        return out.permute(2, 3, 0, 1).contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        padded, weight = ctx.saved_tensors
+        (b, c, h, w), stride, (ph, pw) = ctx.geometry
+        out_h, out_w, cout, kh, kw, cin = weight.shape
+        k = kh * kw * cin
+        grad_rows = grad_out.permute(2, 3, 0, 1).contiguous()  # (out_h, out_w, B, Cout)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_w = torch.empty_like(weight) if need_w else None
+        grad_padded = torch.zeros_like(padded) if need_x else None
+        chunks = _row_chunks(out_h, out_w, b * k * padded.element_size())
+        buffer = padded.new_empty((chunks[0][1] - chunks[0][0]) * out_w * b * k)
+        for r0, r1 in chunks:
+            n = (r1 - r0) * out_w
+            chunk = buffer[:n * b * k].view(r1 - r0, out_w, b, kh, kw, cin)
+            g = grad_rows[r0:r1].view(n, b, cout)
+            if need_w:
+                chunk.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
+                torch.bmm(g.transpose(1, 2), chunk.view(n, b, k), out=grad_w[r0:r1].view(n, cout, k))
+            if need_x:
+                # The same buffer now holds the patch gradients; col2im scatter-adds them.
+                torch.bmm(g, weight[r0:r1].reshape(n, cout, k), out=chunk.view(n, b, k))
+                for u in range(kh):
+                    rows = slice(r0 * stride[0] + u, (r1 - 1) * stride[0] + u + 1, stride[0])
+                    for v in range(kw):
+                        cols = slice(v, v + stride[1] * (out_w - 1) + 1, stride[1])
+                        grad_padded[:, rows, cols, :] += chunk[:, :, :, u, v, :].permute(2, 0, 1, 3)
+        grad_x = None
+        if need_x:
+            grad_x = grad_padded[:, ph:ph + h, pw:pw + w, :].permute(0, 3, 1, 2)
+            grad_x = grad_x.contiguous(memory_format=torch.channels_last)
+        return grad_x, grad_w, None, None
+
+
+def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                        stride: IntPair = 1, padding: IntPair = 0) -> torch.Tensor:
+    """Functional locally connected layer.
+
+    Args:
+        x: input, (B, Cin, H, W), NCHW or channels-last.
+        weight: (out_h, out_w, Cout, kh, kw, Cin): a channels-last conv kernel per location.
+        bias: optional (Cout, out_h, out_w), one bias per output neuron.
+    Returns:
+        (B, Cout, out_h, out_w), channels-last memory format.
+    """
+    out_h, out_w, cout, kh, kw, cin = weight.shape
+    stride, padding = _pair(stride, 'stride'), _pair(padding, 'padding')
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        # Run in the autocast dtype like nn.Conv2d does; the cast is differentiable, so the fp32
+        # master weight still receives fp32 gradients.
+        dtype = torch.get_autocast_dtype(device_type)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+    elif x.dtype != weight.dtype:
+        raise TypeError(f'input dtype {x.dtype} does not match weight dtype {weight.dtype}; '
+                        'cast one of them or use torch.autocast')
+    with torch.autocast(device_type, enabled=False):
+        out = _LocallyConnectedFn.apply(x, weight, stride, padding)
+        if bias is not None:
+            out = out + bias.unsqueeze(0)
+    return out
+
+
+class LocallyConnected2d(nn.Module):
+    """Conv2d semantics with an independent kernel at every output location.
+
+    The input spatial size is fixed at construction (``input_size``); output size follows
+    ``nn.Conv2d``: ``(H + 2 * padding - kernel_size) // stride + 1``.
+
+    Args:
+        in_channels: input channels Cin.
+        out_channels: output channels Cout.
+        kernel_size: int or (kh, kw).
+        input_size: (H, W) of the input (an int means square).
+        stride: int or pair.
+        padding: int or pair (zero padding).
+        bias: one learnable bias per output neuron, shape (Cout, out_h, out_w).
+
+    Attributes:
+        weight: (out_h, out_w, Cout, kh, kw, Cin); location (y, x) holds its own kernel, stored
+            like a channels-last conv weight.
+
+    Shapes:
+        input (B, Cin, H, W) -> output (B, Cout, out_h, out_w), channels-last memory format.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, input_size: IntPair,
+                 stride: IntPair = 1, padding: IntPair = 0, bias: bool = False,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        if in_channels <= 0 or out_channels <= 0:
+            raise ValueError(f'in_channels and out_channels must be positive, got {in_channels}, {out_channels}')
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = _pair(kernel_size, 'kernel_size')
+        self.input_size = _pair(input_size, 'input_size')
+        self.stride = _pair(stride, 'stride')
+        self.padding = _pair(padding, 'padding')
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0 or min(self.input_size) < 1:
+            raise ValueError(f'invalid LocallyConnected2d geometry: kernel_size={self.kernel_size}, '
+                             f'stride={self.stride}, padding={self.padding}, input_size={self.input_size}')
+        self.output_size = tuple(
+            conv_output_size(n, k, s, p)
+            for n, k, s, p in zip(self.input_size, self.kernel_size, self.stride, self.padding))
+        if min(self.output_size) < 1:
+            raise ValueError(f'input_size={self.input_size} is too small for kernel_size={self.kernel_size} '
+                             f'with padding={self.padding}: the output would be empty')
+        factory = dict(device=device, dtype=dtype)
+        self.weight = nn.Parameter(torch.empty(
+            *self.output_size, self.out_channels, *self.kernel_size, self.in_channels, **factory))
+        self.bias = nn.Parameter(torch.empty(self.out_channels, *self.output_size, **factory)) if bias else None
+        self.reset_parameters()
+
+    @property
+    def num_locations(self) -> int:
+        return self.output_size[0] * self.output_size[1]
+
+    def reset_parameters(self) -> None:
+        # Kaiming normal, ReLU gain, fan_out (paper appendix B), drawn independently per location.
+        fan_out = self.out_channels * self.kernel_size[0] * self.kernel_size[1]
+        nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if self.bias is not None:
+            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, input_size: IntPair) -> 'LocallyConnected2d':
+        """An LC layer that holds ``conv``'s kernel (and bias) at every output location."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f'from_conv expects an nn.Conv2d, got {type(conv).__name__}')
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
+            raise ValueError('from_conv supports groups=1, dilation=1, numeric zero padding; got '
+                             f'groups={conv.groups}, dilation={conv.dilation}, padding={conv.padding!r}, '
+                             f'padding_mode={conv.padding_mode!r}')
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, input_size,
+                    stride=conv.stride, padding=conv.padding, bias=conv.bias is not None,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight.permute(0, 2, 3, 1).expand_as(layer.weight))
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias.view(-1, 1, 1).expand_as(layer.bias))
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels or tuple(x.shape[-2:]) != self.input_size:
+            raise ValueError(
+                f'LocallyConnected2d expects input (B, {self.in_channels}, {self.input_size[0]}, '
+                f'{self.input_size[1]}), got {tuple(x.shape)}. An LC layer has a fixed input size: '
+                f'resize the images or rebuild the layer/model with the matching input_size/img_size.')
+        return locally_connected2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        s = (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
+             f'input_size={self.input_size}, output_size={self.output_size}, stride={self.stride}')
+        if self.padding != (0, 0):
+            s += f', padding={self.padding}'
+        if self.bias is None:
+            s += ', bias=False'
+        return s
