@@ -1,0 +1,18 @@
+"""bioconv-timm: the locally connected networks of "Towards Biologically Plausible Convolutional
+Networks" (Pogodin et al., NeurIPS 2021) as timm models.
+
+``import bioconv_timm`` registers the models with timm, e.g.
+``timm.create_model('lc_resnet18_half_ws10')``.
+"""
+from .layers import LocallyConnected2d, locally_connected2d, conv_output_size
+from .sleep import share_weights_, share_layer_, grid_means, weight_snr, lc_layers
+from . import models  # registers the models with timm
+from .models import BioResNet, MODEL_NAMES, PUBLISHED_TAGS
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'LocallyConnected2d', 'locally_connected2d', 'conv_output_size',
+    'share_weights_', 'share_layer_', 'grid_means', 'weight_snr', 'lc_layers',
+    'BioResNet', 'MODEL_NAMES', 'PUBLISHED_TAGS',
+]

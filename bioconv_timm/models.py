@@ -1,0 +1,474 @@
+"""Convolutional, locally connected (LC) and LC + sleep ResNets of Pogodin et al. (NeurIPS 2021).
+
+Registered with timm on ``import bioconv_timm``:
+
+* CIFAR ResNet20 (paper section 5): 3x3 stem (16 ch, stride 1, no max-pool), 3 stages x 3 BasicBlocks
+  with 16/32/64 channels, 1x1 + BN projection shortcuts, global average pool, fc. Input 32x32 (48x48
+  for TinyImageNet via ``img_size=48``).
+* Half-width ResNet18 (ImageNet, 224): torchvision ResNet18 topology with 32/64/128/256 channels,
+  7x7/2 stem + 3x3/2 max-pool.
+* ``lc_*``: every convolution (stem and 1x1 shortcuts included) is a LocallyConnected2d.
+  ``lc_*_convstem``: LC everywhere except a convolutional stem (paper Table 13, "LC + 1st layer conv").
+  ``*_wsN``: LC trained with a sleep phase (weight sharing) every N optimizer steps; the model carries
+  the period as ``model.sleep_every`` (None for models without sleep).
+
+Convolutions and LC layers have no bias; weights are Kaiming-normal (fan_out, ReLU gain), drawn
+independently at every location for LC (paper appendix B).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.layers import create_classifier
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._builder import resolve_pretrained_cfg
+from timm.models._features import feature_take_indices
+
+from .layers import LocallyConnected2d, conv_output_size
+
+__all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES']
+
+LayerType = str  # 'conv' or 'lc'
+
+
+def make_conv(layer_type: LayerType, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+              padding: int, input_size: Tuple[int, int]) -> nn.Module:
+    """A bias-free conv or LC layer with the paper's Kaiming-normal (fan_out) initialization."""
+    if layer_type == 'lc':
+        return LocallyConnected2d(in_channels, out_channels, kernel_size, input_size, stride, padding)
+    if layer_type == 'conv':
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+        nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
+        return conv
+    raise ValueError(f"layer_type must be 'conv' or 'lc', got {layer_type!r}")
+
+
+def _out_size(size: Tuple[int, int], kernel: int, stride: int, padding: int) -> Tuple[int, int]:
+    return tuple(conv_output_size(n, kernel, stride, padding) for n in size)  # type: ignore[return-value]
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: 3x3 -> BN -> ReLU -> 3x3 -> BN, plus (projected) identity, then ReLU."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int, input_size: Tuple[int, int],
+                 layer_type: LayerType) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.output_size = _out_size(input_size, 3, stride, 1)
+        self.conv1 = make_conv(layer_type, in_channels, channels, 3, stride, 1, input_size)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = make_conv(layer_type, channels, channels, 3, 1, 1, self.output_size)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.downsample: Optional[nn.Module] = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(
+                make_conv(layer_type, in_channels, channels, 1, stride, 0, input_size),
+                nn.BatchNorm2d(channels),
+            )
+        self.act2 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x))
+        return self.act2(x + shortcut)
+
+
+class BioResNet(nn.Module):
+    """ResNet whose convolutions are conv or locally connected layers.
+
+    Args:
+        layers: blocks per stage, e.g. (3, 3, 3) for ResNet20, (2, 2, 2, 2) for ResNet18.
+        channels: channels per stage.
+        stem: 'cifar' (3x3/1, no max-pool) or 'imagenet' (7x7/2 + 3x3/2 max-pool).
+        layer_type: 'conv' or 'lc' for the blocks.
+        stem_type: layer type of the stem conv; defaults to ``layer_type`` ('conv' gives the
+            paper's "LC + 1st layer conv").
+        img_size: input (H, W); fixed for LC models, used to size the LC layers.
+        in_chans, num_classes, global_pool, drop_rate: as in timm.
+        sleep_every: period N (optimizer steps) of the sleep phase for ``_wsN`` models, else None.
+
+    Shapes: input (B, in_chans, H, W) -> logits (B, num_classes).
+    """
+
+    def __init__(
+            self,
+            layers: Sequence[int] = (3, 3, 3),
+            channels: Sequence[int] = (16, 32, 64),
+            stem: str = 'cifar',
+            layer_type: LayerType = 'conv',
+            stem_type: Optional[LayerType] = None,
+            img_size: Union[int, Tuple[int, int]] = 32,
+            in_chans: int = 3,
+            num_classes: int = 10,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.0,
+            sleep_every: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if len(layers) != len(channels) or not layers:
+            raise ValueError(f'layers {tuple(layers)} and channels {tuple(channels)} must be non-empty and '
+                             'the same length (one entry per stage)')
+        if stem not in ('cifar', 'imagenet'):
+            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+        if layer_type not in ('conv', 'lc'):
+            raise ValueError(f"layer_type must be 'conv' or 'lc', got {layer_type!r}")
+        stem_type = stem_type or layer_type
+        if sleep_every is not None and (int(sleep_every) < 1 or layer_type != 'lc'):
+            raise ValueError(f'sleep_every={sleep_every!r}: must be a positive int, and only LC models sleep')
+        if in_chans < 1:
+            raise ValueError(f'in_chans must be >= 1, got {in_chans}')
+        self.img_size: Tuple[int, int] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.layer_type = layer_type
+        self.stem_type = stem_type
+        self.sleep_every = int(sleep_every) if sleep_every is not None else None
+        # LC layers fix the input size; a pure conv net accepts any size.
+        self.fixed_input_size = 'lc' in (layer_type, stem_type)
+        self.grad_checkpointing = False
+
+        # stem
+        size = self.img_size
+        stem_width = channels[0]
+        if stem == 'cifar':
+            self.conv1 = make_conv(stem_type, in_chans, stem_width, 3, 1, 1, size)
+            size = _out_size(size, 3, 1, 1)
+        else:
+            self.conv1 = make_conv(stem_type, in_chans, stem_width, 7, 2, 3, size)
+            size = _out_size(size, 7, 2, 3)
+        if min(size) < 1:
+            raise ValueError(f'img_size={self.img_size} is too small for this network')
+        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.act1 = nn.ReLU(inplace=True)
+        stem_reduction = 1 if stem == 'cifar' else 2
+        self.feature_info: List[Dict[str, Any]] = [
+            dict(num_chs=stem_width, reduction=stem_reduction, module='act1')]
+        if stem == 'imagenet':
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            size = _out_size(size, 3, 2, 1)
+            reduction = 4
+        else:
+            self.maxpool = nn.Identity()
+            reduction = 1
+
+        # stages
+        in_channels = stem_width
+        self.stage_names: List[str] = []
+        for i, (depth, width) in enumerate(zip(layers, channels)):
+            stride = 1 if i == 0 else 2
+            if min(size) < 2 and stride == 2:
+                raise ValueError(f'img_size={self.img_size} is too small: stage {i + 1} would be empty')
+            blocks = []
+            for j in range(depth):
+                block = BasicBlock(in_channels, width, stride if j == 0 else 1, size, layer_type)
+                size = block.output_size
+                in_channels = width
+                blocks.append(block)
+            reduction *= stride
+            name = f'layer{i + 1}'
+            self.add_module(name, nn.Sequential(*blocks))
+            self.stage_names.append(name)
+            self.feature_info.append(dict(num_chs=width, reduction=reduction, module=name))
+        self.num_features = self.head_hidden_size = in_channels
+        self.feature_size = size
+
+        # head
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+
+    # --- timm model interface -------------------------------------------------------------
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r'^conv1|bn1|maxpool', blocks=r'^layer(\d+)' if coarse else r'^layer(\d+)\.(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the expected shape when ``x`` cannot go through the model."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected input (B, {self.in_chans}, H, W), got {tuple(x.shape)}')
+        if self.fixed_input_size and tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(
+                f'this locally connected model expects {self.img_size[0]}x{self.img_size[1]} inputs, got '
+                f'{x.shape[-2]}x{x.shape[-1]} (input shape {tuple(x.shape)}). Resize/crop the images to '
+                f'{self.img_size[0]}x{self.img_size[1]}, or create the model with img_size={tuple(x.shape[-2:])}.')
+
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            from timm.models._manipulate import checkpoint_seq
+            return checkpoint_seq(stage, x)
+        return stage(x)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.act1(self.bn1(self.conv1(x)))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, num_features, h, w)."""
+        x = self.maxpool(self.forward_stem(x))
+        for name in self.stage_names:
+            x = self._run_stage(getattr(self, name), x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, num_features, h, w) -> (B, num_classes), or pooled (B, num_features) if pre_logits."""
+        x = self.global_pool(x)
+        x = self.head_drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Features of the stem and of every stage (indices as in timm: last n if int)."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        intermediates = []
+        x = self.forward_stem(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        x = self.maxpool(x)
+        names = self.stage_names[:max_index] if stop_early else self.stage_names
+        for i, name in enumerate(names, start=1):
+            x = self._run_stage(getattr(self, name), x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages (and head) not needed to produce the given intermediates."""
+        take_indices, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        for name in self.stage_names[max_index:]:
+            setattr(self, name, nn.Identity())
+        self.stage_names = self.stage_names[:max_index]
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+
+# --- creation -------------------------------------------------------------------------------
+
+# Tags whose weights have been published on the Hub. Until a tag is listed here, pretrained=True
+# refuses to fall back to random weights.
+PUBLISHED_TAGS: set = set()
+
+HUB_ORG = 'bioconv-timm'
+_ARCHS = dict(
+    resnet20=dict(layers=(3, 3, 3), channels=(16, 32, 64), stem='cifar', img_size=32, num_classes=10),
+    resnet18_half=dict(layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem='imagenet', img_size=224,
+                       num_classes=1000),
+)
+
+
+def _create_bioresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    arch, layer_type, stem_type, sleep_every = _parse_variant(variant)
+    model_args = dict(_ARCHS[arch])
+    model_args.pop('num_classes')
+    model_args.update(layer_type=layer_type, stem_type=stem_type, sleep_every=sleep_every)
+    if pretrained:
+        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        has_source = cfg.file or cfg.url or cfg.state_dict
+        if not has_source and cfg.hf_hub_id and cfg.hf_hub_id.startswith(HUB_ORG + '/') \
+                and f'{variant}.{cfg.tag}' not in PUBLISHED_TAGS:
+            raise RuntimeError(
+                f'No pretrained weights are published for {variant}.{cfg.tag} yet ({cfg.hf_hub_id}). '
+                f'Train it with `bioconv train --model {variant}`, then load the weights with '
+                f"timm.create_model('{variant}', pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')).")
+    model = build_model_with_cfg(
+        BioResNet, variant, pretrained,
+        feature_cfg=dict(flatten_sequential=False, out_indices=tuple(range(len(model_args['layers']) + 1))),
+        **{**model_args, **kwargs})
+    # Keep the data config in step with a non-default input size (e.g. img_size=48 for TinyImageNet).
+    img_size = kwargs.get('img_size')
+    if img_size is None or not hasattr(model, 'pretrained_cfg'):
+        return model
+    img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    input_size = (kwargs.get('in_chans', 3), *img_size)
+    if tuple(model.pretrained_cfg.get('input_size', ())) != input_size:
+        model.pretrained_cfg = dict(model.pretrained_cfg, input_size=input_size)
+        model.default_cfg = model.pretrained_cfg
+    return model
+
+
+def _parse_variant(variant: str) -> Tuple[str, LayerType, LayerType, Optional[int]]:
+    """'lc_resnet18_half_convstem_ws10' -> ('resnet18_half', 'lc', 'conv', 10)."""
+    parts = variant.split('_')
+    layer_type = parts[0]
+    sleep_every = None
+    if parts[-1].startswith('ws'):
+        sleep_every = int(parts.pop()[2:])
+    stem_type = layer_type
+    if parts[-1] == 'convstem':
+        parts.pop()
+        stem_type = 'conv'
+    return '_'.join(parts[1:]), layer_type, stem_type, sleep_every
+
+
+PAPER = dict(
+    paper_name='Towards Biologically Plausible Convolutional Networks (Pogodin et al., NeurIPS 2021)',
+    paper_ids='arXiv:2106.13031',
+    origin_url='https://github.com/romanpogodin/towards-bio-plausible-conv',
+    license='mit',
+)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _cfg(name: str, tag: str, **kwargs: Any) -> Dict[str, Any]:
+    arch, layer_type, stem_type, sleep_every = _parse_variant(name)
+    cfg = dict(
+        hf_hub_id=f'{HUB_ORG}/{name}.{tag}',  # one Hub repo per pretrained tag
+        num_classes=_ARCHS[arch]['num_classes'],
+        input_size=(3, _ARCHS[arch]['img_size'], _ARCHS[arch]['img_size']),
+        fixed_input_size='lc' in (layer_type, stem_type),
+        first_conv='conv1', classifier='fc',
+        **PAPER,
+    )
+    if arch == 'resnet20':
+        cfg.update(mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0, interpolation='bilinear', pool_size=(8, 8))
+    else:
+        cfg.update(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875, interpolation='bilinear', pool_size=(7, 7))
+    cfg.update(kwargs)
+    return cfg
+
+
+def _variant_names() -> List[str]:
+    names = []
+    for arch in ('resnet20', 'resnet18_half'):
+        names.append(f'conv_{arch}')
+        names.append(f'lc_{arch}')
+        names.extend(f'lc_{arch}_ws{n}' for n in (1, 10, 100))
+    names.append('lc_resnet18_half_convstem')
+    names.extend(f'lc_resnet18_half_convstem_ws{n}' for n in (1, 10, 100))
+    return names
+
+
+MODEL_NAMES: Tuple[str, ...] = tuple(_variant_names())
+_DEFAULT_TAG = dict(resnet20='cifar10', resnet18_half='in1k')
+
+
+def _default_cfgs() -> Dict[str, Dict[str, Any]]:
+    cfgs = {}
+    for name in MODEL_NAMES:
+        tag = _DEFAULT_TAG[_parse_variant(name)[0]]
+        cfgs[f'{name}.{tag}'] = _cfg(name, tag)
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_default_cfgs())
+
+
+# --- entrypoints ----------------------------------------------------------------------------
+
+@register_model
+def conv_resnet20(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """CIFAR ResNet20, convolutional."""
+    return _create_bioresnet('conv_resnet20', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet20(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """CIFAR ResNet20, locally connected, no weight sharing."""
+    return _create_bioresnet('lc_resnet20', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet20_ws1(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """CIFAR ResNet20, locally connected, sleep (weight sharing) after every optimizer step."""
+    return _create_bioresnet('lc_resnet20_ws1', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet20_ws10(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """CIFAR ResNet20, locally connected, sleep every 10 optimizer steps."""
+    return _create_bioresnet('lc_resnet20_ws10', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet20_ws100(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """CIFAR ResNet20, locally connected, sleep every 100 optimizer steps."""
+    return _create_bioresnet('lc_resnet20_ws100', pretrained, **kwargs)
+
+
+@register_model
+def conv_resnet18_half(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """Half-width ResNet18 (32/64/128/256 channels), convolutional."""
+    return _create_bioresnet('conv_resnet18_half', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet18_half(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """Half-width ResNet18, locally connected, no weight sharing."""
+    return _create_bioresnet('lc_resnet18_half', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet18_half_ws1(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """Half-width ResNet18, locally connected, sleep after every optimizer step."""
+    return _create_bioresnet('lc_resnet18_half_ws1', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet18_half_ws10(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """Half-width ResNet18, locally connected, sleep every 10 optimizer steps."""
+    return _create_bioresnet('lc_resnet18_half_ws10', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet18_half_ws100(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """Half-width ResNet18, locally connected, sleep every 100 optimizer steps."""
+    return _create_bioresnet('lc_resnet18_half_ws100', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet18_half_convstem(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """Half-width ResNet18, LC except a convolutional stem (paper Table 13), no weight sharing."""
+    return _create_bioresnet('lc_resnet18_half_convstem', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet18_half_convstem_ws1(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """Half-width ResNet18, LC with a conv stem (Table 13), sleep after every optimizer step."""
+    return _create_bioresnet('lc_resnet18_half_convstem_ws1', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet18_half_convstem_ws10(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """Half-width ResNet18, LC with a conv stem (Table 13), sleep every 10 optimizer steps."""
+    return _create_bioresnet('lc_resnet18_half_convstem_ws10', pretrained, **kwargs)
+
+
+@register_model
+def lc_resnet18_half_convstem_ws100(pretrained: bool = False, **kwargs: Any) -> BioResNet:
+    """Half-width ResNet18, LC with a conv stem (Table 13), sleep every 100 optimizer steps."""
+    return _create_bioresnet('lc_resnet18_half_convstem_ws100', pretrained, **kwargs)
