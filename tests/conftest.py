@@ -1,0 +1,28 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def reference_lc(x: torch.Tensor, weight: torch.Tensor, stride=(1, 1), padding=(0, 0), bias=None) -> torch.Tensor:
+    """Slow, obviously-correct locally connected layer: one dot product per output location.
+
+    x: (B, Cin, H, W); weight: (out_h, out_w, Cout, kh, kw, Cin); bias: (Cout, out_h, out_w).
+    """
+    out_h, out_w, cout, kh, kw, cin = weight.shape
+    xp = torch.nn.functional.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    rows = []
+    for y in range(out_h):
+        cols = []
+        for xx in range(out_w):
+            patch = xp[:, :, y * stride[0]:y * stride[0] + kh, xx * stride[1]:xx * stride[1] + kw]  # B, Cin, kh, kw
+            kernel = weight[y, xx]  # Cout, kh, kw, Cin
+            cols.append(torch.einsum('biuv,ouvi->bo', patch, kernel))
+        rows.append(torch.stack(cols, dim=-1))
+    out = torch.stack(rows, dim=-2)
+    if bias is not None:
+        out = out + bias
+    return out

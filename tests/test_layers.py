@@ -1,0 +1,149 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from bioconv_timm import LocallyConnected2d, locally_connected2d
+from conftest import reference_lc
+
+# (cin, cout, kernel, stride, padding, (H, W))
+GEOMETRIES = [
+    (3, 5, 3, 1, 1, (8, 8)),
+    (4, 6, 3, 2, 1, (9, 9)),      # stride 2 on an odd input
+    (2, 3, 5, 2, 2, (11, 8)),     # rectangular
+    (3, 4, 1, 2, 0, (7, 7)),      # 1x1 shortcut, stride 2, odd
+    (3, 2, 7, 2, 3, (13, 10)),    # ResNet18 stem geometry
+    (2, 2, 2, 1, 0, (6, 5)),      # even kernel
+    (3, 4, (3, 5), (1, 2), (1, 2), (9, 12)),  # rectangular kernel, stride and padding
+    (16, 8, 3, 1, 0, (5, 5)),     # no padding
+]
+
+
+@pytest.mark.parametrize('cin,cout,k,s,p,size', GEOMETRIES)
+def test_lc_from_conv_equals_conv_forward_and_backward(cin, cout, k, s, p, size):
+    conv = nn.Conv2d(cin, cout, k, s, p, bias=True).double()
+    lc = LocallyConnected2d.from_conv(conv, size)
+    assert lc.bias is not None
+    x = torch.randn(3, cin, *size, dtype=torch.float64, requires_grad=True)
+    y_conv, y_lc = conv(x), lc(x)
+    assert y_lc.shape == y_conv.shape
+    torch.testing.assert_close(y_lc, y_conv)
+    grad = torch.randn_like(y_conv)
+    gx_conv, gw_conv = torch.autograd.grad(y_conv, (x, conv.weight), grad)
+    gx_lc, gw_lc = torch.autograd.grad(y_lc, (x, lc.weight), grad)
+    torch.testing.assert_close(gx_lc, gx_conv)
+    # the conv weight gradient is the sum of the per-location gradients
+    torch.testing.assert_close(gw_lc.sum(dim=(0, 1)), gw_conv.permute(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize('cin,cout,k,s,p,size', GEOMETRIES)
+def test_lc_matches_slow_reference(cin, cout, k, s, p, size):
+    lc = LocallyConnected2d(cin, cout, k, size, stride=s, padding=p, bias=True).double()
+    x = torch.randn(2, cin, *size, dtype=torch.float64, requires_grad=True)
+    ref = reference_lc(x, lc.weight, lc.stride, lc.padding, lc.bias)
+    out = lc(x)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(ref)
+    expected = torch.autograd.grad(ref, (x, lc.weight, lc.bias), grad)
+    actual = torch.autograd.grad(out, (x, lc.weight, lc.bias), grad)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize('cin,cout,k,s,p,size', GEOMETRIES[:5])
+def test_gradcheck_float64(cin, cout, k, s, p, size):
+    lc = LocallyConnected2d(cin, cout, k, size, stride=s, padding=p, bias=True).double()
+    x = torch.randn(2, cin, *size, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, w, b: locally_connected2d(a, w, b, lc.stride, lc.padding), (x, lc.weight, lc.bias))
+
+
+def test_large_input_uses_several_row_chunks():
+    # 64 channels at 32x32 with B=16: patches are larger than one cache-sized chunk.
+    conv = nn.Conv2d(64, 8, 3, 1, 1, bias=False)
+    lc = LocallyConnected2d.from_conv(conv, (32, 32))
+    x = torch.randn(16, 64, 32, 32, requires_grad=True)
+    torch.testing.assert_close(lc(x), conv(x), atol=1e-4, rtol=1e-4)
+    g = torch.randn(16, 8, 32, 32)
+    torch.testing.assert_close(torch.autograd.grad(lc(x), x, g)[0], torch.autograd.grad(conv(x), x, g)[0],
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_output_size_matches_conv_formula():
+    for size in [(7, 7), (8, 9), (15, 4)]:
+        for k, s, p in [(3, 1, 1), (3, 2, 1), (1, 2, 0), (5, 3, 2), (4, 2, 1)]:
+            lc = LocallyConnected2d(2, 3, k, size, stride=s, padding=p)
+            conv = nn.Conv2d(2, 3, k, s, p)
+            assert lc(torch.randn(1, 2, *size)).shape == conv(torch.randn(1, 2, *size)).shape
+            assert lc.output_size == tuple(conv(torch.randn(1, 2, *size)).shape[-2:])
+
+
+def test_channels_last_input_gives_same_result():
+    lc = LocallyConnected2d(4, 6, 3, (10, 10), stride=2, padding=1)
+    x = torch.randn(3, 4, 10, 10)
+    torch.testing.assert_close(lc(x.contiguous(memory_format=torch.channels_last)), lc(x))
+
+
+def test_weight_layout_and_independent_init():
+    lc = LocallyConnected2d(8, 16, 3, (6, 6), padding=1)
+    assert lc.weight.shape == (6, 6, 16, 3, 3, 8)
+    assert lc.bias is None
+    # Kaiming normal, fan_out: std = sqrt(2 / (Cout k^2)), independent at each location
+    assert abs(lc.weight.std().item() - (2 / (16 * 9)) ** 0.5) < 0.01
+    assert not torch.allclose(lc.weight[0, 0], lc.weight[1, 1])
+
+
+def test_wrong_input_size_names_expected_size():
+    lc = LocallyConnected2d(3, 4, 3, (16, 16), padding=1)
+    with pytest.raises(ValueError, match=r'\(B, 3, 16, 16\)'):
+        lc(torch.randn(1, 3, 17, 16))
+    with pytest.raises(ValueError, match='3, 16, 16'):
+        lc(torch.randn(1, 2, 16, 16))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='output would be empty'):
+        LocallyConnected2d(3, 4, 5, (3, 3))
+    with pytest.raises(ValueError, match='stride'):
+        LocallyConnected2d(3, 4, 3, (8, 8), stride=0)
+    with pytest.raises(ValueError, match='pair'):
+        LocallyConnected2d(3, 4, (3, 3, 3), (8, 8))
+    with pytest.raises(ValueError, match='positive'):
+        LocallyConnected2d(0, 4, 3, (8, 8))
+    with pytest.raises(TypeError, match='nn.Conv2d'):
+        LocallyConnected2d.from_conv(nn.Linear(3, 4), (8, 8))
+    with pytest.raises(ValueError, match='groups'):
+        LocallyConnected2d.from_conv(nn.Conv2d(4, 4, 3, groups=2), (8, 8))
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16])
+def test_autocast_cpu(dtype):
+    conv = nn.Conv2d(4, 8, 3, 1, 1, bias=False)
+    lc = LocallyConnected2d.from_conv(conv, (8, 8))
+    x = torch.randn(2, 4, 8, 8)
+    with torch.autocast('cpu', dtype=dtype):
+        y = lc(x)
+        y_conv = conv(x)
+    assert y.dtype == y_conv.dtype == dtype
+    torch.testing.assert_close(y.float(), y_conv.float(), atol=5e-2, rtol=5e-2)
+    y.float().sum().backward()
+    assert lc.weight.grad is not None and lc.weight.grad.dtype == torch.float32
+
+
+def test_dtype_mismatch_without_autocast_is_clear():
+    lc = LocallyConnected2d(2, 2, 3, (5, 5))
+    with pytest.raises(TypeError, match='dtype'):
+        lc(torch.randn(1, 2, 5, 5, dtype=torch.float64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_cuda_autocast(dtype):
+    conv = nn.Conv2d(4, 8, 3, 2, 1, bias=False).cuda()
+    lc = LocallyConnected2d.from_conv(conv, (9, 9))
+    x = torch.randn(2, 4, 9, 9, device='cuda')
+    with torch.autocast('cuda', dtype=dtype):
+        y = lc(x)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.float(), conv(x), atol=5e-2, rtol=5e-2)
+    y.float().sum().backward()
+    assert lc.weight.grad.dtype == torch.float32

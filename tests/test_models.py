@@ -1,0 +1,172 @@
+import pytest
+import timm
+import torch
+
+import bioconv_timm
+from bioconv_timm import BioResNet, LocallyConnected2d, MODEL_NAMES, share_weights_
+
+RESNET20 = [n for n in MODEL_NAMES if 'resnet20' in n]
+RESNET18 = [n for n in MODEL_NAMES if 'resnet18' in n]
+
+EXPECTED_NAMES = {
+    'conv_resnet20', 'lc_resnet20', 'lc_resnet20_ws1', 'lc_resnet20_ws10', 'lc_resnet20_ws100',
+    'conv_resnet18_half', 'lc_resnet18_half', 'lc_resnet18_half_ws1', 'lc_resnet18_half_ws10',
+    'lc_resnet18_half_ws100', 'lc_resnet18_half_convstem', 'lc_resnet18_half_convstem_ws1',
+    'lc_resnet18_half_convstem_ws10', 'lc_resnet18_half_convstem_ws100',
+}
+
+
+def test_all_names_registered_with_timm():
+    assert set(MODEL_NAMES) == EXPECTED_NAMES
+    listed = set(timm.list_models('lc_*')) | set(timm.list_models('conv_resnet*'))
+    assert EXPECTED_NAMES <= listed
+    assert 'lc_resnet18_half_ws10.in1k' in timm.list_pretrained('lc_resnet18_half_ws10*')
+
+
+def _lc_param_count(cin, cout, k, out_hw):
+    return out_hw[0] * out_hw[1] * cin * cout * k * k
+
+
+def test_resnet20_lc_parameter_count_matches_architecture():
+    model = timm.create_model('lc_resnet20')
+    # computed from the architecture: stem, 3 stages of 3 blocks, LC 1x1 shortcuts, BN, fc
+    expected = _lc_param_count(3, 16, 3, (32, 32))
+    expected += 6 * _lc_param_count(16, 16, 3, (32, 32))
+    expected += _lc_param_count(16, 32, 3, (16, 16)) + 5 * _lc_param_count(32, 32, 3, (16, 16))
+    expected += _lc_param_count(16, 32, 1, (16, 16))
+    expected += _lc_param_count(32, 64, 3, (8, 8)) + 5 * _lc_param_count(64, 64, 3, (8, 8))
+    expected += _lc_param_count(32, 64, 1, (8, 8))
+    expected += 2 * (16 + 6 * 16 + 7 * 32 + 7 * 64)  # BN weight + bias
+    expected += 64 * 10 + 10
+    n = sum(p.numel() for p in model.parameters())
+    assert n == expected
+    assert 40.4e6 < n < 41.0e6  # the paper's "about 40.6M"
+    conv = timm.create_model('conv_resnet20')
+    assert 0.26e6 < sum(p.numel() for p in conv.parameters()) < 0.28e6
+
+
+def test_resnet18_half_lc_parameter_count():
+    with torch.device('meta'):
+        model = timm.create_model('lc_resnet18_half')
+        convstem = timm.create_model('lc_resnet18_half_convstem')
+    n = sum(p.numel() for p in model.parameters())
+    assert 480e6 < n < 486e6  # DESIGN.md: ~483M
+    stem_lc = 112 * 112 * 3 * 32 * 49
+    assert n - sum(p.numel() for p in convstem.parameters()) == stem_lc - 3 * 32 * 49
+
+
+@pytest.mark.parametrize('name', RESNET20)
+def test_resnet20_forward_backward_features(name):
+    model = timm.create_model(name)
+    assert isinstance(model, BioResNet)
+    x = torch.randn(2, 3, 32, 32)
+    y = model(x)
+    assert y.shape == (2, 10)
+    y.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    expected_sleep = int(name.split('_ws')[1]) if '_ws' in name else None
+    assert model.sleep_every == expected_sleep
+    cfg = model.pretrained_cfg
+    assert cfg['input_size'] == (3, 32, 32) and cfg['first_conv'] == 'conv1' and cfg['classifier'] == 'fc'
+    assert cfg.get('fixed_input_size', False) == name.startswith('lc_')
+    assert cfg['paper_ids'] == 'arXiv:2106.13031'
+
+    feats = timm.create_model(name, features_only=True)
+    outs = feats(x)
+    assert [o.shape[1] for o in outs] == [16, 16, 32, 64]
+    assert [o.shape[-1] for o in outs] == [32, 32, 16, 8]
+    assert feats.feature_info.reduction() == [1, 1, 2, 4]
+
+    headless = timm.create_model(name, num_classes=0)
+    assert headless(x).shape == (2, 64)
+    final, inter = headless.forward_intermediates(x)
+    assert final.shape == (2, 64, 8, 8) and len(inter) == 4
+    assert headless.forward_head(final, pre_logits=True).shape == (2, 64)
+
+
+@pytest.mark.parametrize('name', RESNET18)
+def test_resnet18_half_forward_backward(name):
+    model = timm.create_model(name)
+    x = torch.randn(1, 3, 224, 224)
+    y = model(x)
+    assert y.shape == (1, 1000)
+    y.sum().backward()
+    assert model.conv1.weight.grad is not None
+    assert isinstance(model.conv1, LocallyConnected2d) == ('convstem' not in name and name.startswith('lc_'))
+    assert model.pretrained_cfg['input_size'] == (3, 224, 224)
+
+
+def test_resnet18_half_features_only():
+    model = timm.create_model('conv_resnet18_half', features_only=True)
+    outs = model(torch.randn(1, 3, 224, 224))
+    assert [o.shape[1:] for o in outs] == [(32, 112, 112), (32, 56, 56), (64, 28, 28), (128, 14, 14), (256, 7, 7)]
+
+
+def test_timm_interface_head_and_classifier():
+    model = timm.create_model('lc_resnet20_ws10', num_classes=5, in_chans=1, drop_rate=0.1, global_pool='max')
+    x = torch.randn(2, 1, 32, 32)
+    assert model(x).shape == (2, 5)
+    assert model.get_classifier().out_features == 5
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3)
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 64)
+    inter = model.forward_intermediates(x, indices=2, intermediates_only=True)
+    assert [t.shape[1] for t in inter] == [32, 64]
+
+
+def test_img_size_for_tinyimagenet():
+    model = timm.create_model('lc_resnet20', img_size=48, num_classes=200)
+    assert model(torch.randn(2, 3, 48, 48)).shape == (2, 200)
+    assert model.pretrained_cfg['input_size'] == (3, 48, 48)
+    assert model.layer3[0].conv1.input_size == (24, 24)
+
+
+def test_wrong_input_size_raises_value_error_with_expected_size():
+    model = timm.create_model('lc_resnet20')
+    with pytest.raises(ValueError, match='32x32'):
+        model(torch.randn(1, 3, 48, 48))
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
+        model(torch.randn(1, 1, 32, 32))
+    # a conv net is not size-bound
+    assert timm.create_model('conv_resnet20')(torch.randn(1, 3, 40, 40)).shape == (1, 10)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='layer_type'):
+        BioResNet(layer_type='dense')
+    with pytest.raises(ValueError, match='sleep_every'):
+        BioResNet(layer_type='conv', sleep_every=10)
+    with pytest.raises(ValueError, match='sleep_every'):
+        BioResNet(layer_type='lc', sleep_every=0)
+    with pytest.raises(ValueError, match='too small'):
+        timm.create_model('lc_resnet20', img_size=2)
+
+
+def test_pretrained_without_published_weights_fails_clearly():
+    with pytest.raises(RuntimeError, match='No pretrained weights are published'):
+        timm.create_model('lc_resnet20_ws10', pretrained=True)
+
+
+def test_pretrained_from_local_file_loads_weights(tmp_path):
+    from safetensors.torch import save_file
+    source = timm.create_model('lc_resnet20_ws10')
+    path = tmp_path / 'model.safetensors'
+    save_file(source.state_dict(), str(path))
+    loaded = timm.create_model('lc_resnet20_ws10', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.eval()(x), source.eval()(x))
+
+
+def test_share_weights_on_model_shares_every_lc_layer():
+    model = timm.create_model('lc_resnet20_ws1')
+    n_lc = sum(isinstance(m, LocallyConnected2d) for m in model.modules())
+    assert n_lc == 1 + 18 + 2  # stem, 18 block convs, 2 projection shortcuts
+    assert share_weights_(model) == n_lc
+    assert share_weights_(timm.create_model('conv_resnet20')) == 0
+    # after sharing, every layer's kernels repeat with the layer's kernel period
+    for layer in model.modules():
+        if isinstance(layer, LocallyConnected2d):
+            kh, kw = layer.kernel_size
+            w = layer.weight
+            assert torch.equal(w[kh:], w[:-kh]) and torch.equal(w[:, kw:], w[:, :-kw])
