@@ -39,28 +39,35 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _padded_channels_last(x: torch.Tensor, padding: Tuple[int, int]) -> torch.Tensor:
-    """(B, C, H, W) -> zero-padded (B, H + 2ph, W + 2pw, C), contiguous."""
+def _to_hwcb(x: torch.Tensor, padding: Tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) -> zero-padded (H + 2ph, W + 2pw, C, B), contiguous ("batch innermost")."""
     b, c, h, w = x.shape
     ph, pw = padding
-    x_nhwc = x.permute(0, 2, 3, 1)
+    x_hwcb = x.permute(2, 3, 1, 0)
     if ph == 0 and pw == 0:
-        return x_nhwc.contiguous()
-    padded = x.new_zeros(b, h + 2 * ph, w + 2 * pw, c)
-    padded[:, ph:ph + h, pw:pw + w] = x_nhwc
+        return x_hwcb.contiguous()
+    padded = x.new_zeros(h + 2 * ph, w + 2 * pw, c, b)
+    padded[ph:ph + h, pw:pw + w] = x_hwcb
     return padded
 
 
 def _patch_rows(padded: torch.Tensor, rows: Tuple[int, int], out_w: int, kernel: Tuple[int, int],
                 stride: Tuple[int, int]) -> torch.Tensor:
-    """Strided view (rows, out_w, B, kh, kw, C) of the patches of output rows [r0, r1)."""
-    b, hp, wp, c = padded.shape
-    sb, sh, sw, sc = padded.stride()
+    """Strided view (rows, out_w, kh, kw, C, B) of the patches of output rows [r0, r1).
+
+    With the batch innermost, each (row, column, kernel row) reads one contiguous run of
+    kw * C * B values, so the gather is close to a memcpy.
+    """
+    hp, wp, c, b = padded.shape
+    sh, sw, sc, sb = padded.stride()
     r0, r1 = rows
-    return padded[:, r0 * stride[0]:].as_strided(
-        (r1 - r0, out_w, b, kernel[0], kernel[1], c),
-        (sh * stride[0], sw * stride[1], sb, sh, sw, sc),
+    return padded[r0 * stride[0]:].as_strided(
+        (r1 - r0, out_w, kernel[0], kernel[1], c, b),
+        (sh * stride[0], sw * stride[1], sh, sw, sc, sb),
     )
+
+
+_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def _row_chunks(out_h: int, out_w: int, bytes_per_location: int) -> list:
@@ -69,36 +76,63 @@ def _row_chunks(out_h: int, out_w: int, bytes_per_location: int) -> list:
     return [(r, min(r + rows, out_h)) for r in range(0, out_h, rows)]
 
 
-_CHUNK_BYTES = 4 * 1024 * 1024
+def _lc_rows(padded: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int]) -> torch.Tensor:
+    """Core product: (Hp, Wp, C, B) padded input, (out_h, out_w, Cout, kh, kw, C) weight ->
+    (out_h, out_w, Cout, B), one cache-sized chunk of output rows at a time:
+    out_chunk (n, Cout, B) = weight_chunk (n, Cout, kh*kw*C) @ patches (n, kh*kw*C, B)."""
+    b = padded.shape[-1]
+    out_h, out_w, cout, kh, kw, cin = weight.shape
+    k = kh * kw * cin
+    chunks = _row_chunks(out_h, out_w, b * k * padded.element_size())
+    buffer = padded.new_empty((chunks[0][1] - chunks[0][0]) * out_w * b * k)
+    out = padded.new_empty(out_h, out_w, cout, b)
+    for r0, r1 in chunks:
+        n = (r1 - r0) * out_w
+        patches = buffer[:n * b * k].view(r1 - r0, out_w, kh, kw, cin, b)
+        patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
+        torch.bmm(weight[r0:r1].reshape(n, cout, k), patches.view(n, k, b), out=out[r0:r1].view(n, cout, b))
+    return out
+
+
+def _col2im_rows(grad_rows: torch.Tensor, weight: torch.Tensor, padded_shape: torch.Size,
+                 stride: Tuple[int, int]) -> torch.Tensor:
+    """Input gradient for any stride: (out_h, out_w, Cout, B) output gradient -> (Hp, Wp, C, B),
+    patch gradients per row chunk, scatter-added (col2im)."""
+    out_h, out_w, cout, b = grad_rows.shape
+    _, _, _, kh, kw, cin = weight.shape
+    k = kh * kw * cin
+    grad_padded = grad_rows.new_zeros(padded_shape)
+    chunks = _row_chunks(out_h, out_w, b * k * grad_rows.element_size())
+    buffer = grad_rows.new_empty((chunks[0][1] - chunks[0][0]) * out_w * b * k)
+    for r0, r1 in chunks:
+        n = (r1 - r0) * out_w
+        chunk = buffer[:n * b * k].view(r1 - r0, out_w, kh, kw, cin, b)
+        torch.bmm(weight[r0:r1].reshape(n, cout, k).transpose(1, 2), grad_rows[r0:r1].view(n, cout, b),
+                  out=chunk.view(n, k, b))
+        for u in range(kh):
+            rows = slice(r0 * stride[0] + u, (r1 - 1) * stride[0] + u + 1, stride[0])
+            for v in range(kw):
+                cols = slice(v, v + stride[1] * (out_w - 1) + 1, stride[1])
+                grad_padded[rows, cols] += chunk[:, :, u, v]
+    return grad_padded
 
 
 class _LocallyConnectedFn(torch.autograd.Function):
     """out[b, o, y, x] = sum_{u, v, i} x_pad[b, i, s*y + u, s*x + v] * w[y, x, o, u, v, i].
 
-    Works on chunks of output rows: each chunk's patches (rows*out_w, B, kh*kw*C) are gathered
-    into one reused, cache-sized buffer and multiplied in one batched GEMM. Nothing larger than
-    the input is kept for backward (the padded channels-last input), which re-gathers the patches.
+    Internally activations are laid out (H, W, C, B). Nothing larger than the input is kept for
+    backward (the padded input), which re-gathers the patches chunk by chunk; the input gradient
+    is formed chunk by chunk too and scatter-added (col2im) in contiguous (C, B) runs.
     """
 
     @staticmethod
     def forward(ctx, x, weight, stride, padding):
-        b = x.shape[0]
-        out_h, out_w, cout, kh, kw, cin = weight.shape
-        k = kh * kw * cin
-        padded = _padded_channels_last(x, padding)
-        chunks = _row_chunks(out_h, out_w, b * k * x.element_size())
-        buffer = x.new_empty((chunks[0][1] - chunks[0][0]) * out_w * b * k)
-        out = x.new_empty(out_h, out_w, b, cout)
-        for r0, r1 in chunks:
-            n = (r1 - r0) * out_w
-            patches = buffer[:n * b * k].view(r1 - r0, out_w, b, kh, kw, cin)
-            patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
-            torch.bmm(patches.view(n, b, k), weight[r0:r1].reshape(n, cout, k).transpose(1, 2),
-                      out=out[r0:r1].view(n, b, cout))
+        padded = _to_hwcb(x, padding)
+        out = _lc_rows(padded, weight, stride)
         ctx.save_for_backward(padded, weight)
         ctx.geometry = (tuple(x.shape), stride, padding)
-        # (out_h, out_w, B, Cout) -> (B, Cout, out_h, out_w), channels-last: one output-sized copy.
-        return out.permute(2, 3, 0, 1).contiguous(memory_format=torch.channels_last)
+        # (out_h, out_w, Cout, B) -> (B, Cout, out_h, out_w), channels-last: one output-sized copy.
+        return out.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -106,30 +140,22 @@ class _LocallyConnectedFn(torch.autograd.Function):
         (b, c, h, w), stride, (ph, pw) = ctx.geometry
         out_h, out_w, cout, kh, kw, cin = weight.shape
         k = kh * kw * cin
-        grad_rows = grad_out.permute(2, 3, 0, 1).contiguous()  # (out_h, out_w, B, Cout)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_w = torch.empty_like(weight) if need_w else None
-        grad_padded = torch.zeros_like(padded) if need_x else None
-        chunks = _row_chunks(out_h, out_w, b * k * padded.element_size())
-        buffer = padded.new_empty((chunks[0][1] - chunks[0][0]) * out_w * b * k)
-        for r0, r1 in chunks:
-            n = (r1 - r0) * out_w
-            chunk = buffer[:n * b * k].view(r1 - r0, out_w, b, kh, kw, cin)
-            g = grad_rows[r0:r1].view(n, b, cout)
-            if need_w:
-                chunk.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
-                torch.bmm(g.transpose(1, 2), chunk.view(n, b, k), out=grad_w[r0:r1].view(n, cout, k))
-            if need_x:
-                # The same buffer now holds the patch gradients; col2im scatter-adds them.
-                torch.bmm(g, weight[r0:r1].reshape(n, cout, k), out=chunk.view(n, b, k))
-                for u in range(kh):
-                    rows = slice(r0 * stride[0] + u, (r1 - 1) * stride[0] + u + 1, stride[0])
-                    for v in range(kw):
-                        cols = slice(v, v + stride[1] * (out_w - 1) + 1, stride[1])
-                        grad_padded[:, rows, cols, :] += chunk[:, :, :, u, v, :].permute(2, 0, 1, 3)
-        grad_x = None
-        if need_x:
-            grad_x = grad_padded[:, ph:ph + h, pw:pw + w, :].permute(0, 3, 1, 2)
+        grad_rows = grad_out.permute(2, 3, 1, 0).contiguous()  # (out_h, out_w, Cout, B)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.empty_like(weight)
+            chunks = _row_chunks(out_h, out_w, b * k * padded.element_size())
+            buffer = padded.new_empty((chunks[0][1] - chunks[0][0]) * out_w * b * k)
+            for r0, r1 in chunks:
+                n = (r1 - r0) * out_w
+                patches = buffer[:n * b * k].view(r1 - r0, out_w, kh, kw, cin, b)
+                patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
+                torch.bmm(grad_rows[r0:r1].view(n, cout, b), patches.view(n, k, b).transpose(1, 2),
+                          out=grad_w[r0:r1].view(n, cout, k))
+            del buffer
+        if ctx.needs_input_grad[0]:
+            grad_padded = _col2im_rows(grad_rows, weight, padded.shape, stride)
+            grad_x = grad_padded[ph:ph + h, pw:pw + w].permute(3, 2, 0, 1)
             grad_x = grad_x.contiguous(memory_format=torch.channels_last)
         return grad_x, grad_w, None, None
 
