@@ -49,6 +49,37 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import config_from_args, train
+    train(config_from_args(args))
+    return 0
+
+
+def _parse_lrs(items: Sequence[str]) -> dict:
+    from .compare import DEFAULT_LRS
+    lrs = dict(DEFAULT_LRS)
+    for item in items or ():
+        key, sep, value = item.partition('=')
+        if not sep or key not in lrs:
+            raise SystemExit(f'--lr expects CELL=VALUE with CELL in {sorted(lrs)}, got {item!r}')
+        lrs[key] = float(value)
+    return lrs
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import CompareConfig, compare, format_compare_table
+    config = CompareConfig(
+        dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, epochs=args.epochs,
+        batch_size=args.batch_size, pad=args.pad, seeds=tuple(args.seeds), weight_decay=args.weight_decay,
+        lrs=_parse_lrs(args.lr), train_subset=args.train_subset, eval_subset=args.eval_subset,
+        split=args.split, output_dir=args.output_dir, progress=args.progress, device=args.device)
+    rows = compare(config)
+    print()
+    print(format_compare_table(rows, config))
+    print(f'\ntable: {args.output_dir}/compare.md, chart: {args.output_dir}/compare.png')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='bioconv', description='Locally connected ResNets with a sleep phase, as timm models.')
@@ -56,12 +87,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('list', help='list the registered models (input size, parameters, sleep period)')
     p.add_argument('--filter', default='*', help="shell-style name filter, e.g. 'lc_resnet20*'")
     p.set_defaults(func=_cmd_list)
+
+    from .train import add_train_args
+    p = sub.add_parser('train', help='train a model (with its sleep phase) and write a run folder')
+    add_train_args(p)
+    p.set_defaults(func=_cmd_train)
+
+    from .compare import CompareConfig
+    from .data import DATASETS
+    d = CompareConfig()
+    p = sub.add_parser('compare', help="train conv / LC / LC-reps / LC-ws(1,10,100) and print paper Table 1's shape")
+    p.add_argument('--dataset', default=d.dataset, choices=DATASETS)
+    p.add_argument('--data-dir', default=None)
+    p.add_argument('--arch', default=d.arch, choices=('resnet20', 'resnet18_half'))
+    p.add_argument('--epochs', type=int, default=d.epochs)
+    p.add_argument('--batch-size', type=int, default=d.batch_size)
+    p.add_argument('--pad', type=int, default=d.pad)
+    p.add_argument('--seeds', type=int, nargs='+', default=list(d.seeds))
+    p.add_argument('--weight-decay', type=float, default=d.weight_decay)
+    p.add_argument('--lr', nargs='*', metavar='CELL=LR', help='override a learning rate, e.g. lc_ws10=2e-3')
+    p.add_argument('--train-subset', type=int, default=None)
+    p.add_argument('--eval-subset', type=int, default=None)
+    p.add_argument('--split', default=d.split, choices=('val', 'test'))
+    p.add_argument('--output-dir', default=d.output_dir)
+    p.add_argument('--device', default=None)
+    p.add_argument('--progress', action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(func=_cmd_compare)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from .data import DatasetError
+    from .train import CheckpointError
+    try:
+        return args.func(args)
+    except (DatasetError, CheckpointError) as exc:
+        # bad input the user can fix: one clear line, no traceback
+        print(f'bioconv {args.command}: error: {exc}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -26,6 +26,33 @@ def lc_layers(module: nn.Module) -> Iterator[tuple[str, LocallyConnected2d]]:
             yield name, child
 
 
+def _module_view(values: torch.Tensor, period: tuple[int, int]) -> torch.Tensor:
+    """(H, W, *rest) -> zero-padded (ceil(H/ph), ph, ceil(W/pw), pw, prod(rest)): module (a, b) is [:, a, :, b]."""
+    h, w = values.shape[:2]
+    ph, pw = period
+    hb, wb = -(-h // ph), -(-w // pw)
+    flat = values.reshape(h, w, -1)
+    if hb * ph != h or wb * pw != w:
+        padded = flat.new_zeros(hb * ph, wb * pw, flat.shape[-1])
+        padded[:h, :w] = flat
+        flat = padded
+    return flat.view(hb, ph, wb, pw, -1)
+
+
+def _module_counts(h: int, w: int, period: tuple[int, int], device=None) -> torch.Tensor:
+    """(ph, pw) number of locations in each module of an (h, w) grid."""
+    rows = torch.tensor([len(range(a, h, period[0])) for a in range(period[0])], dtype=torch.float64, device=device)
+    cols = torch.tensor([len(range(b, w, period[1])) for b in range(period[1])], dtype=torch.float64, device=device)
+    return rows[:, None] * cols[None, :]
+
+
+def _module_means(values: torch.Tensor, period: tuple[int, int]) -> torch.Tensor:
+    """(ph, pw, prod(rest)) mean of each module over its locations."""
+    sums = _module_view(values, period).sum(dim=(0, 2))
+    counts = _module_counts(values.shape[0], values.shape[1], period, values.device).clamp(min=1)
+    return sums / counts.to(sums.dtype)[..., None]
+
+
 def grid_means(values: torch.Tensor, period: tuple[int, int], spatial_dims: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """Replace every entry by the mean over its module of locations.
 
@@ -36,20 +63,32 @@ def grid_means(values: torch.Tensor, period: tuple[int, int], spatial_dims: tupl
     Returns:
         A new tensor of the same shape where each module holds its mean.
     """
-    dy, dx = spatial_dims
-    moved = values.movedim((dy, dx), (0, 1))
-    shared = torch.empty_like(moved)
-    for a in range(period[0]):
-        for b in range(period[1]):
-            block = moved[a::period[0], b::period[1]]
-            shared[a::period[0], b::period[1]] = block.mean(dim=(0, 1), keepdim=True)
-    return shared.movedim((0, 1), (dy, dx))
+    moved = values.movedim(spatial_dims, (0, 1))
+    h, w = moved.shape[:2]
+    ph, pw = period
+    means = _module_means(moved, period)  # (ph, pw, R)
+    hb, wb = -(-h // ph), -(-w // pw)
+    tiled = means[None, :, None].expand(hb, ph, wb, pw, means.shape[-1]).reshape(hb * ph, wb * pw, -1)
+    shared = tiled[:h, :w].reshape(moved.shape)
+    return shared.movedim((0, 1), spatial_dims).contiguous()
+
+
+def _share_tensor_(values: torch.Tensor, period: tuple[int, int]) -> None:
+    """In-place grid means of a contiguous (H, W, ...) tensor."""
+    h, w = values.shape[:2]
+    if h % period[0] == 0 and w % period[1] == 0 and values.is_contiguous():
+        # one read and one write: view the locations as (H/ph, ph, W/pw, pw) and broadcast the means back
+        view = values.view(h // period[0], period[0], w // period[1], period[1], -1)
+        means = view.sum(dim=(0, 2)) / ((h // period[0]) * (w // period[1]))
+        view.copy_(means[None, :, None].expand_as(view))
+    else:
+        values.copy_(grid_means(values, period))
 
 
 @torch.no_grad()
 def share_layer_(layer: LocallyConnected2d) -> LocallyConnected2d:
     """Set one LC layer's weights (and per-location bias) to their k x k grid means, in place."""
-    layer.weight.copy_(grid_means(layer.weight, layer.kernel_size))
+    _share_tensor_(layer.weight, layer.kernel_size)
     if layer.bias is not None:
         layer.bias.copy_(grid_means(layer.bias, layer.kernel_size, spatial_dims=(1, 2)))
     return layer
@@ -71,28 +110,30 @@ def share_weights_(module: nn.Module) -> int:
 
 @torch.no_grad()
 def weight_snr(layer: LocallyConnected2d) -> float:
-    """Signal-to-noise ratio of an LC layer's weights, paper eq. 6.
+    """Signal-to-noise ratio of an LC layer's weights (paper eq. 6): mean weight squared over weight variance.
 
-    For every module and every weight coordinate j = (out, offset, in), the "neurons" i are the
-    module's locations: SNR_j = mean_i(w_ij)^2 / var_i(w_ij) (population variance). The layer's SNR
-    is the average over modules and coordinates. A perfectly shared layer has SNR = inf
-    (-log SNR = -inf); coordinates whose mean and variance are both 0 carry no signal and are skipped.
+    The "neurons" of eq. 6 are the locations of one module (k x k grid); the signal of a weight
+    coordinate j = (out, kernel offset, in) is its squared module mean, the noise its variance over the
+    module's locations. Both are averaged over coordinates and modules before taking the ratio:
+    SNR = mean_j(mean_i w_ij)^2 / mean_j var_i(w_ij). (Averaging the per-coordinate ratios instead, eq. 6
+    read literally, is infinite as soon as one coordinate is exactly shared, which happens in deep nets
+    to weights that get no gradient, e.g. where the receptive field only sees zero padding.)
+    A perfectly shared layer has SNR = inf (-log SNR = -inf). Modules with a single location are skipped.
     """
     if not isinstance(layer, LocallyConnected2d):
         raise TypeError(f'weight_snr expects a LocallyConnected2d, got {type(layer).__name__}')
-    weight = layer.weight.detach().double()
-    ph, pw = layer.kernel_size
-    ratios = []
-    for a in range(ph):
-        for b in range(pw):
-            block = weight[a::ph, b::pw]
-            if block.shape[0] * block.shape[1] < 2:
-                continue  # a module with one location is trivially shared
-            mean = block.mean(dim=(0, 1))
-            var = block.var(dim=(0, 1), unbiased=False)
-            ratios.append((mean.square() / var).flatten())
-    ratio = torch.cat(ratios)
-    ratio = ratio[~torch.isnan(ratio)]
-    if ratio.numel() == 0:
+    weight = layer.weight.detach()
+    h, w = weight.shape[:2]
+    counts = _module_counts(h, w, layer.kernel_size, weight.device)  # (ph, pw)
+    weight = weight.double()  # exact: a shared module has exactly zero deviation
+    means = _module_means(weight, layer.kernel_size)  # (ph, pw, R)
+    deviations = weight - grid_means(weight, layer.kernel_size)
+    sq = _module_view(deviations.square_(), layer.kernel_size).sum(dim=(0, 2))  # (ph, pw, R)
+    valid = counts >= 2
+    if not bool(valid.any()):
         return float('nan')
-    return float(ratio.mean())
+    signal = means.square()[valid].mean()
+    noise = (sq / counts.clamp(min=1)[..., None])[valid].mean()
+    if noise == 0:
+        return float('inf') if signal > 0 else float('nan')
+    return float(signal / noise)

@@ -90,17 +90,17 @@ def test_grid_means_other_spatial_dims():
     torch.testing.assert_close(shared.movedim(0, -1), grid_means_by_index(bias.movedim(0, -1), (3, 3)))
 
 
-def test_weight_snr_matches_eq6_and_is_infinite_after_sharing():
-    layer = LocallyConnected2d(2, 3, 3, (6, 6), padding=1)
+def test_weight_snr_is_mean_signal_over_mean_noise_and_infinite_after_sharing():
+    layer = LocallyConnected2d(2, 3, 3, (7, 7), padding=1)  # 7 = 3 + 3 + 1: modules of 9, 6 and 4 locations
     w = layer.weight.detach().double()
-    ratios = []
+    signal, noise = [], []
     for a in range(3):
         for b in range(3):
             block = w[a::3, b::3].reshape(-1, *w.shape[2:])
             mean = block.mean(0)
-            var = ((block - mean) ** 2).mean(0)
-            ratios.append((mean ** 2 / var).flatten())
-    expected = torch.cat(ratios).mean().item()
+            signal.append((mean ** 2).flatten())
+            noise.append(((block - mean) ** 2).mean(0).flatten())
+    expected = (torch.cat(signal).mean() / torch.cat(noise).mean()).item()
     assert math.isclose(weight_snr(layer), expected, rel_tol=1e-9)
     assert expected < 1.0  # independent init: more noise than signal
     share_weights_(layer)

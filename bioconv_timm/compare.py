@@ -1,0 +1,177 @@
+"""``bioconv compare``: the paper's Table 1 comparison on one dataset with one command.
+
+Trains conv, LC, LC with n translated copies ("n reps") and LC with sleep every 1 / 10 / 100 steps,
+then prints a table shaped like paper Table 1 (top-1, difference to conv, and the paper's CIFAR10
+pad-4 numbers beside them) and writes a bar chart. Each finished cell's result is kept in its run
+folder, so an interrupted comparison continues where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .train import TrainConfig, train
+
+__all__ = ['CompareConfig', 'CompareCell', 'compare', 'format_compare_table', 'DEFAULT_CELLS', 'PAPER_CIFAR10_PAD4']
+
+# Paper Table 1 / Table 5: CIFAR10, padding 4, mean of 5 runs, top-1 (%).
+PAPER_CIFAR10_PAD4 = {'conv': 88.3, 'LC': 80.9, 'LC - 4 reps': 82.9, 'LC - ws(1)': 87.4, 'LC - ws(10)': 85.1,
+                      'LC - ws(100)': 82.0}
+
+
+@dataclass(frozen=True)
+class CompareCell:
+    label: str               # row name, as in the paper's table
+    regularizer: str         # '-', 'Data Translation', 'Weight Sharing'
+    layer: str               # 'conv' or 'lc'
+    sleep: Optional[int] = None
+    reps: int = 1
+
+    def model(self, arch: str) -> str:
+        return f'{self.layer}_{arch}' + (f'_ws{self.sleep}' if self.sleep else '')
+
+    @property
+    def lr_key(self) -> str:
+        return self.layer + (f'_ws{self.sleep}' if self.sleep else '')
+
+
+DEFAULT_CELLS: Tuple[CompareCell, ...] = (
+    CompareCell('conv', '-', 'conv'),
+    CompareCell('LC', '-', 'lc'),
+    CompareCell('LC - 4 reps', 'Data Translation', 'lc', reps=4),
+    CompareCell('LC - ws(1)', 'Weight Sharing', 'lc', sleep=1),
+    CompareCell('LC - ws(10)', 'Weight Sharing', 'lc', sleep=10),
+    CompareCell('LC - ws(100)', 'Weight Sharing', 'lc', sleep=100),
+)
+
+# Learning rates for the short CPU budget (AdamW). From the probes in DESIGN.md: sharing shrinks
+# the effective step of an LC layer, so frequent sharing wants a larger lr, not the paper's smaller
+# one (the paper's lrs are what `bioconv train` uses by default).
+DEFAULT_LRS = {'conv': 5e-3, 'lc': 1e-3, 'lc_ws1': 3e-3, 'lc_ws10': 1e-3, 'lc_ws100': 5e-4}
+
+
+@dataclass
+class CompareConfig:
+    dataset: str = 'digits'
+    data_dir: Optional[str] = None
+    arch: str = 'resnet20'
+    epochs: int = 10
+    batch_size: int = 64
+    pad: int = 4
+    seeds: Tuple[int, ...] = (0,)
+    weight_decay: float = 1e-4
+    lrs: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LRS))
+    train_subset: Optional[int] = None
+    eval_subset: Optional[int] = None
+    split: str = 'test'
+    output_dir: str = 'runs/compare'
+    cells: Tuple[CompareCell, ...] = DEFAULT_CELLS
+    progress: Optional[bool] = None
+    device: Optional[str] = None
+    num_workers: int = 0
+
+
+def _cell_config(config: CompareConfig, cell: CompareCell, seed: int) -> TrainConfig:
+    model = cell.model(config.arch)
+    slug = cell.label.replace(' ', '').replace('(', '').replace(')', '').replace('-', '_').lower()
+    return TrainConfig(
+        model=model, dataset=config.dataset, data_dir=config.data_dir, split=config.split, pad=config.pad,
+        reps=cell.reps, train_subset=config.train_subset, eval_subset=config.eval_subset, epochs=config.epochs,
+        batch_size=config.batch_size, lr=config.lrs[cell.lr_key], weight_decay=config.weight_decay,
+        seed=seed, output_dir=str(Path(config.output_dir) / f'{slug}-seed{seed}'), resume=True,
+        progress=config.progress, device=config.device, num_workers=config.num_workers)
+
+
+def compare(config: CompareConfig) -> List[Dict[str, Any]]:
+    """Train every cell (skipping finished ones) and return one row per cell.
+
+    Row keys: label, regularizer, model, reps, lr, top1 (mean over seeds), top1_spread (max - min),
+    diff (vs conv), seeds, paper_top1, paper_diff.
+    """
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cell in config.cells:
+        accs = []
+        for seed in config.seeds:
+            tc = _cell_config(config, cell, seed)
+            result_file = Path(tc.output_dir) / 'result.json'
+            result = json.loads(result_file.read_text()) if result_file.exists() else None
+            if result is None or result.get('epochs') != config.epochs:
+                print(f'== {cell.label} ({tc.model}, reps {tc.reps}, lr {tc.lr:g}, seed {seed})', flush=True)
+                train(tc)
+                result = json.loads(result_file.read_text())
+            accs.append(result['final']['top1'])
+        rows.append(dict(label=cell.label, regularizer=cell.regularizer, model=tc.model, reps=cell.reps, lr=tc.lr,
+                         top1=statistics.mean(accs), top1_spread=max(accs) - min(accs), seeds=len(accs),
+                         paper_top1=PAPER_CIFAR10_PAD4.get(cell.label)))
+    conv = next((r['top1'] for r in rows if r['label'] == 'conv'), None)
+    paper_conv = PAPER_CIFAR10_PAD4['conv']
+    for r in rows:
+        r['diff'] = r['top1'] - conv if conv is not None else None
+        r['paper_diff'] = r['paper_top1'] - paper_conv if r['paper_top1'] is not None else None
+    (out / 'compare.json').write_text(json.dumps(dict(config=_jsonable(config), rows=rows), indent=2))
+    table = format_compare_table(rows, config)
+    (out / 'compare.md').write_text(table + '\n')
+    plot_compare(rows, out / 'compare.png', f'{config.dataset}, pad {config.pad}, {config.epochs} epochs')
+    return rows
+
+
+def _jsonable(config: CompareConfig) -> Dict[str, Any]:
+    d = dataclasses.asdict(config)
+    d['cells'] = [c.label for c in config.cells]
+    return d
+
+
+def format_compare_table(rows: Sequence[Dict[str, Any]], config: CompareConfig) -> str:
+    """Markdown table shaped like the paper's Table 1."""
+    def fmt(v, signed=False):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return '-'
+        return f'{v:+.1f}' if signed else f'{v:.1f}'
+
+    seeds = rows[0]['seeds'] if rows else 0
+    lines = [
+        f'| Regularizer | Connectivity | {config.dataset} top-1 (%) | Diff | paper CIFAR10 pad 4 | paper Diff |',
+        '|---|---|---|---|---|---|',
+    ]
+    for r in rows:
+        acc = fmt(r['top1']) + (f" ± {r['top1_spread'] / 2:.1f}" if seeds > 1 else '')
+        diff = '-' if r['label'] == 'conv' else fmt(r['diff'], signed=True)
+        pdiff = '-' if r['label'] == 'conv' else fmt(r['paper_diff'], signed=True)
+        lines.append(f"| {r['regularizer']} | {r['label']} | {acc} | {diff} | {fmt(r['paper_top1'])} | {pdiff} |")
+    lines.append('')
+    lines.append(f'{config.arch}, {config.epochs} epochs, batch {config.batch_size}, pad {config.pad}, '
+                 f'{seeds} seed(s) (± is half the max-min spread); paper: CIFAR10, 200 epochs, 5 runs.')
+    return '\n'.join(lines)
+
+
+def plot_compare(rows: Sequence[Dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    labels = [r['label'] for r in rows]
+    xs = range(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.4
+    ax.bar([x - width / 2 for x in xs], [r['top1'] for r in rows], width,
+           yerr=[r['top1_spread'] / 2 for r in rows], label='this run', color='tab:blue')
+    ax.bar([x + width / 2 for x in xs], [r['paper_top1'] or 0 for r in rows], width,
+           label='paper (CIFAR10, pad 4)', color='tab:gray', alpha=0.6)
+    for x, r in zip(xs, rows):
+        ax.text(x - width / 2, r['top1'] + 0.3, f"{r['top1']:.1f}", ha='center', va='bottom', fontsize=8)
+    lo = min(min(r['top1'] for r in rows), min(r['paper_top1'] or 100 for r in rows))
+    ax.set_ylim(max(0, lo - 10), 100)
+    ax.set_xticks(list(xs), labels, rotation=15)
+    ax.set_ylabel('top-1 (%)')
+    ax.set_title(title)
+    ax.legend(loc='lower right', fontsize=8)
+    ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,134 @@
+"""Calling the sleep phase from training: an optimizer step post-hook that sleeps every N steps.
+
+Counting: the hook counts *optimizer steps that happened* with one global counter (not the
+per-epoch batch index the authors used), so the period is exact across epoch boundaries and a
+resumed run continues the count. A step skipped by the AMP GradScaler (inf/nan gradients) never
+calls ``optimizer.step()``, so it fires no post-hook and is not counted. Under DDP every rank runs
+the same deterministic sleep on identical weights after the same step, so ranks stay identical.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+from .layers import LocallyConnected2d
+from .sleep import grid_means, share_weights_
+
+__all__ = ['SleepHook', 'SLEEP_MODES', 'OPTIMIZER_POLICIES', 'register_sleep_mode']
+
+SleepFn = Callable[[nn.Module], int]
+
+# name -> function(model) -> number of layers slept. The Hebbian mode registers itself here.
+SLEEP_MODES: Dict[str, SleepFn] = {'instant': share_weights_}
+
+# What a sleep does to the optimizer's per-parameter moments of LC weights:
+#   keep:    leave them (the authors' choice)
+#   average: average them over the same k x k modules as the weights
+#   reset:   zero them
+OPTIMIZER_POLICIES = ('keep', 'average', 'reset')
+
+
+def register_sleep_mode(name: str, fn: SleepFn) -> None:
+    """Make ``fn(model) -> layers slept`` available as ``sleep_mode=name``."""
+    SLEEP_MODES[name] = fn
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module under DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, 'module') and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, '_orig_mod'):
+            model = model._orig_mod
+        else:
+            return model
+
+
+class SleepHook:
+    """Runs the sleep phase on ``model`` after every ``every``-th optimizer step.
+
+    Args:
+        model: the model (DDP / compiled wrappers are unwrapped).
+        every: period N in optimizer steps (None or 0 disables sleeping).
+        mode: key of ``SLEEP_MODES`` ('instant' by default).
+        optimizer_policy: 'keep' | 'average' | 'reset' (see ``OPTIMIZER_POLICIES``).
+        on_sleep: optional callback(step) after each sleep (logging).
+
+    Use ``hook.attach(optimizer)``; ``state_dict()``/``load_state_dict()`` carry the step counter
+    through checkpoints.
+    """
+
+    def __init__(self, model: nn.Module, every: Optional[int], mode: str = 'instant',
+                 optimizer_policy: str = 'keep', on_sleep: Optional[Callable[[int], None]] = None) -> None:
+        if every is not None and int(every) < 0:
+            raise ValueError(f'sleep every must be >= 1 (or 0/None to disable), got {every}')
+        if mode not in SLEEP_MODES:
+            raise ValueError(f'unknown sleep mode {mode!r}; available: {sorted(SLEEP_MODES)}')
+        if optimizer_policy not in OPTIMIZER_POLICIES:
+            raise ValueError(f'unknown optimizer policy {optimizer_policy!r}; choose one of {OPTIMIZER_POLICIES}')
+        self.model = _unwrap(model)
+        self.every = int(every) if every else 0
+        self.mode = mode
+        self.optimizer_policy = optimizer_policy
+        self.on_sleep = on_sleep
+        self.steps = 0
+        self.sleeps = 0
+        self._optimizer: Optional[torch.optim.Optimizer] = None
+        self._handle = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> 'SleepHook':
+        self._optimizer = optimizer
+        self._handle = optimizer.register_step_post_hook(lambda opt, args, kwargs: self.step())
+        return self
+
+    def detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def step(self) -> bool:
+        """Count one optimizer step; sleep if it completes a period. Returns whether it slept."""
+        self.steps += 1
+        if not self.enabled or self.steps % self.every != 0:
+            return False
+        self.sleep()
+        return True
+
+    @torch.no_grad()
+    def sleep(self) -> int:
+        """Run the sleep phase now (also used for a final sleep before evaluation)."""
+        count = SLEEP_MODES[self.mode](self.model)
+        if self._optimizer is not None and self.optimizer_policy != 'keep':
+            self._apply_optimizer_policy(self._optimizer)
+        self.sleeps += 1
+        if self.on_sleep is not None:
+            self.on_sleep(self.steps)
+        return count
+
+    def _apply_optimizer_policy(self, optimizer: torch.optim.Optimizer) -> None:
+        for layer in self.model.modules():
+            if not isinstance(layer, LocallyConnected2d):
+                continue
+            for param, spatial_dims in ((layer.weight, (0, 1)), (layer.bias, (1, 2))):
+                if param is None or param not in optimizer.state:
+                    continue
+                for key, value in optimizer.state[param].items():
+                    if not torch.is_tensor(value) or value.shape != param.shape:
+                        continue  # e.g. the step count
+                    if self.optimizer_policy == 'reset':
+                        value.zero_()
+                    else:
+                        value.copy_(grid_means(value, layer.kernel_size, spatial_dims))
+
+    def state_dict(self) -> Dict[str, int]:
+        return dict(steps=self.steps, sleeps=self.sleeps, every=self.every)
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.steps = int(state['steps'])
+        self.sleeps = int(state.get('sleeps', 0))

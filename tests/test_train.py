@@ -1,0 +1,209 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import timm
+import bioconv_timm
+from bioconv_timm import LocallyConnected2d, weight_snr
+from bioconv_timm.cli import main as cli_main
+from bioconv_timm.sleep import grid_means
+from bioconv_timm.sleep_hook import SleepHook
+from bioconv_timm.train import CheckpointError, TrainConfig, train
+
+TINY = dict(dataset='digits', train_subset=64, eval_subset=48, batch_size=16, progress=False)
+
+
+def _csv(path: Path):
+    import csv
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_ws10_writes_run_folder_and_sleeps_every_10_steps(tmp_path):
+    out = tmp_path / 'run'
+    result = train(TrainConfig(model='lc_resnet20_ws10', epochs=3, output_dir=str(out), **TINY))
+    for name in ('metrics.csv', 'snr.csv', 'sleeps.csv', 'last.pth', 'best.pth', 'model.safetensors',
+                 'curves.png', 'config.json', 'result.json'):
+        assert (out / name).exists(), name
+    assert result.steps == 12  # 64 images / 16 per batch * 3 epochs
+    assert result.sleeps == 1
+    sleeps = _csv(out / 'sleeps.csv')
+    assert [int(r['step']) for r in sleeps] == [10]
+    # just before a sleep the weights had diverged, right after it they are exactly shared
+    assert math.isfinite(float(sleeps[0]['neg_log_snr_before']))
+    assert float(sleeps[0]['neg_log_snr_after']) == -math.inf
+    rows = _csv(out / 'metrics.csv')
+    assert [int(r['epoch']) for r in rows] == [1, 2, 3]
+    assert {'train_loss', 'eval_top1', 'eval_top5', 'lr', 'images_per_s', 'neg_log_snr'} <= set(rows[0])
+    # 2 optimizer steps after the sleep at step 10: diverged again, but still far more shared than at init
+    assert math.isfinite(float(rows[-1]['neg_log_snr']))
+    assert float(rows[-1]['neg_log_snr']) < float(rows[0]['neg_log_snr'])
+    per_layer = _csv(out / 'snr.csv')
+    assert len(per_layer) == 3 * 21
+    state = load_file(str(out / 'model.safetensors'))
+    model = timm.create_model('lc_resnet20_ws10', num_classes=10, in_chans=1, img_size=24)
+    model.load_state_dict(state)
+
+
+def test_sleep_hook_shares_exactly_every_n_steps():
+    model = timm.create_model('lc_resnet20_ws10', in_chans=1, img_size=24)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    hook = SleepHook(model, every=3).attach(opt)
+    layer = model.layer1[0].conv1
+    x = torch.randn(4, 1, 24, 24)
+    shared_after = []
+    for step in range(1, 8):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+        shared_after.append(weight_snr(layer) == math.inf)
+    assert shared_after == [False, False, True, False, False, True, False]
+    assert hook.steps == 7 and hook.sleeps == 2
+
+
+def test_amp_skipped_step_is_not_counted():
+    model = timm.create_model('lc_resnet20_ws1', in_chans=1, img_size=24)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hook = SleepHook(model, every=1).attach(opt)
+    scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 16)
+    x = torch.randn(2, 1, 24, 24)
+    loss = model(x).mean()
+    scaler.scale(loss).backward()
+    model.fc.weight.grad.fill_(float('inf'))  # an overflow: the scaler skips this step
+    scaler.step(opt)
+    scaler.update()
+    assert hook.steps == 0 and hook.sleeps == 0
+    opt.zero_grad()
+    scaler.scale(model(x).mean()).backward()
+    scaler.step(opt)
+    assert hook.steps == 1 and hook.sleeps == 1
+
+
+@pytest.mark.parametrize('policy', ['average', 'reset', 'keep'])
+def test_sleep_optimizer_policies(policy):
+    model = timm.create_model('lc_resnet20_ws10', in_chans=1, img_size=24)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    hook = SleepHook(model, every=2, optimizer_policy=policy).attach(opt)
+    x = torch.randn(4, 1, 24, 24)
+    layer = model.layer2[1].conv1
+    for _ in range(2):  # the second step ends with a sleep
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    assert hook.sleeps == 1
+    for key in ('exp_avg', 'exp_avg_sq'):
+        value = opt.state[layer.weight][key]
+        if policy == 'reset':
+            assert torch.count_nonzero(value) == 0
+        elif policy == 'average':
+            assert torch.count_nonzero(value) > 0
+            torch.testing.assert_close(value, grid_means(value, layer.kernel_size))
+        else:  # untouched: still different at every location
+            assert not torch.allclose(value, grid_means(value, layer.kernel_size))
+
+
+def _run_cli(args, **kwargs):
+    return subprocess.run([sys.executable, '-m', 'bioconv_timm.cli', *args], capture_output=True, text=True, **kwargs)
+
+
+def test_killed_then_resumed_run_matches_uninterrupted(tmp_path):
+    common = ['train', '--model', 'lc_resnet20_ws10', '--epochs', '4', '--train-subset', '64', '--eval-subset', '32',
+              '--batch-size', '16', '--no-progress', '--seed', '3']
+    full = _run_cli([*common, '--output-dir', str(tmp_path / 'full')])
+    assert full.returncode == 0, full.stderr
+
+    out = tmp_path / 'killed'
+    proc = subprocess.Popen([sys.executable, '-m', 'bioconv_timm.cli', *common, '--output-dir', str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait for the epoch-1 checkpoint, then kill -9 mid-run
+        if (out / 'metrics.csv').exists() and len(_csv(out / 'metrics.csv')) >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / 'result.json').exists(), 'the run finished before it could be killed'
+    resumed = _run_cli([*common, '--output-dir', str(out), '--resume'])
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'resuming' in resumed.stdout
+    a, b = load_file(str(tmp_path / 'full' / 'model.safetensors')), load_file(str(out / 'model.safetensors'))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _csv(tmp_path / 'full' / 'sleeps.csv') == _csv(out / 'sleeps.csv')
+
+
+def test_resume_refuses_checkpoint_of_another_model(tmp_path):
+    out = tmp_path / 'run'
+    train(TrainConfig(model='conv_resnet20', epochs=1, output_dir=str(out), **TINY))
+    with pytest.raises(CheckpointError, match='different run'):
+        train(TrainConfig(model='lc_resnet20', epochs=1, output_dir=str(out), resume=True, **TINY))
+    (out / 'last.pth').write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError, match='cannot read checkpoint'):
+        train(TrainConfig(model='conv_resnet20', epochs=1, output_dir=str(out), resume=True, **TINY))
+
+
+def test_empty_data_dir_gives_clear_error(tmp_path, capsys):
+    code = cli_main(['train', '--dataset', 'cifar10', '--data-dir', str(tmp_path), '--epochs', '1'])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert 'cifar-10-batches-py' in err and str(tmp_path) in err
+
+
+def test_lr_schedule_divides_by_4_at_milestones():
+    from bioconv_timm.train import build_scheduler
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = build_scheduler(opt, 200, (100, 150), 0.25)
+    lrs = {}
+    for epoch in (0, 99, 100, 149, 150, 199):
+        sched.step(epoch)
+        lrs[epoch] = opt.param_groups[0]['lr']
+    assert lrs[0] == lrs[99] == pytest.approx(1e-3)
+    assert lrs[100] == lrs[149] == pytest.approx(2.5e-4)
+    assert lrs[150] == lrs[199] == pytest.approx(6.25e-5)
+    # and train() uses exactly that schedule: 50% / 75% of the epochs by default
+    from bioconv_timm.train import _resolve
+    cfg = _resolve(TrainConfig(model='lc_resnet20', epochs=200), None)
+    assert cfg.lr_milestones == (100, 150) and cfg.lr_decay == 0.25 and cfg.lr == 1e-3
+
+
+def test_final_sleep_and_bn_refresh(tmp_path):
+    result = train(TrainConfig(model='lc_resnet20_ws100', epochs=1, final_sleep=True, refresh_bn=True,
+                               output_dir=str(tmp_path / 'r'), **TINY))
+    assert result.sleeps == 1  # only the final one: 4 steps < 100
+    model = timm.create_model('lc_resnet20_ws100', num_classes=10, in_chans=1, img_size=24)
+    model.load_state_dict(load_file(result.weights_path))
+    assert all(weight_snr(m) == math.inf for m in model.modules() if isinstance(m, LocallyConnected2d))
+    assert 0.0 <= result.final['top1'] <= 100.0
+
+
+def test_reps_keep_total_batch_size(tmp_path):
+    result = train(TrainConfig(model='lc_resnet20', epochs=1, reps=4, output_dir=str(tmp_path / 'r'), **TINY))
+    # a batch of 16 holds 4 images x 4 translations: the epoch covers 64 images in 16 steps
+    rows = _csv(tmp_path / 'r' / 'metrics.csv')
+    assert result.steps == 16
+    assert rows[0]['step'] == '16'
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason='needs torch.distributed')
+def test_ddp_two_processes_gloo_ranks_identical_after_sleep(tmp_path):
+    out = tmp_path / 'ddp'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517',
+           '-m', 'bioconv_timm.train', '--model', 'lc_resnet20_ws1', '--epochs', '1', '--train-subset', '64',
+           '--eval-subset', '32', '--batch-size', '16', '--no-progress', '--device', 'cpu', '--output-dir', str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / 'result.json').read_text())
+    assert summary['world_size'] == 2
+    assert summary['ranks_identical'] is True
+    assert summary['sleeps'] == summary['steps'] > 0
