@@ -30,7 +30,7 @@ from .models import _parse_variant
 from .train import TrainConfig, train
 
 __all__ = ['PaperCell', 'PAPER_CELLS', 'TABLES', 'TABLE_DATASETS', 'cells', 'run_table', 'format_paper_comparison',
-           'summarize_runs']
+           'summarize_runs', 'run_dir']
 
 TABLES: Tuple[str, ...] = ('1', '2', '4', '5', '6', '13')
 SMALL_DATASETS: Tuple[str, ...] = ('cifar10', 'cifar100', 'tinyimagenet')
@@ -38,7 +38,6 @@ TABLE_DATASETS: Dict[str, Tuple[str, ...]] = {
     '1': SMALL_DATASETS, '4': SMALL_DATASETS, '5': SMALL_DATASETS, '6': SMALL_DATASETS,
     '2': ('imagenet',), '13': ('imagenet',),
 }
-TABLE_PAD: Dict[str, int] = {'1': 4, '4': 0, '5': 4, '6': 8, '2': 0, '13': 0}  # ImageNet: no padding, see below
 
 # result.json / config.json fields that must agree before a finished run is reused for a cell
 _REUSE_KEYS = ('model', 'dataset', 'pad', 'reps', 'lr', 'weight_decay', 'batch_size', 'epochs', 'lr_milestones',
@@ -427,7 +426,8 @@ def format_paper_comparison(rows: Sequence[Dict[str, Any]]) -> str:
     """
     conv = {(r['table'], r['dataset']): r for r in rows if r['label'] == 'conv'}
     show_top5 = any(r.get('paper_top5') is not None for r in rows)
-    header = ['table', 'dataset', 'pad', 'label', 'runs', 'top-1 (ours)', 'top-1 (paper)', 'diff', 'vs conv (ours / paper)']
+    header = ['table', 'dataset', 'pad', 'label', 'runs', 'top-1 (ours)', 'top-1 (paper)', 'diff',
+              'vs conv (ours / paper)']
     if show_top5:
         header += ['top-5 (ours)', 'top-5 (paper)', 'diff top-5']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']

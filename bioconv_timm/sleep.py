@@ -124,16 +124,26 @@ def weight_snr(layer: LocallyConnected2d) -> float:
         raise TypeError(f'weight_snr expects a LocallyConnected2d, got {type(layer).__name__}')
     weight = layer.weight.detach()
     h, w = weight.shape[:2]
+    ph, pw = layer.kernel_size
     counts = _module_counts(h, w, layer.kernel_size, weight.device)  # (ph, pw)
-    weight = weight.double()  # exact: a shared module has exactly zero deviation
-    means = _module_means(weight, layer.kernel_size)  # (ph, pw, R)
-    deviations = weight - grid_means(weight, layer.kernel_size)
-    sq = _module_view(deviations.square_(), layer.kernel_size).sum(dim=(0, 2))  # (ph, pw, R)
+    view = _module_view(weight, layer.kernel_size)  # (hb, ph, wb, pw, R), zero-padded
+    # Shifted moments: deviations from each module's first location are exactly 0 for a shared
+    # module, so sharing gives noise == 0 exactly, and float32 is accurate enough otherwise.
+    deviations = view - view[:1, :, :1]
+    hb, wb = view.shape[0], view.shape[2]
+    if hb * ph != h or wb * pw != w:  # zero the padded locations
+        rows = (torch.arange(hb * ph, device=weight.device) < h).view(hb, ph, 1, 1, 1)
+        cols = (torch.arange(wb * pw, device=weight.device) < w).view(1, 1, wb, pw, 1)
+        deviations = deviations * (rows & cols)
+    n = counts.clamp(min=1).to(weight.dtype)[..., None]
+    mean_dev = deviations.sum(dim=(0, 2)) / n  # (ph, pw, R)
+    var = (deviations.square().sum(dim=(0, 2)) / n - mean_dev.square()).clamp(min=0)
+    means = view[0, :, 0] + mean_dev
     valid = counts >= 2
     if not bool(valid.any()):
         return float('nan')
-    signal = means.square()[valid].mean()
-    noise = (sq / counts.clamp(min=1)[..., None])[valid].mean()
+    signal = means.double().square()[valid].mean()
+    noise = var.double()[valid].mean()
     if noise == 0:
         return float('inf') if signal > 0 else float('nan')
     return float(signal / noise)

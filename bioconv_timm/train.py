@@ -562,8 +562,15 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
                         history=json.dumps(history), snr_history=json.dumps(snr_rows),
                         sleep_history=json.dumps(sleep_rows))
             _atomic_torch_save(ckpt, last_path)
-            if is_best:
-                _atomic_torch_save(ckpt, best_path)
+            if is_best:  # a hard link costs no I/O; last.pth is later replaced by a new file
+                tmp = best_path.with_name(best_path.name + '.tmp')
+                tmp.unlink(missing_ok=True)
+                try:
+                    os.link(last_path, tmp)
+                except OSError:
+                    import shutil
+                    shutil.copyfile(last_path, tmp)
+                os.replace(tmp, best_path)
             _write_csv(out_dir / 'metrics.csv', history)
             _write_csv(out_dir / 'snr.csv', snr_rows)
             _write_csv(out_dir / 'sleeps.csv', sleep_rows)

@@ -1,7 +1,6 @@
 """The paper's experiment grid (bioconv_timm.paper): transcription, configs and the table runner."""
 import dataclasses
 import json
-import os
 import pickle
 import re
 from collections import Counter
@@ -14,7 +13,7 @@ import timm
 
 import bioconv_timm  # noqa: F401  (registers the models)
 from bioconv_timm import paper
-from bioconv_timm.paper import (PAPER_CELLS, TABLES, PaperCell, cells, format_paper_comparison, run_dir, run_table,
+from bioconv_timm.paper import (PAPER_CELLS, TABLES, cells, format_paper_comparison, run_dir, run_table,
                                 summarize_runs)
 from bioconv_timm.train import TrainConfig
 
@@ -343,19 +342,53 @@ def _check_real_runs(rows, selected, out):
         assert (folder / 'model.safetensors').exists() and (folder / 'metrics.csv').exists()
 
 
-def test_run_table_trains_for_real(tmp_path):
-    """Real training (1 epoch, tiny fake CIFAR10) of a conv row and an LC row with translated copies."""
-    kwargs = _smoke_kwargs(tmp_path, train_subset=16, eval_subset=16, labels=['conv', 'LC - 4 reps'])
+def test_run_table_end_to_end(tmp_path):
+    """All 8 rows of Table 1 (CIFAR10) really trained for 1 epoch on fake CIFAR10 files (16 images, batch
+    16: 33 optimizer steps of LC ResNet20 in all); about 30 s on 2 idle CPU cores."""
+    kwargs = _smoke_kwargs(tmp_path, train_subset=16, eval_subset=16)
     rows = run_table('1', 'cifar10', **kwargs)
-    selected = [c for c in cells('1', 'cifar10') if c.label in kwargs['labels']]
-    _check_real_runs(rows, selected, Path(kwargs['output_root']))
-    assert '| 1 | cifar10 | 4 | LC - 4 reps | 1 |' in (Path(kwargs['output_root']) / 'table1-cifar10.md').read_text()
+    out = Path(kwargs['output_root'])
+    _check_real_runs(rows, cells('1', 'cifar10'), out)
+    assert '| 1 | cifar10 | 4 | LC - 16 reps | 1 |' in (out / 'table1-cifar10.md').read_text()
 
 
-@pytest.mark.skipif(not os.environ.get('BIOCONV_SLOW_TESTS'),
-                    reason='about 4-6 minutes on 2 CPU cores; set BIOCONV_SLOW_TESTS=1')
-def test_run_table_every_cell_for_real(tmp_path):
-    """All 8 rows of Table 1 (CIFAR10) really trained for 1 epoch on fake CIFAR10 files."""
-    kwargs = _smoke_kwargs(tmp_path)
-    rows = run_table('1', 'cifar10', **kwargs)
-    _check_real_runs(rows, cells('1', 'cifar10'), Path(kwargs['output_root']))
+# ------------------------------------------------------------------------------ the script
+
+def _load_script():
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / 'scripts' / 'run_paper_table.py'
+    spec = importlib.util.spec_from_file_location('run_paper_table', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_arguments(tmp_path, monkeypatch, capsys):
+    script = _load_script()
+    assert script.main(['13', '--list']) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert len(listing) == 1 + 9 and 'lc_resnet18_half_convstem_ws100' in listing[-1]
+    with pytest.raises(SystemExit):
+        script.main(['2', '--dataset', 'cifar10'])
+    assert script._data_dirs(['/d']) == '/d'
+    assert script._data_dirs(['cifar10=/a', 'tinyimagenet=/b']) == {'cifar10': '/a', 'tinyimagenet': '/b'}
+
+    seen = []
+
+    def fake_train(config):
+        seen.append(config)
+        Path(config.output_dir).mkdir(parents=True)
+        final = dict(top1=50.0, top5=80.0, loss=1.0)
+        (Path(config.output_dir) / 'result.json').write_text(json.dumps(dict(final=final)))
+        return SimpleNamespace(final=final)
+
+    monkeypatch.setattr(paper, 'train', fake_train)
+    out = tmp_path / 'runs'
+    assert script.main(['6', '--data-dir', 'cifar100=/c100', '--data-dir', 'tinyimagenet=/tin', '--dataset',
+                        'tinyimagenet', '--rows', 'conv', 'LC - 8 reps', '--seeds', '3', '--epochs', '20',
+                        '--batch-size', '64', '--split', 'val', '--workers', '2', '--output-root', str(out)]) == 0
+    assert [(c.model, c.reps, c.seed, c.data_dir, c.epochs, c.lr_milestones, c.batch_size, c.split,
+             c.num_workers, c.pad, c.lr, c.weight_decay) for c in seen] == [
+        ('conv_resnet20', 1, 3, '/tin', 20, (10, 15), 64, 'val', 2, 8, 5e-3, 1e-2),
+        ('lc_resnet20', 8, 3, '/tin', 20, (10, 15), 64, 'val', 2, 8, 5e-4, 1e-4)]
+    assert (out / 'table6-tinyimagenet.md').exists()

@@ -101,7 +101,7 @@ def test_weight_snr_is_mean_signal_over_mean_noise_and_infinite_after_sharing():
             signal.append((mean ** 2).flatten())
             noise.append(((block - mean) ** 2).mean(0).flatten())
     expected = (torch.cat(signal).mean() / torch.cat(noise).mean()).item()
-    assert math.isclose(weight_snr(layer), expected, rel_tol=1e-9)
+    assert math.isclose(weight_snr(layer), expected, rel_tol=1e-5)  # float32 moments
     assert expected < 1.0  # independent init: more noise than signal
     share_weights_(layer)
     assert weight_snr(layer) == math.inf
