@@ -1,8 +1,11 @@
 """Calling the sleep phase from training: an optimizer step post-hook that sleeps every N steps.
 
-Counting: the hook counts *optimizer steps that happened* with one global counter (not the
-per-epoch batch index the authors used), so the period is exact across epoch boundaries and a
-resumed run continues the count. A step skipped by the AMP GradScaler (inf/nan gradients) never
+Counting: like the authors (``iteration % N == 0`` with a 0-based iteration), the hook sleeps
+right after optimizer steps 1, N + 1, 2N + 1, ... (1-based), so an LC network is shared right after its
+first update: its independent per-location initialization becomes a convolutional one, instead of
+being averaged away after N steps of learning. Unlike the authors (whose iteration restarted every
+epoch), one global counter runs over the whole run, so the period is exact across epoch boundaries and
+a resumed run continues the count. A step skipped by the AMP GradScaler (inf/nan gradients) never
 calls ``optimizer.step()``, so it fires no post-hook and is not counted. Under DDP every rank runs
 the same deterministic sleep on identical weights after the same step, so ranks stay identical.
 """
@@ -93,9 +96,9 @@ class SleepHook:
             self._handle = None
 
     def step(self) -> bool:
-        """Count one optimizer step; sleep if it completes a period. Returns whether it slept."""
+        """Count one optimizer step; sleep after steps 1, N + 1, 2N + 1, ... Returns whether it slept."""
         self.steps += 1
-        if not self.enabled or self.steps % self.every != 0:
+        if not self.enabled or (self.steps - 1) % self.every != 0:
             return False
         self.sleep()
         return True

@@ -1,0 +1,41 @@
+import json
+
+from bioconv_timm.compare import DEFAULT_CELLS, PAPER_CIFAR10_PAD4, CompareCell, CompareConfig, compare, format_compare_table
+
+
+def test_default_cells_cover_table1_rows():
+    assert [c.label for c in DEFAULT_CELLS] == list(PAPER_CIFAR10_PAD4)
+    assert [c.model('resnet20') for c in DEFAULT_CELLS] == [
+        'conv_resnet20', 'lc_resnet20', 'lc_resnet20', 'lc_resnet20_ws1', 'lc_resnet20_ws10', 'lc_resnet20_ws100']
+    assert DEFAULT_CELLS[2].reps == 4
+
+
+def test_compare_trains_cells_prints_table_and_resumes(tmp_path, capsys):
+    cells = (CompareCell('conv', '-', 'conv'), CompareCell('LC - ws(10)', 'Weight Sharing', 'lc', sleep=10))
+    config = CompareConfig(epochs=1, batch_size=16, train_subset=32, eval_subset=32, cells=cells,
+                           output_dir=str(tmp_path), progress=False)
+    rows = compare(config)
+    assert [r['label'] for r in rows] == ['conv', 'LC - ws(10)']
+    assert rows[0]['diff'] == 0.0
+    assert rows[1]['diff'] == rows[1]['top1'] - rows[0]['top1']
+    assert rows[1]['paper_top1'] == 85.1 and abs(rows[1]['paper_diff'] - (85.1 - 88.3)) < 1e-9
+    table = (tmp_path / 'compare.md').read_text()
+    assert '| Weight Sharing | LC - ws(10) |' in table and '85.1' in table
+    assert (tmp_path / 'compare.png').stat().st_size > 1000
+    saved = json.loads((tmp_path / 'compare.json').read_text())
+    assert saved['rows'][1]['model'] == 'lc_resnet20_ws10'
+    capsys.readouterr()
+    # finished cells are not trained again
+    again = compare(config)
+    assert '==' not in capsys.readouterr().out
+    assert [r['top1'] for r in again] == [r['top1'] for r in rows]
+
+
+def test_table_format_with_spread():
+    config = CompareConfig(seeds=(0, 1))
+    rows = [dict(label='conv', regularizer='-', top1=90.0, top1_spread=1.0, seeds=2, diff=0.0, paper_top1=88.3,
+                 paper_diff=0.0),
+            dict(label='LC', regularizer='-', top1=80.0, top1_spread=2.0, seeds=2, diff=-10.0, paper_top1=80.9,
+                 paper_diff=-7.4)]
+    table = format_compare_table(rows, config)
+    assert '| - | LC | 80.0 ± 1.0 | -10.0 | 80.9 | -7.4 |' in table
