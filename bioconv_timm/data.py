@@ -354,10 +354,23 @@ _CIFAR = {
 }
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what the CIFAR files hold (dicts, lists, strings, bytes, numpy arrays): the
+    python version of CIFAR is a pickle, and a pickle from elsewhere must not be able to run code."""
+
+    _ALLOWED = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+                ('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode')}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f'refusing to load {module}.{name}: not part of a CIFAR file')
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, 'rb') as f:
-            obj = pickle.load(f, encoding='latin1')  # the CIFAR files were written by python 2
+            obj = _CifarUnpickler(f, encoding='latin1').load()  # the CIFAR files were written by python 2
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a malformed file
         raise DatasetError(f'{path}: not a CIFAR python pickle ({type(e).__name__}: {e})') from e
     if not isinstance(obj, dict):

@@ -477,3 +477,16 @@ def test_distributed_loaders(tmp_path):
         assert order(make_loader(data, 3, train=False, distributed=True)) == list(range(20))
     finally:
         dist.destroy_process_group()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ('echo should-never-run',))
+
+
+def test_cifar_pickle_that_would_run_code_is_refused(tmp_path):
+    folder = write_cifar(tmp_path, 'cifar10')
+    with open(folder / 'data_batch_3', 'wb') as f:
+        pickle.dump({'data': _RunsCode(), 'labels': [0]}, f, protocol=2)
+    with pytest.raises(DatasetError, match='refusing to load'):
+        build_datasets('cifar10', data_dir=str(tmp_path))
