@@ -28,7 +28,7 @@ from timm.models._features import feature_take_indices
 
 from .layers import LocallyConnected2d, conv_output_size
 
-__all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES']
+__all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'adapt_pretrained_state_dict']
 
 LayerType = str  # 'conv' or 'lc'
 
@@ -293,29 +293,108 @@ def _create_bioresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     model_args = dict(_ARCHS[arch])
     model_args.pop('num_classes')
     model_args.update(layer_type=layer_type, stem_type=stem_type, sleep_every=sleep_every)
+    source = None
+    cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+    # a tag with another input size (e.g. '.digits', 1x24x24) builds its LC layers at that size; timm itself
+    # fills in only num_classes and in_chans from the tag
+    cfg_size = tuple((cfg.input_size or ())[-2:])
+    if cfg_size and cfg_size != (model_args['img_size'],) * 2 and 'img_size' not in kwargs:
+        kwargs['img_size'] = cfg_size
     if pretrained:
-        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
         has_source = cfg.file or cfg.url or cfg.state_dict
-        if not has_source and cfg.hf_hub_id and cfg.hf_hub_id.startswith(HUB_ORG + '/') \
+        explicit_hub = cfg.source == 'hf-hub'  # timm.create_model('hf-hub:ORG/NAME'): the user named the repo
+        if not has_source and not explicit_hub and cfg.hf_hub_id and cfg.hf_hub_id.startswith(HUB_ORG + '/') \
                 and f'{variant}.{cfg.tag}' not in PUBLISHED_TAGS:
             raise RuntimeError(
                 f'No pretrained weights are published for {variant}.{cfg.tag} yet ({cfg.hf_hub_id}). '
                 f'Train it with `bioconv train --model {variant}`, then load the weights with '
                 f"timm.create_model('{variant}', pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')).")
-    model = build_model_with_cfg(
-        BioResNet, variant, pretrained,
-        feature_cfg=dict(flatten_sequential=False, out_indices=tuple(range(len(model_args['layers']) + 1))),
-        **{**model_args, **kwargs})
+        source = cfg.file or cfg.url or (f'hf-hub:{cfg.hf_hub_id}' if cfg.hf_hub_id else None) or 'state_dict'
+    try:
+        model = build_model_with_cfg(
+            BioResNet, variant, pretrained,
+            pretrained_filter_fn=adapt_pretrained_state_dict,
+            feature_cfg=dict(flatten_sequential=False, out_indices=tuple(range(len(model_args['layers']) + 1))),
+            **{**model_args, **kwargs})
+    except Exception as exc:
+        if pretrained and _is_unreadable_weights_error(exc):
+            raise RuntimeError(
+                f'Could not read the pretrained weights of {variant} from {source}: {exc}. The safetensors file is '
+                'truncated or corrupt (an interrupted download or copy). Delete it (for a Hub download: the '
+                "'models--ORG--NAME' folder in the Hugging Face cache) and download or copy it again; no random "
+                'weights were used.') from exc
+        raise
     # Keep the data config in step with a non-default input size (e.g. img_size=48 for TinyImageNet).
     img_size = kwargs.get('img_size')
     if img_size is None or not hasattr(model, 'pretrained_cfg'):
         return model
     img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    input_size = (kwargs.get('in_chans', 3), *img_size)
+    input_size = (model.in_chans, *img_size)
     if tuple(model.pretrained_cfg.get('input_size', ())) != input_size:
         model.pretrained_cfg = dict(model.pretrained_cfg, input_size=input_size)
         model.default_cfg = model.pretrained_cfg
     return model
+
+
+def _is_unreadable_weights_error(exc: BaseException) -> bool:
+    """True for the errors safetensors (or torch.load) raises on a truncated or corrupt weights file."""
+    try:
+        from safetensors import SafetensorError
+        if isinstance(exc, SafetensorError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    text = str(exc).lower()
+    return any(s in text for s in ('deserializ', 'header', 'invalid load key', 'pytorchstreamreader',
+                                   'unexpected eof', 'incomplete'))
+
+
+def _adapt_lc_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Adapt a 6-D LC stem weight (out_h, out_w, Cout, kh, kw, Cin) to ``in_chans`` input channels.
+
+    Like timm's ``adapt_input_conv`` but on the last dim: to 1 channel the channels are summed (a grayscale
+    image then gives the same output as the 3-channel model on that image repeated 3 times); to more
+    channels they are repeated and scaled by Cin / in_chans (a grayscale image repeated in_chans times gives
+    the same output as the source model on the grayscale image).
+    """
+    src = weight.shape[-1]
+    if src == in_chans:
+        return weight
+    dtype = weight.dtype
+    w = weight.float()
+    if in_chans == 1:
+        w = w.sum(dim=-1, keepdim=True)
+    else:
+        repeat = -(-in_chans // src)
+        w = w.repeat(*([1] * (w.dim() - 1)), repeat)[..., :in_chans] * (src / in_chans)
+    return w.to(dtype)
+
+
+def adapt_pretrained_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """timm ``pretrained_filter_fn``: make a pretrained state dict fit ``model``'s LC stem.
+
+    timm adapts only 4-D conv stems to another ``in_chans``; an LC stem weight is 6-D, so it is adapted
+    here on its last (Cin) dim. LC weights are tied to the input size: a pretrained LC model cannot be
+    loaded at another ``img_size``, which raises a clear error instead of a list of shape mismatches.
+    The classifier (``fc``) for another ``num_classes`` is dropped by timm (pretrained_cfg['classifier']).
+    """
+    state_dict = dict(state_dict)
+    stem = getattr(model, 'conv1', None)
+    if isinstance(stem, LocallyConnected2d) and 'conv1.weight' in state_dict:
+        w = state_dict['conv1.weight']
+        if w.dim() == 6 and tuple(w.shape[:5]) == tuple(stem.weight.shape[:5]):
+            state_dict['conv1.weight'] = _adapt_lc_in_chans(w, stem.in_channels)
+    modules = dict(model.named_modules())
+    for key, value in state_dict.items():
+        module = modules.get(key.rsplit('.', 1)[0])
+        if isinstance(module, LocallyConnected2d) and key.endswith('.weight') and value.dim() == 6 \
+                and tuple(value.shape[:2]) != tuple(module.weight.shape[:2]):
+            raise RuntimeError(
+                f'pretrained LC weight {key} has {value.shape[0]}x{value.shape[1]} output locations but the model has '
+                f'{module.weight.shape[0]}x{module.weight.shape[1]}: locally connected weights are tied to the input '
+                f'size they were trained at ({getattr(model, "pretrained_cfg", {}).get("input_size")}); create the '
+                'model without img_size= (or with the pretrained size).')
+    return state_dict
 
 
 def _parse_variant(variant: str) -> Tuple[str, LayerType, LayerType, Optional[int]]:
@@ -377,11 +456,24 @@ MODEL_NAMES: Tuple[str, ...] = tuple(_variant_names())
 _DEFAULT_TAG = dict(resnet20='cifar10', resnet18_half='in1k')
 
 
+# Extra (non-default) pretrained tags: small runs on the embedded digits data (bioconv_timm.data), 1x24x24.
+DIGITS_MEAN = (0.1357,)
+DIGITS_STD = (0.2931,)
+_EXTRA_TAGS = dict(
+    digits=dict(archs=('resnet20',), cfg=dict(input_size=(1, 24, 24), num_classes=10, mean=DIGITS_MEAN,
+                                              std=DIGITS_STD, pool_size=(6, 6))),
+)
+
+
 def _default_cfgs() -> Dict[str, Dict[str, Any]]:
     cfgs = {}
-    for name in MODEL_NAMES:
-        tag = _DEFAULT_TAG[_parse_variant(name)[0]]
+    for name in MODEL_NAMES:  # the first tag of a model is its default: .cifar10 / .in1k
+        arch = _parse_variant(name)[0]
+        tag = _DEFAULT_TAG[arch]
         cfgs[f'{name}.{tag}'] = _cfg(name, tag)
+        for extra, spec in _EXTRA_TAGS.items():
+            if arch in spec['archs']:
+                cfgs[f'{name}.{extra}'] = _cfg(name, extra, **spec['cfg'])
     return cfgs
 
 

@@ -1,0 +1,263 @@
+"""Publishing (bioconv_timm.hub, `bioconv publish`) and loading published weights, all offline."""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import bioconv_timm
+from bioconv_timm import models as bio_models
+from bioconv_timm.hub import CARD_SECTIONS, PublishError, publish
+
+REPO = 'test-org/lc_resnet20_ws10.digits'
+SHA = 'a' * 40
+MODEL_CARDS = Path(__file__).resolve().parents[1] / 'model_cards'
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+    """A tiny real training run of lc_resnet20_ws10 on the embedded digits (a few seconds)."""
+    from bioconv_timm.train import TrainConfig, train
+    out = tmp_path_factory.mktemp('run') / 'ws10'
+    train(TrainConfig(model='lc_resnet20_ws10', dataset='digits', epochs=1, train_subset=32, eval_subset=32,
+                      batch_size=16, progress=False, output_dir=str(out)))
+    return out
+
+
+@pytest.fixture(scope='module')
+def published(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp('pub') / 'folder'
+    result = publish(run_dir, REPO, dry_run_dir=out)
+    return result, out
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An offline Hugging Face cache in tmp_path (constants are read at import, so patch them too)."""
+    import huggingface_hub.constants as hf_constants
+    cache = tmp_path / 'hf' / 'hub'
+    cache.mkdir(parents=True)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
+    monkeypatch.setenv('HF_HUB_CACHE', str(cache))
+    monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(cache))
+    return cache
+
+
+def _to_cache(cache: Path, repo_id: str, folder: Path) -> Path:
+    """Lay a published folder out as `<cache>/models--ORG--NAME/{refs/main, snapshots/<sha>/...}`."""
+    repo_dir = cache / ('models--' + repo_id.replace('/', '--'))
+    (repo_dir / 'refs').mkdir(parents=True)
+    (repo_dir / 'refs' / 'main').write_text(SHA)
+    snap = repo_dir / 'snapshots' / SHA
+    snap.mkdir(parents=True)
+    for name in ('model.safetensors', 'config.json', 'README.md'):
+        shutil.copy(folder / name, snap / name)
+    return snap
+
+
+def _published_model(run_dir):
+    from safetensors.torch import load_file
+    model = timm.create_model('lc_resnet20_ws10', num_classes=10, in_chans=1, img_size=24)
+    model.load_state_dict(load_file(run_dir / 'model.safetensors'))
+    return model.eval()
+
+
+def _images(n=4, chans=1, seed=0):
+    return torch.randn(n, chans, 24, 24, generator=torch.Generator().manual_seed(seed))
+
+
+def test_dry_run_folder(published):
+    result, out = published
+    assert not result.uploaded
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['architecture'] == 'lc_resnet20_ws10'
+    assert cfg['model_args']['in_chans'] == 1 and cfg['model_args']['num_classes'] == 10
+    assert tuple(cfg['model_args']['img_size']) == (24, 24)
+    pcfg = cfg['pretrained_cfg']
+    assert tuple(pcfg['input_size']) == (1, 24, 24)
+    assert pcfg['mean'] == pytest.approx([0.1357]) and pcfg['std'] == pytest.approx([0.2931])
+    assert pcfg['label_names'] == [str(d) for d in range(10)]
+    card = (out / 'README.md').read_text()
+    usage = card.split('## Usage')[1].split('```python\n')[1]
+    assert usage.startswith('import bioconv_timm')
+    assert f"timm.create_model('hf-hub:{REPO}', pretrained=True)" in usage
+    assert 'library_name: timm' in card and 'license: mit' in card and 'locally-connected' in card
+    assert 'no number for digits' in card and '85.1%' in card  # the paper's CIFAR10 ws(10) number, for context
+
+
+def test_load_from_hf_cache(published, run_dir, hf_cache):
+    _, out = published
+    _to_cache(hf_cache, REPO, out)
+    model = timm.create_model(f'hf-hub:{REPO}', pretrained=True).eval()
+    assert model.in_chans == 1 and model.img_size == (24, 24) and model.sleep_every == 10
+    x = _images()
+    with torch.no_grad():
+        assert torch.equal(model(x), _published_model(run_dir)(x))
+
+
+def test_registered_tag_loads_from_cache(published, run_dir, hf_cache, monkeypatch):
+    _, out = published
+    name = 'lc_resnet20_ws10.digits'
+    assert timm.models.get_pretrained_cfg('lc_resnet20_ws10').tag == 'cifar10'  # still the default tag
+    with pytest.raises(RuntimeError, match='No pretrained weights are published'):
+        timm.create_model(name, pretrained=True)
+    _to_cache(hf_cache, f'bioconv-timm/{name}', out)
+    monkeypatch.setattr(bio_models, 'PUBLISHED_TAGS', {name})
+    model = timm.create_model(name, pretrained=True).eval()
+    x = _images()
+    with torch.no_grad():
+        assert torch.equal(model(x), _published_model(run_dir)(x))
+
+
+def test_local_file_overlay(run_dir):
+    model = timm.create_model('lc_resnet20_ws10.digits', pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(run_dir / 'model.safetensors'))).eval()
+    x = _images()
+    with torch.no_grad():
+        assert torch.equal(model(x), _published_model(run_dir)(x))
+
+
+class FakeApi:
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, **kwargs):
+        self.calls.append(('create_repo', kwargs))
+        return type('RepoUrl', (), {'repo_id': kwargs['repo_id']})()
+
+    def upload_folder(self, **kwargs):
+        files = sorted(p.name for p in Path(kwargs['folder_path']).iterdir())
+        self.calls.append(('upload_folder', dict(kwargs, files=files)))
+        return 'commit-info'
+
+
+def test_upload_with_fake_api(run_dir):
+    api = FakeApi()
+    result = publish(run_dir, REPO, api=api)
+    assert result.uploaded and result.commit == 'commit-info'
+    assert [c[0] for c in api.calls] == ['create_repo', 'upload_folder']
+    assert api.calls[0][1]['repo_id'] == REPO and api.calls[0][1]['exist_ok'] is True
+    upload = api.calls[1][1]
+    assert upload['repo_id'] == REPO
+    assert upload['files'] == ['README.md', 'config.json', 'model.safetensors']
+    assert not any(f.endswith(('.bin', '.pth')) for f in upload['files'])
+
+
+def test_cli_dry_run(run_dir, tmp_path, capsys):
+    from bioconv_timm.cli import main
+    out = tmp_path / 'out'
+    assert main(['publish', str(run_dir), '--repo-id', REPO, '--dry-run', str(out)]) == 0
+    assert 'nothing uploaded' in capsys.readouterr().out
+    assert (out / 'model.safetensors').is_file() and (out / 'README.md').is_file()
+    # a bare safetensors file outside its run folder needs --model
+    bare = tmp_path / 'w.safetensors'
+    shutil.copy(run_dir / 'model.safetensors', bare)
+    assert main(['publish', str(bare), '--repo-id', REPO, '--dry-run', str(tmp_path / 'o2')]) == 2
+    assert '--model' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('how', ['truncated', 'garbage'])
+def test_corrupt_weights_clear_error(published, hf_cache, how):
+    _, out = published
+    snap = _to_cache(hf_cache, REPO, out)
+    weights = snap / 'model.safetensors'
+    data = weights.read_bytes()
+    weights.write_bytes(data[:len(data) // 2] if how == 'truncated' else b'\x08\x00\x00\x00\x00\x00\x00\x00garbage!')
+    with pytest.raises(RuntimeError, match='truncated or corrupt'):
+        timm.create_model(f'hf-hub:{REPO}', pretrained=True)
+
+
+def test_corrupt_local_file_clear_error(run_dir, tmp_path):
+    bad = tmp_path / 'model.safetensors'
+    bad.write_bytes((run_dir / 'model.safetensors').read_bytes()[:1000])
+    with pytest.raises(RuntimeError, match='truncated or corrupt'):
+        timm.create_model('lc_resnet20_ws10.digits', pretrained=True, pretrained_cfg_overlay=dict(file=str(bad)))
+
+
+def test_mismatched_weights_publish_error(run_dir, tmp_path):
+    # weights of lc_resnet20_ws10 (1x24x24) published as a conv model, and as the same model at another size
+    bare = tmp_path / 'w.safetensors'
+    shutil.copy(run_dir / 'model.safetensors', bare)
+    with pytest.raises(PublishError, match=r'conv_resnet20.*(missing|unexpected|shape)'):
+        publish(bare, 'x/y', model_name='conv_resnet20', dry_run_dir=tmp_path / 'o')
+    bad_run = tmp_path / 'run'
+    shutil.copytree(run_dir, bad_run)
+    cfg = json.loads((bad_run / 'config.json').read_text())
+    cfg['img_size'] = 32
+    (bad_run / 'config.json').write_text(json.dumps(cfg))
+    with pytest.raises(PublishError, match=r'shape mismatches: conv1.weight'):
+        publish(bad_run, 'x/y', dry_run_dir=tmp_path / 'o2')
+    with pytest.raises(PublishError, match='pickled'):
+        publish(bad_run / 'last.pth', 'x/y', dry_run_dir=tmp_path / 'o3')
+
+
+def test_adapt_in_chans_and_num_classes(run_dir):
+    """1 -> 3 channels (repeat / 3) and back (sum), and a new classifier, on a pretrained LC stem."""
+    file = dict(file=str(run_dir / 'model.safetensors'))
+    ref = _published_model(run_dir)
+    gray = _images()
+    rgb = timm.create_model('lc_resnet20_ws10.digits', pretrained=True, in_chans=3, pretrained_cfg_overlay=file).eval()
+    assert rgb.conv1.weight.shape[-1] == 3
+    with torch.no_grad():
+        torch.testing.assert_close(rgb(gray.repeat(1, 3, 1, 1)), ref(gray), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(rgb.conv1.weight * 3, ref.conv1.weight.repeat(1, 1, 1, 1, 1, 3))
+    # 3 -> 1: summing the 3 (identical) channel weights gives the 1-channel model back
+    folded = bio_models.adapt_pretrained_state_dict(rgb.state_dict(), ref)
+    torch.testing.assert_close(folded['conv1.weight'], ref.conv1.weight)
+    # a 3-channel source loaded as 1 channel: grayscale output = 3-channel output on the repeated image
+    gray_model = timm.create_model('lc_resnet20_ws10', num_classes=10, in_chans=1, img_size=24)
+    gray_model.load_state_dict(bio_models.adapt_pretrained_state_dict(rgb.state_dict(), gray_model))
+    with torch.no_grad():
+        torch.testing.assert_close(gray_model.eval()(gray), rgb(gray.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-5)
+    # new head: the classifier is dropped (fresh), the body is loaded
+    head = timm.create_model('lc_resnet20_ws10.digits', pretrained=True, num_classes=5, pretrained_cfg_overlay=file)
+    assert head.fc.out_features == 5
+    torch.testing.assert_close(head.conv1.weight, ref.conv1.weight)
+    assert head.eval()(gray).shape == (4, 5)
+    # LC weights are tied to their input size
+    with pytest.raises(RuntimeError, match='tied to the input size'):
+        timm.create_model('lc_resnet20_ws10.digits', pretrained=True, img_size=32, pretrained_cfg_overlay=file)
+
+
+def test_hub_in_chans_change(published, run_dir, hf_cache):
+    _, out = published
+    _to_cache(hf_cache, REPO, out)
+    model = timm.create_model(f'hf-hub:{REPO}', pretrained=True, in_chans=3, num_classes=3).eval()
+    assert model.conv1.weight.shape[-1] == 3 and model.fc.out_features == 3
+    assert model(_images(2, 3)).shape == (2, 3)
+
+
+def _card_tags():
+    return sorted(p.name[:-len('.md')] for p in MODEL_CARDS.glob('*.md'))
+
+
+def test_model_cards_match_registered_tags():
+    registered = set(timm.list_pretrained('*resnet*'))
+    tags = _card_tags()
+    assert {f'{m}.digits' for m in ('conv_resnet20', 'lc_resnet20', 'lc_resnet20_ws1', 'lc_resnet20_ws10',
+                                    'lc_resnet20_ws100')} <= set(tags)
+    for tag in tags:
+        assert tag in registered, f'model_cards/{tag}.md names no registered pretrained tag'
+        card = (MODEL_CARDS / f'{tag}.md').read_text()
+        for section in CARD_SECTIONS:
+            assert section in card, f'model_cards/{tag}.md lacks {section!r}'
+        front = card.split('---\n')[1]
+        for line in ('library_name: timm', 'license: mit', '- image-classification', '- bioconv-timm', 'datasets:',
+                     '- accuracy'):
+            assert line in front, f'{tag}: front matter lacks {line!r}'
+        usage = card.split('## Usage')[1].split('```python\n')[1]
+        assert usage.startswith('import bioconv_timm')
+        assert f"timm.create_model('hf-hub:bioconv-timm/{tag}', pretrained=True)" in usage
+        assert '@inproceedings{pogodin2021towards' in card
+        assert re.search(r'\| this checkpoint, \S+ test set \| \d+\.\d+% \|', card)
+        # the tag's pretrained cfg agrees with the card's input line
+        cfg = timm.models.get_pretrained_cfg(tag)
+        c, h, w = cfg.input_size
+        assert f'**Input:** {c} x {h} x {w}' in card
+        assert tag not in bio_models.PUBLISHED_TAGS  # weights are not on the Hub yet
