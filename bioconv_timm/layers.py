@@ -76,6 +76,18 @@ def _row_chunks(out_h: int, out_w: int, bytes_per_location: int) -> list:
     return [(r, min(r + rows, out_h)) for r in range(0, out_h, rows)]
 
 
+def _chunk_buffers(like: torch.Tensor, weight_shape: torch.Size, batch: int):
+    """Yield (r0, r1, n, buffer) per chunk of output rows; ``buffer`` is a (rows, out_w, kh, kw, C, B)
+    view of one reused allocation, and n = rows * out_w locations."""
+    out_h, out_w, _, kh, kw, cin = weight_shape
+    k = kh * kw * cin
+    chunks = _row_chunks(out_h, out_w, batch * k * like.element_size())
+    storage = like.new_empty((chunks[0][1] - chunks[0][0]) * out_w * batch * k)
+    for r0, r1 in chunks:
+        n = (r1 - r0) * out_w
+        yield r0, r1, n, storage[:n * batch * k].view(r1 - r0, out_w, kh, kw, cin, batch)
+
+
 def _lc_rows(padded: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int]) -> torch.Tensor:
     """Core product: (Hp, Wp, C, B) padded input, (out_h, out_w, Cout, kh, kw, C) weight ->
     (out_h, out_w, Cout, B), one cache-sized chunk of output rows at a time:
@@ -83,12 +95,8 @@ def _lc_rows(padded: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int]
     b = padded.shape[-1]
     out_h, out_w, cout, kh, kw, cin = weight.shape
     k = kh * kw * cin
-    chunks = _row_chunks(out_h, out_w, b * k * padded.element_size())
-    buffer = padded.new_empty((chunks[0][1] - chunks[0][0]) * out_w * b * k)
     out = padded.new_empty(out_h, out_w, cout, b)
-    for r0, r1 in chunks:
-        n = (r1 - r0) * out_w
-        patches = buffer[:n * b * k].view(r1 - r0, out_w, kh, kw, cin, b)
+    for r0, r1, n, patches in _chunk_buffers(padded, weight.shape, b):
         patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
         torch.bmm(weight[r0:r1].reshape(n, cout, k), patches.view(n, k, b), out=out[r0:r1].view(n, cout, b))
     return out
@@ -102,11 +110,7 @@ def _col2im_rows(grad_rows: torch.Tensor, weight: torch.Tensor, padded_shape: to
     _, _, _, kh, kw, cin = weight.shape
     k = kh * kw * cin
     grad_padded = grad_rows.new_zeros(padded_shape)
-    chunks = _row_chunks(out_h, out_w, b * k * grad_rows.element_size())
-    buffer = grad_rows.new_empty((chunks[0][1] - chunks[0][0]) * out_w * b * k)
-    for r0, r1 in chunks:
-        n = (r1 - r0) * out_w
-        chunk = buffer[:n * b * k].view(r1 - r0, out_w, kh, kw, cin, b)
+    for r0, r1, n, chunk in _chunk_buffers(grad_rows, weight.shape, b):
         torch.bmm(weight[r0:r1].reshape(n, cout, k).transpose(1, 2), grad_rows[r0:r1].view(n, cout, b),
                   out=chunk.view(n, k, b))
         for u in range(kh):
@@ -144,15 +148,10 @@ class _LocallyConnectedFn(torch.autograd.Function):
         grad_x = grad_w = None
         if ctx.needs_input_grad[1]:
             grad_w = torch.empty_like(weight)
-            chunks = _row_chunks(out_h, out_w, b * k * padded.element_size())
-            buffer = padded.new_empty((chunks[0][1] - chunks[0][0]) * out_w * b * k)
-            for r0, r1 in chunks:
-                n = (r1 - r0) * out_w
-                patches = buffer[:n * b * k].view(r1 - r0, out_w, kh, kw, cin, b)
+            for r0, r1, n, patches in _chunk_buffers(padded, weight.shape, b):
                 patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
                 torch.bmm(grad_rows[r0:r1].view(n, cout, b), patches.view(n, k, b).transpose(1, 2),
                           out=grad_w[r0:r1].view(n, cout, k))
-            del buffer
         if ctx.needs_input_grad[0]:
             grad_padded = _col2im_rows(grad_rows, weight, padded.shape, stride)
             grad_x = grad_padded[ph:ph + h, pw:pw + w].permute(3, 2, 0, 1)
