@@ -147,3 +147,14 @@ def test_cuda_autocast(dtype):
     torch.testing.assert_close(y.float(), conv(x), atol=5e-2, rtol=5e-2)
     y.float().sum().backward()
     assert lc.weight.grad.dtype == torch.float32
+
+
+def test_einsum_baseline_of_the_benchmark_computes_the_same_layer():
+    from bioconv_timm.bench import UnfoldEinsumLC, bench_resnet20_layers
+    lc = LocallyConnected2d(3, 4, 3, (9, 9), stride=2, padding=1).double()
+    baseline = UnfoldEinsumLC(lc)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    torch.testing.assert_close(baseline(x), lc(x))
+    rows = bench_resnet20_layers(batch_size=2, repeats=1, shapes=((4, 4, 8, 1),))
+    assert len(rows) == 1 and rows[0].lc_ms > 0 and rows[0].einsum_ms > 0
+    assert abs(rows[0].einsum_over_lc - rows[0].einsum_ms / rows[0].lc_ms) < 1e-9
