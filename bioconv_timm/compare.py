@@ -31,6 +31,13 @@ class CompareCell:
     layer: str               # 'conv' or 'lc'
     sleep: Optional[int] = None
     reps: int = 1
+    sleep_optimizer: Optional[str] = None  # None: the CompareConfig's
+
+    @property
+    def slug(self) -> str:
+        """Run-folder name: 'LC - ws(10), average' -> 'lc_ws10_average'."""
+        return ''.join(c for c in self.label.replace(' - ', '_').replace(', ', '_').replace(' ', '')
+                       if c.isalnum() or c == '_').lower()
 
     def model(self, arch: str) -> str:
         return f'{self.layer}_{arch}' + (f'_ws{self.sleep}' if self.sleep else '')
@@ -74,17 +81,26 @@ class CompareConfig:
     progress: Optional[bool] = None
     device: Optional[str] = None
     num_workers: int = 0
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)  # e.g. layers=(1, 1, 1), stem_stride=2
+    eval_every: int = 1
+    sleep_optimizer: str = 'keep'
+    final_sleep: bool = False   # sleeping cells: one more sleep (+ BN refresh) before the final evaluation
+    refresh_bn: bool = False
 
 
-def _cell_config(config: CompareConfig, cell: CompareCell, seed: int) -> TrainConfig:
+def cell_config(config: CompareConfig, cell: CompareCell, seed: int) -> TrainConfig:
+    """The TrainConfig of one (cell, seed) run of a comparison."""
     model = cell.model(config.arch)
-    slug = cell.label.replace(' ', '').replace('(', '').replace(')', '').replace('-', '_').lower()
+    slug = cell.slug
     return TrainConfig(
         model=model, dataset=config.dataset, data_dir=config.data_dir, split=config.split, pad=config.pad,
         reps=cell.reps, train_subset=config.train_subset, eval_subset=config.eval_subset, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lrs[cell.lr_key], weight_decay=config.weight_decay,
         seed=seed, output_dir=str(Path(config.output_dir) / f'{slug}-seed{seed}'), resume=True,
-        progress=config.progress, device=config.device, num_workers=config.num_workers)
+        progress=config.progress, device=config.device, num_workers=config.num_workers,
+        model_kwargs=dict(config.model_kwargs), eval_every=config.eval_every,
+        sleep_optimizer=cell.sleep_optimizer or config.sleep_optimizer,
+        final_sleep=config.final_sleep and bool(cell.sleep), refresh_bn=config.refresh_bn and bool(cell.sleep))
 
 
 def compare(config: CompareConfig) -> List[Dict[str, Any]]:
@@ -99,7 +115,7 @@ def compare(config: CompareConfig) -> List[Dict[str, Any]]:
     for cell in config.cells:
         accs = []
         for seed in config.seeds:
-            tc = _cell_config(config, cell, seed)
+            tc = cell_config(config, cell, seed)
             result_file = Path(tc.output_dir) / 'result.json'
             result = json.loads(result_file.read_text()) if result_file.exists() else None
             if result is None or result.get('epochs') != config.epochs:

@@ -84,6 +84,7 @@ class BioResNet(nn.Module):
         layers: blocks per stage, e.g. (3, 3, 3) for ResNet20, (2, 2, 2, 2) for ResNet18.
         channels: channels per stage.
         stem: 'cifar' (3x3/1, no max-pool) or 'imagenet' (7x7/2 + 3x3/2 max-pool).
+        stem_stride: stride of the 'cifar' stem (1 as in the paper; 2 for cheap small-scale studies).
         layer_type: 'conv' or 'lc' for the blocks.
         stem_type: layer type of the stem conv; defaults to ``layer_type`` ('conv' gives the
             paper's "LC + 1st layer conv").
@@ -99,6 +100,7 @@ class BioResNet(nn.Module):
             layers: Sequence[int] = (3, 3, 3),
             channels: Sequence[int] = (16, 32, 64),
             stem: str = 'cifar',
+            stem_stride: int = 1,
             layer_type: LayerType = 'conv',
             stem_type: Optional[LayerType] = None,
             img_size: Union[int, Tuple[int, int]] = 32,
@@ -121,6 +123,9 @@ class BioResNet(nn.Module):
             raise ValueError(f'sleep_every={sleep_every!r}: must be a positive int, and only LC models sleep')
         if in_chans < 1:
             raise ValueError(f'in_chans must be >= 1, got {in_chans}')
+        if stem_stride not in (1, 2) or (stem == 'imagenet' and stem_stride != 1):
+            raise ValueError(f"stem_stride={stem_stride!r}: the 'cifar' stem takes 1 or 2 (2 quarters the cost "
+                             "of small LC models), the 'imagenet' stem is always 7x7 stride 2")
         self.img_size: Tuple[int, int] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -136,8 +141,8 @@ class BioResNet(nn.Module):
         size = self.img_size
         stem_width = channels[0]
         if stem == 'cifar':
-            self.conv1 = make_conv(stem_type, in_chans, stem_width, 3, 1, 1, size)
-            size = _out_size(size, 3, 1, 1)
+            self.conv1 = make_conv(stem_type, in_chans, stem_width, 3, stem_stride, 1, size)
+            size = _out_size(size, 3, stem_stride, 1)
         else:
             self.conv1 = make_conv(stem_type, in_chans, stem_width, 7, 2, 3, size)
             size = _out_size(size, 7, 2, 3)
@@ -145,7 +150,7 @@ class BioResNet(nn.Module):
             raise ValueError(f'img_size={self.img_size} is too small for this network')
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.act1 = nn.ReLU(inplace=True)
-        stem_reduction = 1 if stem == 'cifar' else 2
+        stem_reduction = stem_stride if stem == 'cifar' else 2
         self.feature_info: List[Dict[str, Any]] = [
             dict(num_chs=stem_width, reduction=stem_reduction, module='act1')]
         if stem == 'imagenet':
@@ -154,7 +159,7 @@ class BioResNet(nn.Module):
             reduction = 4
         else:
             self.maxpool = nn.Identity()
-            reduction = 1
+            reduction = stem_stride
 
         # stages
         in_channels = stem_width

@@ -63,6 +63,7 @@ class CheckpointError(RuntimeError):
 class TrainConfig:
     """Everything a run needs. ``None`` means "the documented default"."""
     model: str = 'lc_resnet20_ws10'
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model args, e.g. layers, stem_stride
     dataset: str = 'digits'
     data_dir: Optional[str] = None
     download: bool = False
@@ -73,6 +74,7 @@ class TrainConfig:
     eval_subset: Optional[int] = None
     val_size: Optional[int] = None
     epochs: int = 200
+    eval_every: int = 1                 # evaluate every N epochs (and always after the last)
     batch_size: Optional[int] = None    # default per dataset: 512 CIFAR/TinyImageNet, 256 ImageNet, 64 digits
     lr: Optional[float] = None          # default: default_lr(model)
     weight_decay: float = 1e-2
@@ -251,6 +253,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f'unknown model {cfg.model!r}; run `bioconv list` for the registered models')
     if cfg.epochs < 1:
         raise ValueError(f'epochs must be >= 1, got {cfg.epochs}')
+    if cfg.eval_every < 1:
+        raise ValueError(f'eval_every must be >= 1, got {cfg.eval_every}')
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {cfg.batch_size}')
     if cfg.reps < 1 or (cfg.batch_size and cfg.batch_size % cfg.reps):
@@ -280,7 +284,7 @@ def _check_compatible(ckpt: Dict[str, Any], cfg: TrainConfig, path: Path) -> Non
     if ckpt.get('version') != CHECKPOINT_VERSION:
         raise CheckpointError(f'{path} is not a bioconv training checkpoint (version {ckpt.get("version")!r})')
     saved = ckpt['config']
-    keys = ('model', 'dataset', 'epochs', 'batch_size', 'lr', 'weight_decay', 'sleep_every', 'sleep_mode',
+    keys = ('model', 'model_kwargs', 'dataset', 'epochs', 'batch_size', 'lr', 'weight_decay', 'sleep_every', 'sleep_mode',
             'sleep_optimizer', 'reps', 'pad', 'seed', 'lr_milestones', 'lr_decay', 'split')
     diff = {k: (saved.get(k), getattr(cfg, k)) for k in keys
             if json.dumps(saved.get(k)) != json.dumps(getattr(cfg, k))}
@@ -363,10 +367,11 @@ def _plot_curves(history: List[Dict[str, Any]], path: Path, title: str) -> None:
     has_snr = any(r.get('neg_log_snr') not in (None, '') for r in history)
     fig, axes = plt.subplots(1, 3 if has_snr else 2, figsize=(13 if has_snr else 9, 3.6))
     axes[0].plot(epochs, [r['train_loss'] for r in history], label='train')
-    axes[0].plot(epochs, [r['eval_loss'] for r in history], label='eval')
+    ev = [r for r in history if r['eval_top1'] != '']
+    axes[0].plot([r['epoch'] for r in ev], [r['eval_loss'] for r in ev], label='eval', marker='.' if len(ev) < 3 else None)
     axes[0].set(xlabel='epoch', ylabel='cross-entropy', title='loss')
     axes[1].plot(epochs, [r['train_top1'] for r in history], label='train')
-    axes[1].plot(epochs, [r['eval_top1'] for r in history], label='eval')
+    axes[1].plot([r['epoch'] for r in ev], [r['eval_top1'] for r in ev], label='eval', marker='.' if len(ev) < 3 else None)
     axes[1].set(xlabel='epoch', ylabel='top-1 (%)', title='accuracy')
     for ax in axes[:2]:
         ax.legend()
@@ -419,7 +424,7 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
                             download=config.download, seed=config.seed, train_subset=config.train_subset,
                             eval_subset=config.eval_subset, val_size=config.val_size)
     model = timm.create_model(config.model, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
-                              img_size=bundle.img_size, drop_rate=config.drop_rate)
+                              img_size=bundle.img_size, drop_rate=config.drop_rate, **config.model_kwargs)
     cfg = _resolve(config, getattr(model, 'sleep_every', None))
     _validate(cfg)
     if cfg.sleep_every and not any(isinstance(m, LocallyConnected2d) for m in model.modules()):
@@ -538,7 +543,10 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
         images_per_s = dist_info.all_sum([n_images / max(train_time, 1e-9)], device)[0]
         _sync_buffers(model, dist_info)
         eval_model = ema.module if ema is not None else model
-        metrics = _evaluate(eval_model, eval_loader, device, amp_ctx, dist_info, cfg.channels_last, progress)
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            metrics = _evaluate(eval_model, eval_loader, device, amp_ctx, dist_info, cfg.channels_last, progress)
+        else:  # skipped: blank cells in metrics.csv
+            metrics = dict(loss='', top1='', top5='')
 
         row: Dict[str, Any] = dict(
             epoch=epoch + 1, step=hook.steps, sleeps=hook.sleeps, lr=lr,
@@ -550,8 +558,9 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
         for name, value in layer_snr.items():
             snr_rows.append(dict(epoch=epoch + 1, step=hook.steps, layer=name, neg_log_snr=value))
         history.append(row)
-        is_best = metrics['top1'] > best_top1
-        best_top1 = max(best_top1, metrics['top1'])
+        is_best = metrics['top1'] != '' and metrics['top1'] > best_top1
+        if is_best:
+            best_top1 = metrics['top1']
 
         if dist_info.main:
             ckpt = dict(version=CHECKPOINT_VERSION, epoch=epoch, config=cfg.to_dict(), model=model.state_dict(),
@@ -574,9 +583,10 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
             _write_csv(out_dir / 'metrics.csv', history)
             _write_csv(out_dir / 'snr.csv', snr_rows)
             _write_csv(out_dir / 'sleeps.csv', sleep_rows)
+            evaluated = (f"eval loss {metrics['loss']:.4f} top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f}"
+                         if metrics['top1'] != '' else 'no eval')
             line = (f"epoch {epoch + 1}/{cfg.epochs} step {hook.steps} lr {lr:.2e} "
-                    f"train loss {loss_m.avg:.4f} top1 {top1_m.avg:.2f} | eval loss {metrics['loss']:.4f} "
-                    f"top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} | {images_per_s:.0f} img/s"
+                    f"train loss {loss_m.avg:.4f} top1 {top1_m.avg:.2f} | {evaluated} | {images_per_s:.0f} img/s"
                     f" | sleeps {hook.sleeps}")
             if progress:
                 tqdm.write(line)
@@ -658,12 +668,31 @@ def _int_tuple(text: str) -> Tuple[int, ...]:
     return tuple(int(v) for v in text.replace(',', ' ').split()) if text.strip() else ()
 
 
+class _KeyValueAction(argparse.Action):
+    """KEY=VALUE pairs into a dict; values are Python literals when they parse as one, else strings."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import ast
+        out = {}
+        for item in values:
+            key, sep, value = item.partition('=')
+            if not sep or not key.isidentifier():
+                parser.error(f'{option_string}: expected KEY=VALUE, got {item!r}')
+            try:
+                out[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                out[key] = value
+        setattr(namespace, self.dest, out)
+
+
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     """The ``bioconv train`` flags: one per TrainConfig field."""
     d = TrainConfig()
     from .data import DATASETS
     p = parser.add_argument
     p('--model', default=d.model, help='registered model name (see `bioconv list`)')
+    p('--model-kwargs', nargs='*', default={}, action=_KeyValueAction, metavar='KEY=VALUE',
+      help="extra timm.create_model arguments, e.g. 'layers=(1,1,1)' stem_stride=2")
     p('--dataset', default=d.dataset, choices=DATASETS, help='digits is embedded (scikit-learn), no download')
     p('--data-dir', default=None, help='folder holding the dataset files')
     p('--download', action='store_true', help='let torchvision download CIFAR (needs a network)')
@@ -674,6 +703,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     p('--eval-subset', type=int, default=None)
     p('--val-size', type=int, default=None, help='held-out size for --split val (default: as in the paper)')
     p('--epochs', type=int, default=d.epochs)
+    p('--eval-every', type=int, default=d.eval_every, help='evaluate every N epochs (always after the last)')
     p('--batch-size', type=int, default=None, help='default: 512 CIFAR/TinyImageNet, 256 ImageNet, 64 digits')
     p('--lr', type=float, default=None, help='default: paper table 11 (conv 1e-2, LC 1e-3, LC-ws10/100 5e-4)')
     p('--weight-decay', type=float, default=d.weight_decay)
