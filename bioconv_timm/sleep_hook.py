@@ -17,14 +17,16 @@ import torch
 import torch.nn as nn
 
 from .layers import LocallyConnected2d
+from .hebbian_sleep import hebbian_share_weights_
 from .sleep import grid_means, share_weights_
 
 __all__ = ['SleepHook', 'SLEEP_MODES', 'OPTIMIZER_POLICIES', 'register_sleep_mode']
 
 SleepFn = Callable[[nn.Module], int]
 
-# name -> function(model) -> number of layers slept. The Hebbian mode registers itself here.
-SLEEP_MODES: Dict[str, SleepFn] = {'instant': share_weights_}
+# name -> function(model) -> number of layers slept. 'instant': set modules to their mean (what the
+# paper trained with); 'hebbian': reach it by the anti-Hebbian dynamics of eq. 4 (hebbian_sleep.py).
+SLEEP_MODES: Dict[str, SleepFn] = {'instant': share_weights_, 'hebbian': hebbian_share_weights_}
 
 # What a sleep does to the optimizer's per-parameter moments of LC weights:
 #   keep:    leave them (the authors' choice)

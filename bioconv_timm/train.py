@@ -713,7 +713,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     p('--ws-lr-scale', type=float, default=d.ws_lr_scale, help='multiply the default lr of sleeping models')
     p('--drop-rate', type=float, default=d.drop_rate)
     p('--sleep-every', type=int, default=None, help="optimizer steps between sleeps (default: the model's; 0: never)")
-    p('--sleep-mode', default=d.sleep_mode, choices=sorted(SLEEP_MODES))
+    p('--sleep-mode', default=d.sleep_mode, choices=sorted(SLEEP_MODES),
+      help='instant: set modules to their mean (the paper); hebbian: the anti-Hebbian dynamics of eq. 4')
     p('--sleep-optimizer', default=d.sleep_optimizer, choices=OPTIMIZER_POLICIES,
       help='what a sleep does to the AdamW moments of LC weights')
     p('--final-sleep', action='store_true', help='sleep once more after training, before the final evaluation')
