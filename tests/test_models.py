@@ -141,6 +141,18 @@ def test_bad_arguments():
         BioResNet(layer_type='lc', sleep_every=0)
     with pytest.raises(ValueError, match='too small'):
         timm.create_model('lc_resnet20', img_size=2)
+    with pytest.raises(ValueError, match='stem_stride'):
+        timm.create_model('lc_resnet20', stem_stride=3)
+    with pytest.raises(ValueError, match='stem_stride'):
+        timm.create_model('conv_resnet18_half', stem_stride=2)
+
+
+def test_stem_stride_two_halves_every_stage():
+    model = timm.create_model('lc_resnet20', img_size=28, in_chans=1, layers=(1, 1, 1), stem_stride=2)
+    assert model.conv1.output_size == (14, 14)
+    assert [f['reduction'] for f in model.feature_info] == [2, 2, 4, 8]
+    feats = model.forward_intermediates(torch.randn(2, 1, 28, 28), intermediates_only=True)
+    assert [tuple(f.shape[-2:]) for f in feats] == [(14, 14), (14, 14), (7, 7), (4, 4)]  # stem, 3 stages
 
 
 def test_pretrained_without_published_weights_fails_clearly():

@@ -210,3 +210,35 @@ def test_ddp_two_processes_gloo_ranks_identical_after_sleep(tmp_path):
     assert summary['world_size'] == 2
     assert summary['ranks_identical'] is True
     assert summary['sleeps'] == summary['steps'] > 0
+
+
+def test_model_kwargs_eval_every_and_hebbian_mode(tmp_path, capsys):
+    """A ResNet-8 with a stride-2 stem via --model-kwargs, evaluated every 2nd epoch, Hebbian sleep."""
+    out = tmp_path / 'run'
+    rc = cli_main(['train', '--model', 'lc_resnet20_ws10', '--dataset', 'digits', '--train-subset', '64',
+                   '--eval-subset', '48', '--batch-size', '16', '--epochs', '3', '--eval-every', '2',
+                   '--model-kwargs', 'layers=(1,1,1)', 'stem_stride=2', '--sleep-mode', 'hebbian',
+                   '--output-dir', str(out), '--no-progress'])
+    assert rc == 0
+    config = json.loads((out / 'config.json').read_text())
+    assert config['model_kwargs'] == {'layers': [1, 1, 1], 'stem_stride': 2}
+    assert config['sleep_mode'] == 'hebbian'
+    state = load_file(str(out / 'model.safetensors'))
+    assert state['conv1.weight'].shape[:2] == (12, 12)  # 24x24 digits through a stride-2 stem
+    assert not any(k.startswith('layer1.1.') for k in state)  # one block per stage
+    rows = _csv(out / 'metrics.csv')
+    assert [r['eval_top1'] != '' for r in rows] == [False, True, True]  # epoch 2, and always the last
+    result = json.loads((out / 'result.json').read_text())
+    assert result['final']['top1'] == float(rows[-1]['eval_top1'])
+    assert result['sleeps'] == 2  # 12 steps: after steps 1 and 11
+    assert 'no eval' in capsys.readouterr().out
+    # a resumed run with other model kwargs is refused
+    with pytest.raises(CheckpointError, match='model_kwargs'):
+        train(TrainConfig(model='lc_resnet20_ws10', epochs=4, output_dir=str(out), resume=True,
+                          model_kwargs=dict(layers=(1, 1, 1)), eval_every=2, sleep_mode='hebbian', **TINY))
+
+
+def test_model_kwargs_flag_rejects_bad_pairs(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(['train', '--model-kwargs', 'layers'])
+    assert 'KEY=VALUE' in capsys.readouterr().err
