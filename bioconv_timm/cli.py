@@ -67,16 +67,17 @@ def _parse_lrs(items: Sequence[str]) -> dict:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import CompareConfig, compare, format_compare_table
-    config = CompareConfig(
-        dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, epochs=args.epochs,
-        batch_size=args.batch_size, pad=args.pad, seeds=tuple(args.seeds), weight_decay=args.weight_decay,
-        lrs=_parse_lrs(args.lr), train_subset=args.train_subset, eval_subset=args.eval_subset,
-        split=args.split, output_dir=args.output_dir, progress=args.progress, device=args.device)
+    from .compare import compare, format_compare_table, preset_config
+    config = preset_config(
+        args.dataset, data_dir=args.data_dir, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+        pad=args.pad, seeds=tuple(args.seeds), weight_decay=args.weight_decay, lrs=_parse_lrs(args.lr),
+        train_subset=args.train_subset, eval_subset=args.eval_subset, split=args.split,
+        output_dir=args.output_dir, progress=args.progress, device=args.device,
+        sleep_optimizer=args.sleep_optimizer)
     rows = compare(config)
     print()
     print(format_compare_table(rows, config))
-    print(f'\ntable: {args.output_dir}/compare.md, chart: {args.output_dir}/compare.png')
+    print(f'\ntable: {config.output_dir}/compare.md, chart: {config.output_dir}/compare.png')
     return 0
 
 
@@ -114,20 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     from .compare import CompareConfig
     from .data import DATASETS
     d = CompareConfig()
-    p = sub.add_parser('compare', help="train conv / LC / LC-reps / LC-ws(1,10,100) and print paper Table 1's shape")
+    p = sub.add_parser('compare', help="train conv / LC / LC-reps / LC-ws(1,10,100) and print paper Table 1's shape",
+                       description='Budgets per dataset (bioconv_timm.compare.PRESETS) fit ~15 min on 2 CPU cores; '
+                                   'every flag overrides its preset.')
     p.add_argument('--dataset', default=d.dataset, choices=DATASETS)
     p.add_argument('--data-dir', default=None)
-    p.add_argument('--arch', default=d.arch, choices=('resnet20', 'resnet18_half'))
-    p.add_argument('--epochs', type=int, default=d.epochs)
-    p.add_argument('--batch-size', type=int, default=d.batch_size)
-    p.add_argument('--pad', type=int, default=d.pad)
+    p.add_argument('--arch', default=None, choices=('resnet20', 'resnet18_half'))
+    p.add_argument('--epochs', type=int, default=None, help='default: the dataset preset (digits 10, fashion-mnist 15)')
+    p.add_argument('--batch-size', type=int, default=None)
+    p.add_argument('--pad', type=int, default=None)
     p.add_argument('--seeds', type=int, nargs='+', default=list(d.seeds))
-    p.add_argument('--weight-decay', type=float, default=d.weight_decay)
+    p.add_argument('--weight-decay', type=float, default=None)
     p.add_argument('--lr', nargs='*', metavar='CELL=LR', help='override a learning rate, e.g. lc_ws10=2e-3')
+    p.add_argument('--sleep-optimizer', default=None, choices=('keep', 'average', 'reset'),
+                   help='what a sleep does to the AdamW moments of LC weights')
     p.add_argument('--train-subset', type=int, default=None)
     p.add_argument('--eval-subset', type=int, default=None)
     p.add_argument('--split', default=d.split, choices=('val', 'test'))
-    p.add_argument('--output-dir', default=d.output_dir)
+    p.add_argument('--output-dir', default=None, help='default: runs/compare-<dataset>')
     p.add_argument('--device', default=None)
     p.add_argument('--progress', action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=_cmd_compare)

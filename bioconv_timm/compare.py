@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .train import TrainConfig, train
 
-__all__ = ['CompareConfig', 'CompareCell', 'compare', 'format_compare_table', 'DEFAULT_CELLS', 'PAPER_CIFAR10_PAD4']
+__all__ = ['CompareConfig', 'CompareCell', 'compare', 'preset_config', 'PRESETS', 'cell_config', 'format_compare_table', 'DEFAULT_CELLS', 'PAPER_CIFAR10_PAD4']
 
 # Paper Table 1 / Table 5: CIFAR10, padding 4, mean of 5 runs, top-1 (%).
 PAPER_CIFAR10_PAD4 = {'conv': 88.3, 'LC': 80.9, 'LC - 4 reps': 82.9, 'LC - ws(1)': 87.4, 'LC - ws(10)': 85.1,
@@ -86,6 +86,26 @@ class CompareConfig:
     sleep_optimizer: str = 'keep'
     final_sleep: bool = False   # sleeping cells: one more sleep (+ BN refresh) before the final evaluation
     refresh_bn: bool = False
+
+
+# Per-dataset budgets that fit about 15 minutes on a 2-core CPU (see the README and
+# docs/results/fashion_mnist.md for what they show). CompareConfig's own defaults are the digits ones.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    'digits': dict(arch='resnet20', epochs=10, batch_size=64, pad=4, weight_decay=1e-4),
+    # ResNet-8 (one block per stage) with a stride-2 stem on 10k training images: the Fashion-MNIST
+    # study's budget, where the paper's conv > LC-ws(1) > LC ordering shows (docs/results/fashion_mnist.md)
+    'fashion-mnist': dict(arch='resnet20', model_kwargs=dict(layers=(1, 1, 1), stem_stride=2), epochs=15,
+                          batch_size=128, pad=4, weight_decay=1e-4, train_subset=10000, eval_every=5),
+}
+
+
+def preset_config(dataset: str, **overrides: Any) -> CompareConfig:
+    """A CompareConfig with the dataset's CPU budget (``PRESETS``); keyword arguments override it."""
+    from .data import _ALIASES
+    dataset = _ALIASES.get(dataset.lower(), dataset.lower())
+    values = dict(PRESETS.get(dataset, {}), dataset=dataset, output_dir=f'runs/compare-{dataset}')
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return CompareConfig(**values)
 
 
 def cell_config(config: CompareConfig, cell: CompareCell, seed: int) -> TrainConfig:
