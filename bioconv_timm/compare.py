@@ -86,6 +86,7 @@ class CompareConfig:
     sleep_optimizer: str = 'keep'
     final_sleep: bool = False   # sleeping cells: one more sleep (+ BN refresh) before the final evaluation
     refresh_bn: bool = False
+    snr_at_sleep: Optional[bool] = None  # log -log SNR around every sleep (costs time; default: period >= 10)
 
 
 # Per-dataset budgets that fit about 15 minutes on a 2-core CPU (see the README and
@@ -120,7 +121,8 @@ def cell_config(config: CompareConfig, cell: CompareCell, seed: int) -> TrainCon
         progress=config.progress, device=config.device, num_workers=config.num_workers,
         model_kwargs=dict(config.model_kwargs), eval_every=config.eval_every,
         sleep_optimizer=cell.sleep_optimizer or config.sleep_optimizer,
-        final_sleep=config.final_sleep and bool(cell.sleep), refresh_bn=config.refresh_bn and bool(cell.sleep))
+        final_sleep=config.final_sleep and bool(cell.sleep), refresh_bn=config.refresh_bn and bool(cell.sleep),
+        snr_at_sleep=config.snr_at_sleep)
 
 
 def compare(config: CompareConfig) -> List[Dict[str, Any]]:

@@ -74,7 +74,7 @@ def grid_means(values: torch.Tensor, period: tuple[int, int], spatial_dims: tupl
 
 
 def _share_tensor_(values: torch.Tensor, period: tuple[int, int]) -> None:
-    """In-place grid means of a contiguous (H, W, ...) tensor."""
+    """In-place grid means of an (H, W, ...) tensor."""
     h, w = values.shape[:2]
     if h % period[0] == 0 and w % period[1] == 0 and values.is_contiguous():
         # one read and one write: view the locations as (H/ph, ph, W/pw, pw) and broadcast the means back
@@ -82,7 +82,11 @@ def _share_tensor_(values: torch.Tensor, period: tuple[int, int]) -> None:
         means = view.sum(dim=(0, 2)) / ((h // period[0]) * (w // period[1]))
         view.copy_(means[None, :, None].expand_as(view))
     else:
-        values.copy_(grid_means(values, period))
+        # ragged modules: one strided view per module (still one read and one write in all)
+        for a in range(min(period[0], h)):
+            for b in range(min(period[1], w)):
+                module = values[a::period[0], b::period[1]]
+                module.copy_(module.mean(dim=(0, 1), keepdim=True).expand_as(module))
 
 
 @torch.no_grad()

@@ -51,7 +51,7 @@ def study_config(pad: int, args: argparse.Namespace) -> CompareConfig:
         model_kwargs=dict(layers=(1, 1, 1), stem_stride=2), epochs=args.epochs, batch_size=128, pad=pad,
         seeds=tuple(range(args.seeds)), weight_decay=1e-4, lrs=dict(DEFAULT_LRS), train_subset=args.train_subset,
         split='test', output_dir=str(Path(args.runs_dir) / f'pad{pad}'), cells=study_cells(), progress=False,
-        eval_every=5, final_sleep=True, refresh_bn=True)
+        eval_every=5, final_sleep=True, refresh_bn=True, snr_at_sleep=False)
 
 
 def _run_one(tc_dict: Dict[str, Any]) -> Tuple[str, float]:
