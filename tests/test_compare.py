@@ -47,12 +47,13 @@ def test_presets_and_cli_overrides(monkeypatch):
     fm = preset_config('Fashion_MNIST')
     assert fm.dataset == 'fashion-mnist' and fm.model_kwargs == {'layers': (1, 1, 1), 'stem_stride': 2}
     assert (fm.epochs, fm.train_subset, fm.output_dir) == (15, 10000, 'runs/compare-fashion-mnist')
+    assert fm.sleep_optimizer == 'average' and preset_config('digits').sleep_optimizer == 'keep'
     assert preset_config('digits', epochs=3).epochs == 3
     assert preset_config('digits').batch_size == PRESETS['digits']['batch_size']
     seen = {}
     monkeypatch.setattr('bioconv_timm.compare.compare', lambda config: seen.setdefault('config', config) and [])
     monkeypatch.setattr('bioconv_timm.compare.format_compare_table', lambda rows, config: '')
-    assert cli.main(['compare', '--dataset', 'fashion-mnist', '--epochs', '2', '--sleep-optimizer', 'average']) == 0
+    assert cli.main(['compare', '--dataset', 'fashion-mnist', '--epochs', '2', '--sleep-optimizer', 'reset']) == 0
     config = seen['config']
-    assert config.epochs == 2 and config.sleep_optimizer == 'average' and config.train_subset == 10000
+    assert config.epochs == 2 and config.sleep_optimizer == 'reset' and config.train_subset == 10000
     assert config.lrs['lc_ws1'] == 3e-3
