@@ -99,6 +99,22 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """`bioconv bench`: LC layer vs Conv2d vs the einsum baseline, and LC vs conv training steps."""
+    from .bench import run_from_args
+    return run_from_args(args)
+
+
+def _cmd_brainscore(args: argparse.Namespace) -> int:
+    """`bioconv brainscore score|submission|plugins` (bioconv_timm.brainscore)."""
+    from .brainscore import BrainScoreError, run_cli
+    try:
+        return run_cli(args)
+    except BrainScoreError as exc:
+        print(f'bioconv brainscore {args.brainscore_command}: error: {exc}', file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='bioconv', description='Locally connected ResNets with a sleep phase, as timm models.')
@@ -146,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--private', action='store_true', help='create the repo as private')
     p.add_argument('--commit-message', default=None)
     p.set_defaults(func=_cmd_publish)
+
+    from .bench import add_bench_args
+    p = sub.add_parser('bench', help='time the LC layer vs Conv2d (NCHW, channels-last) vs the unfold + einsum '
+                                     'baseline, and LC vs conv training steps',
+                       description='Layer timings at the paper\'s shapes (median and spread, GFLOP/s, ratios, peak '
+                                   'memory) and training-step images/s, in one run. Run it alone on the machine.')
+    add_bench_args(p)
+    p.set_defaults(func=_cmd_bench)
+
+    from .brainscore import add_brainscore_args
+    p = sub.add_parser('brainscore', help='Brain-Score: score locally on the public benchmarks, build a submission zip',
+                       description='Needs the [brainscore] extra: pip install "bioconv-timm[brainscore]".')
+    add_brainscore_args(p)
+    p.set_defaults(func=_cmd_brainscore)
 
     from .hebbian import add_sleep_sim_parser
     add_sleep_sim_parser(sub)  # `bioconv sleep-sim`: paper Fig. 4A/4B/5A/5B

@@ -1,29 +1,16 @@
-"""Forward+backward time of the LC layer vs a channels-last Conv2d at the CIFAR ResNet20 shapes.
+"""The LC layer vs Conv2d (NCHW and channels-last) vs the authors' unfold + einsum layout, and LC vs conv
+training steps: the same benchmark, flags and output as `bioconv bench` (bioconv_timm.bench).
 
-    python scripts/bench_lc.py [--batch-size 128] [--repeats 7] [--json out.json]
+    python scripts/bench_lc.py --quick                     # ~2-3 min on 2 idle CPU cores
+    python scripts/bench_lc.py --json bench.json           # all paper shapes + the ResNet20 training step
+    python scripts/bench_lc.py --device cuda --amp bf16    # GPU (see scripts/gpu_bench.sh)
 """
-import argparse
-import json
+import sys
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bioconv_timm.bench import bench_resnet20_layers, format_timings, timings_as_dicts
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--batch-size', type=int, default=128)
-    parser.add_argument('--repeats', type=int, default=7)
-    parser.add_argument('--json', help='also write the rows as JSON to this path')
-    args = parser.parse_args()
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU')
-    rows = bench_resnet20_layers(args.batch_size, args.repeats)
-    print(format_timings(rows))
-    print(f'worst LC/conv ratio: {max(r.ratio for r in rows):.2f}')
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(timings_as_dicts(rows), f, indent=2)
-
+from bioconv_timm.bench import main  # noqa: E402
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""The benchmark harness (bioconv_timm.bench, `bioconv bench`): well-formed records at test-sized shapes, the
+einsum baseline computes the LC layer, the CLI parses and runs. Nothing here asserts a speed."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bioconv_timm import bench
+from bioconv_timm.bench import (IMPLS, MODES, BenchConfig, LayerCase, UnfoldEinsumLC, bench_layers, bench_models,
+                                estimate_case_bytes, format_report, run_benchmark, shape_set, summarize_layers)
+from bioconv_timm.cli import build_parser, main
+from bioconv_timm.layers import LocallyConnected2d
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+HAS_CLEAR_REFS = Path('/proc/self/clear_refs').exists()
+
+LAYER_KEYS = {
+    'group', 'shape', 'label', 'batch', 'in_channels', 'out_channels', 'input_size', 'output_size', 'kernel',
+    'stride', 'padding', 'impl', 'mode', 'device', 'amp', 'input_format', 'gflop', 'repeats', 'inner',
+    'times_ms', 'median_ms', 'min_ms', 'max_ms', 'q1_ms', 'q3_ms', 'gflop_per_s', 'ratio_to_conv_cl',
+    'ratio_to_lc', 'estimated_bytes', 'peak_mem_bytes', 'mem_method', 'skipped'}
+
+
+def _check_layer_records(records, cases, impls=IMPLS, modes=MODES, repeats=None):
+    assert len(records) == len(cases) * len(impls) * len(modes)
+    assert {(r['label'], r['impl'], r['mode']) for r in records} == {
+        (c.label, i, m) for c in cases for i in impls for m in modes}
+    by_key = {(r['label'], r['mode'], r['impl']): r for r in records}
+    for r in records:
+        assert set(r) == LAYER_KEYS
+        assert r['skipped'] is None
+        if repeats is not None:
+            assert r['repeats'] == repeats == len(r['times_ms'])
+        assert all(t > 0 for t in r['times_ms'])
+        assert 0 < r['min_ms'] <= r['q1_ms'] <= r['median_ms'] <= r['q3_ms'] <= r['max_ms']
+        assert r['inner'] >= 1
+        case = next(c for c in cases if c.label == r['label'])
+        assert r['gflop'] == pytest.approx(2 * case.macs * (3 if r['mode'] == 'fwd+bwd' else 1) / 1e9)
+        assert r['gflop_per_s'] == pytest.approx(r['gflop'] / (r['median_ms'] / 1e3))
+        # the ratios come from the medians of the same run's records
+        conv_cl = by_key[r['label'], r['mode'], 'conv_cl']['median_ms']
+        lc = by_key[r['label'], r['mode'], 'lc']['median_ms']
+        assert r['ratio_to_conv_cl'] == pytest.approx(r['median_ms'] / conv_cl)
+        assert r['ratio_to_lc'] == pytest.approx(r['median_ms'] / lc)
+    summary = summarize_layers(records)
+    assert len(summary) == len(cases) * len(modes)
+    for s in summary:
+        assert s['lc_over_conv_cl'] == pytest.approx(s['lc_ms'] / s['conv_cl_ms'])
+        assert s['einsum_over_lc'] == pytest.approx(s['einsum_ms'] / s['lc_ms'])
+        assert s['lc_over_conv_cl'] == pytest.approx(by_key[s['label'], s['mode'], 'lc']['ratio_to_conv_cl'])
+    json.dumps(records)
+
+
+def test_paper_shape_sets():
+    r20 = shape_set('resnet20')
+    assert [(c.batch, c.in_channels, c.out_channels, c.size, c.stride, c.out_size) for c in r20] == [
+        (128, 16, 16, 32, 1, 32), (128, 32, 32, 16, 1, 16), (128, 64, 64, 8, 1, 8),
+        (128, 16, 32, 32, 2, 16), (128, 32, 64, 16, 2, 8)]
+    assert r20[0].macs == 128 * 32 * 32 * 16 * 16 * 9
+    assert [(c.in_channels, c.size, c.out_size) for c in shape_set('tinyimagenet')] == [
+        (16, 48, 48), (32, 24, 24), (64, 12, 12)]
+    r18 = shape_set('resnet18_half')
+    assert [(c.batch, c.in_channels, c.out_channels, c.size, c.kernel, c.stride, c.out_size) for c in r18] == [
+        (32, 3, 32, 224, 7, 2, 112), (32, 32, 32, 56, 3, 1, 56), (32, 64, 64, 28, 3, 1, 28),
+        (32, 128, 128, 14, 3, 1, 14), (32, 256, 256, 7, 3, 1, 7)]
+    assert all(c.batch == 64 for c in shape_set('resnet20', 64))
+    with pytest.raises(ValueError, match='unknown shape set'):
+        shape_set('resnet50')
+    # the estimate orders the implementations as their memory does: einsum > LC > conv
+    stage1 = r18[1]
+    conv, lc, einsum = (estimate_case_bytes(stage1, i, 'fwd+bwd') for i in ('conv_cl', 'lc', 'einsum'))
+    assert conv < lc < einsum
+    assert estimate_case_bytes(stage1, 'lc', 'fwd') < lc
+
+
+def test_bench_layers_records_are_well_formed():
+    cases = shape_set('tiny')
+    records = bench_layers(cases, repeats=3, memory='none')
+    _check_layer_records(records, cases, repeats=3)
+    assert all(r['peak_mem_bytes'] is None for r in records)
+    conv_cl = [r for r in records if r['impl'] == 'conv_cl']
+    assert all(r['ratio_to_conv_cl'] == 1.0 for r in conv_cl)
+    assert {r['input_format'] for r in records if r['impl'] in ('lc', 'conv_cl')} == {'channels_last'}
+    table = bench.format_layer_table(records) + bench.format_summary_table(records)
+    assert 'einsum/LC' in table and 'x conv_cl' in table and cases[0].label in table
+
+
+@pytest.mark.skipif(not HAS_CLEAR_REFS, reason='needs /proc/self/clear_refs (Linux)')
+@pytest.mark.parametrize('memory', ['subprocess', 'inprocess'])
+def test_cpu_peak_memory_counts_the_weight_gradient(memory):
+    case = LayerCase('t', 'm', 4, 16, 16, 16)
+    records = bench_layers([case], impls=('conv_cl', 'lc', 'einsum'), repeats=1, memory=memory)
+    by = {(r['impl'], r['mode']): r for r in records}
+    assert all(isinstance(r['peak_mem_bytes'], int) and r['peak_mem_bytes'] >= 0 for r in records)
+    method = bench.CPU_MEM_METHOD if memory == 'subprocess' else bench.CPU_MEM_METHOD_INPROCESS
+    assert all(r['mem_method'] == method for r in records)
+    # a fwd+bwd call allocates (and writes) the LC weight gradient: 256 locations x 16 x 3 x 3 x 16 floats
+    weight_bytes = 256 * 16 * 9 * 16 * 4
+    assert by['lc', 'fwd+bwd']['peak_mem_bytes'] >= 0.9 * weight_bytes
+    assert by['einsum', 'fwd+bwd']['peak_mem_bytes'] >= 0.9 * weight_bytes
+
+
+def test_cases_that_would_not_fit_are_skipped_with_a_reason():
+    cases = shape_set('tiny')[:1]
+    records = bench_layers(cases, impls=('conv_cl', 'lc'), repeats=1, memory='none', max_memory_bytes=1)
+    assert len(records) == 4
+    for r in records:
+        assert 'GiB (estimated)' in r['skipped']
+        assert r['median_ms'] is None and r['times_ms'] == [] and r['ratio_to_conv_cl'] is None
+    assert 'skipped: needs' in bench.format_layer_table(records)
+    assert summarize_layers(records)[0]['lc_over_conv_cl'] is None
+
+
+@pytest.mark.parametrize('geometry', [
+    dict(cin=3, cout=4, size=(9, 9), kernel=3, stride=2, padding=1),
+    dict(cin=4, cout=5, size=(8, 6), kernel=3, stride=1, padding=1),
+    dict(cin=3, cout=4, size=(12, 12), kernel=7, stride=2, padding=3),   # the ResNet18 stem's geometry
+])
+def test_einsum_baseline_matches_the_lc_layer_forward_and_gradients(geometry):
+    g = geometry
+    lc = LocallyConnected2d(g['cin'], g['cout'], g['kernel'], g['size'], g['stride'], g['padding']).double()
+    baseline = UnfoldEinsumLC(lc)
+    x = torch.randn(3, g['cin'], *g['size'], dtype=torch.float64)
+    x_lc = x.clone().requires_grad_(True)
+    x_ein = x.clone().requires_grad_(True)
+    y_lc, y_ein = lc(x_lc), baseline(x_ein)
+    torch.testing.assert_close(y_ein, y_lc)
+    grad = torch.randn_like(y_lc)
+    y_lc.backward(grad)
+    y_ein.backward(grad)
+    torch.testing.assert_close(x_ein.grad, x_lc.grad)
+    torch.testing.assert_close(baseline.lc_layout_weight_grad(), lc.weight.grad)
+
+
+def test_bench_models_records_are_well_formed():
+    records = bench_models(('resnet20',), batch_size=2, img_size=16, steps=2, warmup=1)
+    assert [(r['model'], r['layer_type']) for r in records] == [('conv_resnet20', 'conv'), ('lc_resnet20', 'lc')]
+    conv, lc = records
+    for r in records:
+        assert r['skipped'] is None and r['steps'] == 2 and all(t > 0 for t in r['times_ms'])
+        assert r['min_ms'] <= r['median_ms'] <= r['max_ms']
+        assert r['images_per_s'] == pytest.approx(2 / (r['median_ms'] / 1e3))
+        assert r['optimizer'] in ('adamw (fused)', 'adamw (foreach)')
+        assert r['img_size'] == [16, 16] and r['batch'] == 2
+        # resident at the start of a step: parameters and both AdamW moments (fp32), at least
+        assert r['resident_bytes'] >= 12 * r['params']
+        if HAS_CLEAR_REFS:
+            assert r['peak_mem_bytes'] >= r['resident_bytes'] and r['step_extra_bytes'] >= 0
+    assert lc['params'] > 10 * conv['params']
+    assert lc['ratio_to_conv'] == pytest.approx(lc['median_ms'] / conv['median_ms'])
+    assert 'lc_resnet20' in bench.format_model_table(records)
+    json.dumps(records)
+
+
+def test_bioconv_bench_quick_parses_and_resolves():
+    args = build_parser().parse_args(['bench', '--quick'])
+    assert args.func.__name__ == '_cmd_bench'
+    cfg = bench._resolve(bench.config_from_args(args))
+    assert cfg.shapes == ('resnet20',) and cfg.batch_size == 64 and cfg.repeats == 5
+    assert cfg.models == 'resnet20' and cfg.model_steps == 5 and cfg.device == 'cpu' and cfg.amp is None
+    assert tuple(cfg.impls) == IMPLS and tuple(cfg.modes) == MODES
+    default = bench._resolve(BenchConfig())
+    assert default.shapes == ('resnet20', 'tinyimagenet', 'resnet18_half') and default.batch_size is None
+    assert default.models == 'resnet20'
+    assert bench._resolve(BenchConfig(full=True)).models == 'all'
+    gpu = bench._resolve(bench.config_from_args(build_parser().parse_args(
+        ['bench', '--device', 'cuda', '--amp', 'fp16', '--json', 'x.json'])))
+    assert gpu.models == 'all' and gpu.amp == 'fp16' and gpu.json_path == 'x.json' and gpu.repeats == 10
+    assert bench.default_model_batch('resnet18_half', 'cuda') == 256
+    assert bench.default_model_batch('resnet18_half', 'cpu') == 32
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(['bench', '--shapes', 'resnet50'])
+
+
+def test_bioconv_bench_runs_at_tiny_shapes(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    assert main(['bench', '--quick', '--shapes', 'tiny', '--models', 'none', '--repeats', '1', '--memory', 'none',
+                 '--json', str(out)]) == 0
+    text = capsys.readouterr().out
+    assert 'Summary:' in text and 'einsum/LC' in text and 'Targets (issue 7)' in text
+    result = json.loads(out.read_text())
+    assert set(result) == {'meta', 'layers', 'summary', 'models', 'targets'}
+    assert result['meta']['quick'] and result['meta']['repeats'] == 1 and result['models'] == []
+    _check_layer_records(result['layers'], shape_set('tiny', 64), repeats=1)
+
+
+def test_run_benchmark_targets_use_the_same_records():
+    result = run_benchmark(BenchConfig(shapes=('tiny',), repeats=1, memory='none', models='none'))
+    # relabel the tiny records as ResNet20 shapes: the targets read exactly those ratios
+    for r in result['layers']:
+        r['group'] = 'resnet20'
+    targets = bench.check_targets(result['layers'], [])
+    ratios = [s['lc_over_conv_cl'] for s in summarize_layers(result['layers']) if s['mode'] == 'fwd+bwd']
+    assert targets[0]['value'] == pytest.approx(max(ratios))
+    assert targets[2]['met'] is None and 'not measured' in format_report(dict(result, targets=targets))
+
+
+def test_bench_lc_script_is_the_same_benchmark(tmp_path):
+    out = tmp_path / 'b.json'
+    proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'bench_lc.py'), '--shapes', 'tiny', '--models',
+                           'none', '--impls', 'conv_cl', 'lc', '--modes', 'fwd', '--repeats', '1', '--memory', 'none',
+                           '--json', str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert 'LC/conv_cl' in proc.stdout
+    records = json.loads(out.read_text())['layers']
+    assert {(r['impl'], r['mode']) for r in records} == {('conv_cl', 'fwd'), ('lc', 'fwd')}
+
+
+def test_gpu_script_is_valid_bash():
+    script = ROOT / 'scripts' / 'gpu_bench.sh'
+    subprocess.run(['bash', '-n', str(script)], check=True)
+    text = script.read_text()
+    assert '--amp bf16' in text or 'bf16' in text
+    assert 'bioconv_timm.bench' in text
+
+
+# --------------------------------------------------------------------------------------------- CUDA
+
+@CUDA
+@pytest.mark.parametrize('amp', ['bf16', 'fp16'])
+def test_cuda_bench_layers_with_autocast(amp):
+    cases = shape_set('tiny')
+    records = bench_layers(cases, repeats=2, device='cuda', amp=amp, min_repeat_s=0.001)
+    _check_layer_records(records, cases, repeats=2)
+    for r in records:
+        assert r['device'].startswith('cuda') and r['amp'] == amp
+        assert r['mem_method'] == bench.CUDA_MEM_METHOD and r['peak_mem_bytes'] >= 0
+    lc = next(r for r in records if r['impl'] == 'lc' and r['mode'] == 'fwd+bwd')
+    assert lc['peak_mem_bytes'] >= 4 * torch.Size(  # the fp32 weight gradient
+        [*lc['output_size'], lc['out_channels'], 3, 3, lc['in_channels']]).numel()
+
+
+@CUDA
+def test_cuda_einsum_baseline_matches_the_lc_layer_under_autocast():
+    lc = LocallyConnected2d(4, 8, 3, (9, 9), 2, 1).cuda()
+    baseline = UnfoldEinsumLC(lc)
+    x = torch.randn(2, 4, 9, 9, device='cuda')
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        y_lc, y_ein = lc(x), baseline(x)
+    torch.testing.assert_close(y_ein.float(), y_lc.float(), atol=5e-2, rtol=5e-2)
+
+
+@CUDA
+@pytest.mark.parametrize('amp', ['bf16', 'fp16'])
+def test_cuda_bench_models_with_amp(amp):
+    records = bench_models(('resnet20',), batch_size=4, img_size=16, steps=2, warmup=1, device='cuda', amp=amp)
+    for r in records:
+        assert r['skipped'] is None and r['images_per_s'] > 0 and r['optimizer'] == 'adamw (fused)'
+        # absolute peak of a step: parameters, gradients and the two AdamW moments at least
+        assert r['peak_mem_bytes'] >= 12 * r['params'] and r['peak_mem_bytes'] >= r['step_extra_bytes'] > 0
+        assert r['mem_method'].startswith(bench.CUDA_MEM_METHOD)
+    assert math.isfinite(records[1]['ratio_to_conv'])
+
+
+@CUDA
+def test_cuda_run_benchmark_writes_json(tmp_path):
+    out = tmp_path / 'cuda.json'
+    result = run_benchmark(BenchConfig(device='cuda', amp='bf16', shapes=('tiny',), repeats=2, min_repeat_ms=1,
+                                       models='resnet20', model_batch_size=4, model_img_size=16, model_steps=1,
+                                       json_path=str(out)))
+    assert json.loads(out.read_text())['meta']['device_name'].startswith('CUDA')
+    assert result['meta']['precision'] == 'autocast bf16'
+    assert 'Targets' in format_report(result)

@@ -1,0 +1,199 @@
+"""Brain-Score plugin folders, submission zips and the data check: what needs no brainscore_vision install."""
+import json
+import re
+import shlex
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bioconv_timm import brainscore as bs
+from bioconv_timm.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = REPO / 'brainscore_plugin'
+
+
+def test_identifiers_have_no_hyphens_and_name_the_model():
+    for name in bs.PLUGIN_MODELS:
+        identifier = bs.plugin_identifier(name)
+        assert re.fullmatch(r'[a-z0-9_]+', identifier), identifier
+        assert bs.model_name_from_identifier(identifier) == name
+    assert set(bs.PLUGIN_MODELS) == set(bs.PAPER_TABLE3)  # one plugin per row of paper Table 3
+    with pytest.raises(bs.BrainScoreError, match='unknown model'):
+        bs.plugin_identifier('resnet18')
+
+
+def test_candidate_layers_are_block_outputs_and_resolve_to_modules():
+    import timm
+    import torch
+
+    layers = bs.candidate_layers('lc_resnet18_half_ws10')
+    assert layers == ['maxpool'] + [f'layer{s}.{b}' for s in range(1, 5) for b in range(2)] + ['global_pool']
+    assert bs.candidate_layers('lc_resnet20')[:2] == ['act1', 'layer1.0']  # CIFAR stem: no max-pool
+    with torch.device('meta'):
+        model = timm.create_model('conv_resnet18_half')
+    modules = dict(model.named_modules())
+    assert all(layer in modules for layer in layers)
+    assert type(modules['layer2.1']).__name__ == 'BasicBlock'
+
+
+def test_committed_plugin_folders_equal_the_template():
+    assert {p.name for p in PLUGIN_DIR.iterdir() if p.is_dir()} >= {bs.plugin_identifier(m) for m in bs.PLUGIN_MODELS}
+    assert bs.stale_plugin_files(PLUGIN_DIR) == [], 'run `bioconv brainscore plugins` to regenerate brainscore_plugin/'
+
+
+def test_stale_check_and_cli_regenerate(tmp_path, capsys):
+    assert main(['brainscore', 'plugins', '--output-dir', str(tmp_path)]) == 0
+    assert bs.stale_plugin_files(tmp_path) == []
+    model_py = tmp_path / 'bioconv_lc_resnet18_half' / 'model.py'
+    model_py.write_text(model_py.read_text().replace("'layer4.1',", ''))
+    (tmp_path / 'bioconv_lc_resnet18_half' / 'weights.pth').write_bytes(b'x')
+    capsys.readouterr()
+    assert main(['brainscore', 'plugins', '--check', '--output-dir', str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert 'bioconv_lc_resnet18_half/model.py' in out and 'bioconv_lc_resnet18_half/weights.pth' in out
+
+
+def test_plugin_files_follow_brainscore_layout():
+    files = bs.plugin_files('lc_resnet18_half_ws10')
+    assert set(files) == {'__init__.py', 'model.py', 'test.py', 'requirements.txt'}  # no map unless one is known
+    init = files['__init__.py']
+    assert init.count("model_registry['bioconv_lc_resnet18_half_ws10']") == 1
+    assert 'ModelCommitment(' in init and 'behavioral_readout_layer=BEHAVIORAL_READOUT_LAYER' in init
+    model_py = files['model.py']
+    assert "timm.create_model('hf-hub:' + HF_HUB_REPO, pretrained=True)" in model_py
+    assert "HF_HUB_REPO = 'bioconv-timm/lc_resnet18_half_ws10.in1k'" in model_py
+    namespace = {}
+    exec(compile(model_py.split('def create_timm_model')[0].replace('import timm', '').replace(
+        'import bioconv_timm', '').replace('from bioconv_timm.brainscore import activations_model', ''),
+        'model.py', 'exec'), namespace)  # the constants as Python sees them
+    assert namespace['LAYERS'] == bs.candidate_layers('lc_resnet18_half_ws10')
+    assert namespace['VISUAL_DEGREES'] == 8 and namespace['BEHAVIORAL_READOUT_LAYER'] == 'global_pool'
+    assert 'bioconv-timm' in files['requirements.txt'] and 'timm>=1.0.31' in files['requirements.txt']
+
+    mapped = bs.plugin_files('lc_resnet18_half_ws10', region_layer_map={'V1': 'maxpool', 'IT': 'layer4.0'})
+    assert json.loads(mapped['region_layer_map/bioconv_lc_resnet18_half_ws10.json']) == {'V1': 'maxpool', 'IT': 'layer4.0'}
+    with pytest.raises(bs.BrainScoreError, match='not a candidate layer'):
+        bs.plugin_files('lc_resnet18_half_ws10', region_layer_map={'V1': 'fc'})
+    with pytest.raises(bs.BrainScoreError, match='unknown region'):
+        bs.plugin_files('lc_resnet18_half_ws10', region_layer_map={'V5': 'maxpool'})
+
+
+def _website_accepts(path):
+    """brain-score.org's upload check as its form applies it: folder entries at fixed depths."""
+    with zipfile.ZipFile(path) as archive:
+        names = [i.filename for i in archive.infolist()]
+    plugin_types = {n.split('/')[1] for n in names if n.endswith('/') and n.count('/') == 2}
+    instances = [n.split('/')[2] for n in names if n.endswith('/') and n.count('/') == 3 and n.split('/')[1] == 'models']
+    return 'models' in plugin_types and instances and all(
+        {'__init__.py', 'test.py'} <= {n.split('/')[-1] for n in names if n.split('/')[-2] == i} for i in instances)
+
+
+def test_submission_zip_passes_the_rules(tmp_path, capsys):
+    out = tmp_path / 'sub.zip'
+    assert main(['brainscore', 'submission', '--model', 'lc_resnet18_half_ws10', '--output', str(out)]) == 0
+    assert 'bioconv_brainscore/models/bioconv_lc_resnet18_half_ws10/model.py' in capsys.readouterr().out
+    assert bs.check_submission_zip(out) == []
+    assert out.stat().st_size <= bs.MAX_SUBMISSION_BYTES
+    assert _website_accepts(out)
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+        assert names[0] == 'bioconv_brainscore/'
+        base = 'bioconv_brainscore/models/bioconv_lc_resnet18_half_ws10/'
+        assert archive.read(base + 'model.py').decode() == (PLUGIN_DIR / 'bioconv_lc_resnet18_half_ws10' / 'model.py').read_text()
+    assert not any(n.endswith(bs.WEIGHT_SUFFIXES) for n in names)
+
+    # several models in one zip, and a region-layer map taken from a score JSON
+    score_json = tmp_path / 'score.json'
+    score_json.write_text(json.dumps({'model': 'conv_resnet18_half', 'region_layer_map': {'V1': 'layer1.0', 'V4': 'layer3.0'}}))
+    single = bs.build_submission('conv_resnet18_half', tmp_path / 'one.zip', region_layer_map=score_json)
+    with zipfile.ZipFile(single) as archive:
+        mapping = json.loads(archive.read('bioconv_brainscore/models/bioconv_conv_resnet18_half/region_layer_map/'
+                                          'bioconv_conv_resnet18_half.json'))
+    assert mapping == {'V1': 'layer1.0', 'V4': 'layer3.0'}
+    both = bs.build_submission(list(bs.PLUGIN_MODELS), tmp_path / 'all.zip')
+    assert bs.check_submission_zip(both) == [] and _website_accepts(both)
+    with pytest.raises(bs.BrainScoreError, match='one model'):
+        bs.build_submission(['conv_resnet18_half', 'lc_resnet18_half'], tmp_path / 'x.zip', hub_repo='me/x')
+
+
+def _zip(path, entries):
+    with zipfile.ZipFile(path, 'w') as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return path
+
+
+GOOD_INIT = "model_registry['bioconv_x'] = lambda: None\n"
+
+
+def _entries(plugin='bioconv_x', init=GOOD_INIT, extra=(), drop=()):
+    base = f'root/models/{plugin}/'
+    entries = [('root/', ''), ('root/models/', ''), (base, ''), (base + '__init__.py', init), (base + 'model.py', ''),
+               (base + 'test.py', ''), (base + 'requirements.txt', 'bioconv-timm\n')]
+    return [e for e in entries if e[0].rsplit('/', 1)[-1] not in drop] + list(extra)
+
+
+def test_check_submission_zip_rejects_broken_submissions(tmp_path):
+    assert bs.check_submission_zip(_zip(tmp_path / 'ok.zip', _entries())) == []
+    cases = {
+        'weights': (_entries(extra=[('root/models/bioconv_x/model.safetensors', b'0' * 10)]), 'weight'),
+        'big file': (_entries(extra=[('root/models/bioconv_x/blob.txt', b'0' * (bs.MAX_PLUGIN_FILE_BYTES + 1))]), 'code only'),
+        'no test': (_entries(drop=('test.py',)), 'has no test.py'),
+        'no init': (_entries(drop=('__init__.py',)), 'has no __init__.py'),
+        'hyphen': (_entries(plugin='bioconv-x', init="model_registry['bioconv-x'] = 1\n"), 'no hyphens'),
+        'registry mismatch': (_entries(init="model_registry['other'] = 1\n"), 'exactly once'),
+        'no root folder': ([e for e in _entries() if e[0] != 'root/'], 'root folder'),
+        'no models folder': ([('root/', ''), ('root/x.py', '')], 'models/'),
+        'bad map': (_entries(extra=[('root/models/bioconv_x/region_layer_map/bioconv_x.json', '{"V9": 1}')]), 'JSON object'),
+        'escape': (_entries(extra=[('root/../evil.py', '')]), 'unsafe path'),
+    }
+    for label, (entries, message) in cases.items():
+        problems = bs.check_submission_zip(_zip(tmp_path / f'{label}.zip', entries), raise_on_error=False)
+        assert any(message in p for p in problems), (label, problems)
+    too_big = _zip(tmp_path / 'big.zip', _entries())
+    with pytest.raises(bs.SubmissionError, match='MB, more than'):
+        bs.check_submission_zip(too_big, max_bytes=too_big.stat().st_size - 1)
+    (tmp_path / 'junk.zip').write_bytes(b'not a zip')
+    assert any('not a zip' in p for p in bs.check_submission_zip(tmp_path / 'junk.zip', raise_on_error=False))
+
+
+def test_missing_benchmark_data_names_every_file(tmp_path):
+    missing = bs.missing_benchmark_data(bs.BENCHMARKS, home=tmp_path)
+    assert list(missing) == list(bs.BENCHMARKS)
+    assert [f.filename for f in missing['IT']] == ['assy_dicarlo_MajajHong2015_public.nc', 'stimulus_hvm-public.csv',
+                                                   'stimulus_hvm-public.zip']
+    assert missing['V1'][0].path(tmp_path) == tmp_path / '761c08f796db4e342555cdb60eef23a4f19ead43' / \
+        'assy_movshon_FreemanZiemba2013_public.nc'
+    assert {f.name for f in missing['behavior']} == {'Rajalingham2018.public', 'objectome.public'}
+    for f in missing['V4']:  # put the MajajHong2015 files in place: V4 and IT are complete, the others not
+        f.path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+        f.path(tmp_path).write_bytes(b'')
+    assert list(bs.missing_benchmark_data(bs.BENCHMARKS, home=tmp_path)) == ['V1', 'V2', 'behavior']
+    with pytest.raises(bs.BrainScoreError, match='unknown benchmark'):
+        bs._parse_benchmarks('V1,MT')
+    assert bs._parse_benchmarks('it, MajajHong2015public.V4-pls,V1') == ['V1', 'V4', 'IT']
+
+
+def test_score_table_has_table3_shape():
+    result = bs.ScoreResult(model='lc_resnet18_half_ws10', identifier='x', weights=None, weights_sha1=None,
+                            random_init=True, seed=0, benchmarks={}, scores={'V1': 0.5, 'V2': 0.25, 'V4': 0.5, 'IT': 0.25})
+    assert result.average is None  # the paper's average needs all five
+    result.scores['behavior'] = 0.5
+    assert result.average == pytest.approx(0.4)
+    table = bs.format_score_table([result]).splitlines()
+    assert table[0] == '| model | data | average | V1 | V2 | V4 | IT | behavior |'
+    assert 'RANDOM INIT' in table[2] and '| .400 | .500 | .250 | .500 | .250 | .500 |' in table[2]
+    assert table[3].startswith('| paper Table 3: LC, ws 10') and '| .385 | .508 | .322 | .478 | .399 | .216 |' in table[3]
+
+
+def test_readme_brainscore_commands_parse():
+    readme = (REPO / 'README.md').read_text()
+    commands = [line.split('#')[0].strip() for block in re.findall(r'```bash\n(.*?)```', readme, flags=re.S)
+                for line in block.splitlines() if line.strip().startswith('bioconv brainscore')]
+    assert {c.split()[2] for c in commands} == {'score', 'submission'}
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        assert args.func.__name__ == '_cmd_brainscore'
+    assert 'pip install -e ".[dev,brainscore]"' in readme
