@@ -461,7 +461,12 @@ def score(model_name: str, weights: Optional[PathLike] = None,
         identifier = f'{plugin_identifier(model_name)}-weights{weights_sha1[:12]}'  # activation caches keyed on content
     torch.manual_seed(seed)
     kwargs = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_path))) if weights_path else {}
-    model = timm.create_model(model_name, **kwargs)
+    try:
+        model = timm.create_model(model_name, **kwargs)
+    except RuntimeError as exc:
+        if weights_path is None:
+            raise
+        raise BrainScoreError(f'cannot load {weights_path} into {model_name}: {exc}') from exc
     wrapper = activations_model(model, identifier, batch_size=batch_size)
     commitment = model_commitment(identifier, wrapper, layers, mapping)
 

@@ -51,6 +51,9 @@ TIME_BIN = (70, 170)
 def _cleanup_home():
     yield
     shutil.rmtree(_HOME, ignore_errors=True)
+    from brainscore_vision.model_helpers.activations import core  # its preprocessing probe image, left in /tmp
+    if core._probe_image_path:
+        shutil.rmtree(os.path.dirname(core._probe_image_path), ignore_errors=True)
     for key, value in _SAVED_ENV.items():
         if value is None:
             os.environ.pop(key, None)
@@ -313,6 +316,8 @@ def test_score_runs_the_benchmarks_with_local_weights(noise_stimuli, tmp_path, m
     assert result['region_layer_map'] == {'IT': 'layer3.0'} and result['average'] is None
     assert result['weights_sha1'] and result['identifier'].endswith(result['weights_sha1'][:12])
 
+    with pytest.raises(bs.BrainScoreError, match='cannot load'):  # weights of another architecture
+        bs.score('lc_resnet20', weights=weights, benchmarks='IT', output_dir=None, progress=False)
     random_init = bs.score('conv_resnet20', benchmarks='IT', seed=1, region_layer_map={'IT': 'layer3.0'},
                            output_dir=tmp_path / 'out', progress=False)
     err = capsys.readouterr().err
