@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .hub import CITATION
+
 __all__ = [
     'PLUGIN_MODELS', 'BENCHMARKS', 'TABLE_COLUMNS', 'PAPER_TABLE3', 'VISUAL_DEGREES', 'BEHAVIORAL_READOUT_LAYER',
     'MAX_SUBMISSION_BYTES', 'INSTALL_HINT', 'BrainScoreError', 'MissingBenchmarkData', 'SubmissionError',
@@ -87,12 +89,7 @@ MAX_PLUGIN_FILE_BYTES = 1_000_000  # no code file of a plugin is this big; a big
 INSTALL_HINT = 'pip install "bioconv-timm[brainscore]"  (from a checkout: pip install -e ".[brainscore]")'
 DEFAULT_REQUIREMENT = 'bioconv-timm>=0.1.0'
 
-BIBTEX = """@inproceedings{pogodin2021towards,
-  title     = {Towards Biologically Plausible Convolutional Networks},
-  author    = {Pogodin, Roman and Mehta, Yash and Lillicrap, Timothy P. and Latham, Peter E.},
-  booktitle = {Advances in Neural Information Processing Systems},
-  year      = {2021}
-}"""
+BIBTEX = CITATION  # the paper's BibTeX, one copy for the Hub model cards and the plugins
 
 
 class BrainScoreError(RuntimeError):

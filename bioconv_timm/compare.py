@@ -104,8 +104,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 def preset_config(dataset: str, **overrides: Any) -> CompareConfig:
     """A CompareConfig with the dataset's CPU budget (``PRESETS``); keyword arguments override it."""
-    from .data import _ALIASES
-    dataset = _ALIASES.get(dataset.lower(), dataset.lower())
+    from .data import canonical_dataset_name
+    dataset = canonical_dataset_name(dataset)
     values = dict(PRESETS.get(dataset, {}), dataset=dataset, output_dir=f'runs/compare-{dataset}')
     values.update({k: v for k, v in overrides.items() if v is not None})
     return CompareConfig(**values)

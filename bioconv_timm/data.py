@@ -537,6 +537,11 @@ def _take_subset(indices: torch.Tensor, size: Optional[int], what: str, seed: in
     return indices[_permutation(len(indices), seed, stream)[:size]].sort().values
 
 
+def canonical_dataset_name(name: str) -> str:
+    """'Fashion_MNIST' -> 'fashion-mnist': lower case, known aliases resolved (unknown names pass through)."""
+    return _ALIASES.get(name.lower(), name.lower())
+
+
 def build_datasets(name: str = 'digits', data_dir: Optional[str] = None, pad: int = 4, split: str = 'test',
                    download: bool = False, seed: int = 0, train_subset: Optional[int] = None,
                    eval_subset: Optional[int] = None, img_size: Optional[int] = None,
@@ -564,7 +569,7 @@ def build_datasets(name: str = 'digits', data_dir: Optional[str] = None, pad: in
         DatasetError: unknown name, missing or malformed files.
         ValueError: bad ``split``, ``pad``, sizes.
     """
-    key = _ALIASES.get(name.lower(), name.lower())
+    key = canonical_dataset_name(name)
     if key not in DATASETS:
         raise DatasetError(f'unknown dataset {name!r}; choose one of: {", ".join(DATASETS)}')
     if split not in ('val', 'test'):

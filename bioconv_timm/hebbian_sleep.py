@@ -30,7 +30,8 @@ identical on every DDP rank, and does not consume the training RNG (resumes stay
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -77,7 +78,15 @@ def _grid_slices(layer: LocallyConnected2d, device) -> List[Tuple[torch.Tensor, 
     Locations are flat over (out_h, out_w); offsets flat over (kh, kw); modules are numbered 0..M-1
     among the modules that grid drives.
     """
-    (oh, ow), (kh, kw), (sh, sw) = layer.output_size, layer.kernel_size, layer.stride
+    return [(loc.to(device), off.to(device), mod.to(device), n)
+            for loc, off, mod, n in _grid_index(layer.output_size, layer.kernel_size, layer.stride)]
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_index(output_size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int]):
+    """The CPU index tensors of :func:`_grid_slices`; they depend on the geometry only, so every sleep of
+    a training run reuses them."""
+    (oh, ow), (kh, kw), (sh, sw) = output_size, kernel, stride
     py, px = sh * kh, sw * kw
     out = []
     for ga in range(py):
@@ -96,9 +105,8 @@ def _grid_slices(layer: LocallyConnected2d, device) -> List[Tuple[torch.Tensor, 
                 locs.append(loc)
                 offs.append(torch.full_like(loc, u * kw + v))
                 mods.append(torch.full_like(loc, m))
-            out.append((torch.cat(locs).to(device), torch.cat(offs).to(device), torch.cat(mods).to(device),
-                        len(rows) * len(cols)))
-    return out
+            out.append((torch.cat(locs), torch.cat(offs), torch.cat(mods), len(rows) * len(cols)))
+    return tuple(out)
 
 
 def _module_centered(z: torch.Tensor, module: torch.Tensor, n_modules: int) -> torch.Tensor:
@@ -162,8 +170,7 @@ def hebbian_share_weights_(module: nn.Module, config: HebbianSleepConfig = Hebbi
     """Hebbian sleep of every LC layer in ``module``, layer after layer, in place. Returns the count."""
     count = 0
     for i, (_, layer) in enumerate(lc_layers(module)):
-        layer_config = HebbianSleepConfig(**{**config.__dict__, 'seed': config.seed + i})
-        hebbian_share_layer_(layer, layer_config)
+        hebbian_share_layer_(layer, replace(config, seed=config.seed + i))
         count += 1
     return count
 
@@ -191,7 +198,7 @@ def hebbian_sleep_curve(layer: LocallyConnected2d, iterations: List[int],
     start = layer.weight.detach().clone()
     for n in iterations:
         trial = copy.deepcopy(layer)
-        hebbian_share_layer_(trial, HebbianSleepConfig(**{**config.__dict__, 'iterations': int(n)}))
+        hebbian_share_layer_(trial, replace(config, iterations=int(n)))
         snr = weight_snr(trial)
         rows.append(dict(iterations=int(n), rel_distance=distance_to_grid_means(trial.weight, start, layer.kernel_size),
                          neg_log_snr=-math.log(snr) if snr > 0 else float('inf'),

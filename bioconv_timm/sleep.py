@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from .layers import LocallyConnected2d
 
-__all__ = ['share_weights_', 'share_layer_', 'grid_means', 'weight_snr', 'lc_layers']
+__all__ = ['share_weights_', 'share_layer_', 'share_tensor_', 'grid_means', 'weight_snr', 'lc_layers']
 
 
 def lc_layers(module: nn.Module) -> Iterator[tuple[str, LocallyConnected2d]]:
@@ -73,8 +73,9 @@ def grid_means(values: torch.Tensor, period: tuple[int, int], spatial_dims: tupl
     return shared.movedim((0, 1), spatial_dims).contiguous()
 
 
-def _share_tensor_(values: torch.Tensor, period: tuple[int, int]) -> None:
-    """In-place grid means of an (H, W, ...) tensor."""
+def share_tensor_(values: torch.Tensor, period: tuple[int, int]) -> None:
+    """In place: every entry of an (H, W, ...) tensor becomes the mean of its module (``grid_means``
+    without the copy). Used for LC weights and for optimizer moments shaped like them."""
     h, w = values.shape[:2]
     if h % period[0] == 0 and w % period[1] == 0 and values.is_contiguous():
         # one read and one write: view the locations as (H/ph, ph, W/pw, pw) and broadcast the means back
@@ -92,7 +93,7 @@ def _share_tensor_(values: torch.Tensor, period: tuple[int, int]) -> None:
 @torch.no_grad()
 def share_layer_(layer: LocallyConnected2d) -> LocallyConnected2d:
     """Set one LC layer's weights (and per-location bias) to their k x k grid means, in place."""
-    _share_tensor_(layer.weight, layer.kernel_size)
+    share_tensor_(layer.weight, layer.kernel_size)
     if layer.bias is not None:
         layer.bias.copy_(grid_means(layer.bias, layer.kernel_size, spatial_dims=(1, 2)))
     return layer

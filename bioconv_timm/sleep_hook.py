@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .layers import LocallyConnected2d
 from .hebbian_sleep import hebbian_share_weights_
-from .sleep import _share_tensor_, grid_means, share_weights_
+from .sleep import grid_means, share_tensor_, share_weights_
 
 __all__ = ['SleepHook', 'SLEEP_MODES', 'OPTIMIZER_POLICIES', 'register_sleep_mode']
 
@@ -129,7 +129,7 @@ class SleepHook:
                     if self.optimizer_policy == 'reset':
                         value.zero_()
                     elif spatial_dims == (0, 1):
-                        _share_tensor_(value, layer.kernel_size)
+                        share_tensor_(value, layer.kernel_size)
                     else:
                         value.copy_(grid_means(value, layer.kernel_size, spatial_dims))
 
