@@ -6,10 +6,19 @@ product over output locations ``L = out_h * out_w``::
 
     patches (L, B, kh*kw*Cin)  @  weight(L, Cout, kh*kw*Cin)^T  ->  out (L, B, Cout)
 
-The patches are gathered from a channels-last padded copy of the input (im2col fused with the layout
-change) a few output rows at a time into one reused, cache-sized buffer, so the unfolded input never
-exists in full. A custom autograd function re-gathers the patches in backward from the padded input
-instead of saving them, and reuses the same buffer for the patch gradients (col2im).
+Two backends compute it (:mod:`bioconv_timm.native` chooses; ``BIOCONV_LC_BACKEND=auto|native|torch``):
+
+- **native** (CPU, fp32; the default where a C compiler exists): ``csrc/lc_cpu.c``, register-tiled SIMD
+  kernels that read the patches in place from the activations, so nothing is ever unfolded. The forward
+  packs the input batch-innermost and vectorizes over the batch; the backward reads the channels-last
+  input and output gradient as they are and writes the input gradient channels-last. Only the input is
+  saved for backward.
+- **torch** (CUDA, bf16/fp16, or no compiler): the patches are gathered from a batch-innermost padded
+  copy of the input a few output rows at a time into one reused, cache-sized buffer, and multiplied with
+  ``torch.bmm``; the unfolded input never exists in full. Backward re-gathers the patches from the padded
+  input and reuses the same buffer for the patch gradients (col2im).
+
+Both give the same results up to fp32 rounding (the summation order differs).
 """
 from __future__ import annotations
 
@@ -18,6 +27,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+
+from . import native
 
 IntPair = Union[int, Tuple[int, int], Sequence[int]]
 
@@ -159,6 +170,104 @@ class _LocallyConnectedFn(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+def _native_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether this call runs on the native kernels (CPU fp32, backend not 'torch', kernels built)."""
+    backend = native.get_backend()
+    if backend == 'torch' or x.device.type != 'cpu' or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return False
+    if weight.shape[3] * weight.shape[4] > native.MAX_TAPS:
+        return False
+    try:
+        native.load()
+    except native.NativeBuildError:
+        if backend == 'native':
+            raise
+        native.warn_unavailable_once()
+        return False
+    return True
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _native_pack(lib, x: torch.Tensor, padding: Tuple[int, int], batch_padded: int, threads: int) -> torch.Tensor:
+    """Channels-last (B, C, H, W) -> zero-padded (H + 2ph, W + 2pw, C, Bp), batch innermost."""
+    b, c, h, w = x.shape
+    ph, pw = padding
+    packed = x.new_empty(h + 2 * ph, w + 2 * pw, c, batch_padded)
+    lib.lc_pack_input(x.data_ptr(), packed.data_ptr(), b, h, w, c, ph, pw, batch_padded, threads)
+    return packed
+
+
+class _NativeLocallyConnectedFn(torch.autograd.Function):
+    """The same product on the C kernels of :mod:`bioconv_timm.native` (fp32, CPU).
+
+    Saves the channels-last input (usually the tensor the previous activation keeps anyway) and the weight.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding):
+        lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
+        x = x.contiguous(memory_format=torch.channels_last)
+        weight = weight.contiguous()
+        b, c, h, w = x.shape
+        out_h, out_w, cout, kh, kw, _ = weight.shape
+        out = x.new_empty(b, out_h, out_w, cout)
+        if c % vw == 0:
+            lib.lc_forward(x.data_ptr(), weight.data_ptr(), out.data_ptr(), b, h, w, c, *padding,
+                           out_h, out_w, cout, kh, kw, stride[0], stride[1], threads)
+        else:  # e.g. the RGB stem: pack the input batch-innermost and vectorize over the batch
+            batch_padded = _round_up(b, vw)
+            packed = _native_pack(lib, x, padding, batch_padded, threads)
+            rows = x.new_empty(out_h, out_w, cout, batch_padded)
+            lib.lc_forward_packed(packed.data_ptr(), weight.data_ptr(), rows.data_ptr(), batch_padded,
+                                  packed.shape[1], c, out_h, out_w, cout, kh, kw, stride[0], stride[1], threads)
+            del packed
+            lib.lc_unpack_output(rows.data_ptr(), out.data_ptr(), b, out_h * out_w * cout, batch_padded, threads)
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = (stride, padding)
+        return out.permute(0, 3, 1, 2)  # (B, Cout, out_h, out_w), channels-last
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.geometry
+        lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
+        b, c, h, w = x.shape
+        out_h, out_w, cout, kh, kw, _ = weight.shape
+        geometry = (out_h, out_w, cout, kh, kw, stride[0], stride[1])
+        grad = grad_out.contiguous(memory_format=torch.channels_last)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.empty_like(weight)
+            if c % vw == 0:
+                lib.lc_backward_weight(x.data_ptr(), grad.data_ptr(), grad_w.data_ptr(), b, h, w, c, *padding,
+                                       *geometry, threads)
+            else:  # e.g. the RGB stem: vectorize over output channels instead, from the packed input
+                batch_padded, cout_padded = _round_up(b, vw), _round_up(cout, vw)
+                packed = _native_pack(lib, x, padding, batch_padded, threads)
+                grad_cl = grad.permute(0, 2, 3, 1)  # (B, out_h, out_w, Cout), contiguous
+                if cout_padded != cout:
+                    grad_cl = torch.nn.functional.pad(grad_cl, (0, cout_padded - cout))
+                lib.lc_backward_weight_packed(packed.data_ptr(), grad_cl.data_ptr(), grad_w.data_ptr(), b,
+                                              batch_padded, packed.shape[1], c, out_h, out_w, cout, cout_padded,
+                                              kh, kw, stride[0], stride[1], threads)
+        if ctx.needs_input_grad[0]:
+            if c % vw == 0:
+                grad_x = x.new_empty(b, h, w, c)
+                lib.lc_backward_input(grad.data_ptr(), weight.data_ptr(), grad_x.data_ptr(), b, h, w, c, *padding,
+                                      *geometry, threads)
+                grad_x = grad_x.permute(0, 3, 1, 2)
+            else:  # channel counts that are not a multiple of the vector width: the torch path's col2im
+                ph, pw = padding
+                grad_padded = _col2im_rows(grad.permute(2, 3, 1, 0).contiguous(), weight,
+                                           torch.Size((h + 2 * ph, w + 2 * pw, c, b)), stride)
+                grad_x = grad_padded[ph:ph + h, pw:pw + w].permute(3, 2, 0, 1)
+                grad_x = grad_x.contiguous(memory_format=torch.channels_last)
+        return grad_x, grad_w, None, None
+
+
 def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                         stride: IntPair = 1, padding: IntPair = 0) -> torch.Tensor:
     """Functional locally connected layer.
@@ -182,8 +291,9 @@ def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     elif x.dtype != weight.dtype:
         raise TypeError(f'input dtype {x.dtype} does not match weight dtype {weight.dtype}; '
                         'cast one of them or use torch.autocast')
+    fn = _NativeLocallyConnectedFn if _native_applies(x, weight) else _LocallyConnectedFn
     with torch.autocast(device_type, enabled=False):
-        out = _LocallyConnectedFn.apply(x, weight, stride, padding)
+        out = fn.apply(x, weight, stride, padding)
         if bias is not None:
             out = out + bias.unsqueeze(0)
     return out

@@ -1,0 +1,221 @@
+"""Native CPU kernels for the LC layer: ``csrc/lc_cpu.c``, compiled on first use, called through ctypes.
+
+The C file is small and needs only a C compiler (no torch headers), so it builds in about a second. It is
+compiled with ``-O3 -march=native -fopenmp`` into a cache folder (``$BIOCONV_CACHE_DIR``, default
+``~/.cache/bioconv_timm``) under a name that hashes the source, the compiler, the flags and this CPU's
+instruction set, so a shared home folder never hands a binary to a CPU it was not built for. The build goes
+to a temporary file that is renamed into place, so concurrent processes (DDP ranks, pytest workers) are
+safe.
+
+OpenMP: torch's wheels ship ``libgomp.so.1``; the kernels link the same soname, so both share one thread
+pool. Each call passes ``torch.get_num_threads()``.
+
+Which backend :func:`bioconv_timm.layers.locally_connected2d` uses is set by :func:`set_backend` or the
+``BIOCONV_LC_BACKEND`` environment variable: ``auto`` (default: native on CPU fp32 when it builds, else the
+torch path), ``native`` (raise if it cannot build) or ``torch``.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional
+
+__all__ = ['BACKENDS', 'NativeBuildError', 'get_backend', 'set_backend', 'load', 'available', 'unavailable_reason',
+           'vector_width', 'build_info']
+
+BACKENDS = ('auto', 'native', 'torch')
+MAX_TAPS = 256  # kernel_h * kernel_w the kernels accept (csrc MAX_TAPS)
+SOURCE = Path(__file__).with_name('csrc') / 'lc_cpu.c'
+_FLAG_SETS = (
+    ['-O3', '-march=native', '-fopenmp'],
+    ['-O3', '-fopenmp'],          # compilers without -march=native
+    ['-O3'],                      # no OpenMP: single-threaded kernels
+)
+
+_lock = threading.Lock()
+_lib: Optional[ctypes.CDLL] = None
+_info: dict = {}
+_error: Optional[str] = None
+_backend: Optional[str] = None
+
+
+class NativeBuildError(RuntimeError):
+    """The native kernels could not be compiled or loaded."""
+
+
+def _check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f'unknown LC backend {name!r}; choose one of {", ".join(BACKENDS)} '
+                         '(set with bioconv_timm.native.set_backend or BIOCONV_LC_BACKEND)')
+    return name
+
+
+def get_backend() -> str:
+    """The LC backend in force: set_backend's value, else ``$BIOCONV_LC_BACKEND``, else ``'auto'``."""
+    if _backend is not None:
+        return _backend
+    return _check_backend(os.environ.get('BIOCONV_LC_BACKEND', 'auto').strip().lower() or 'auto')
+
+
+def set_backend(name: Optional[str]) -> None:
+    """Choose the LC backend for this process: ``'auto'``, ``'native'``, ``'torch'``; ``None`` goes back to
+    the environment variable."""
+    global _backend
+    _backend = None if name is None else _check_backend(name)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get('BIOCONV_CACHE_DIR') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache'), 'bioconv_timm')
+    return Path(root) / 'kernels'
+
+
+def _compiler() -> Optional[str]:
+    for name in filter(None, (os.environ.get('CC'), 'cc', 'gcc', 'clang')):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _cpu_signature() -> str:
+    """The CPU's model and instruction-set flags (what -march=native compiles for)."""
+    text = ''
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith(('flags', 'model name', 'Features', 'CPU part')):
+                    text += line
+                if line.strip() == '':
+                    break
+    except OSError:
+        pass
+    return platform.machine() + platform.processor() + text
+
+
+def _compiler_version(cc: str) -> str:
+    try:
+        return subprocess.run([cc, '--version'], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ''
+
+
+def _build(cc: str) -> Path:
+    source = SOURCE.read_bytes()
+    version = _compiler_version(cc)
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(b'\0'.join([source, cc.encode(), version.encode(), ' '.join(flags).encode(),
+                                         _cpu_signature().encode()])).hexdigest()[:16]
+        target = _cache_dir() / f'lc_cpu-{key}.so'
+        if target.exists():
+            _info.update(path=str(target), flags=flags, compiler=cc, cached=True)
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix='.so', prefix='.lc_cpu-', dir=target.parent)
+        os.close(fd)
+        cmd = [cc, *flags, '-std=gnu11', '-shared', '-fPIC', str(SOURCE), '-o', tmp]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if proc.returncode == 0:
+                os.replace(tmp, target)
+                _info.update(path=str(target), flags=flags, compiler=cc, cached=False)
+                return target
+            errors.append(f'{" ".join(cmd)}: {proc.stderr.strip()[-500:]}')
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(f'{" ".join(cmd)}: {exc}')
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise NativeBuildError('could not compile the native LC kernels:\n' + '\n'.join(errors))
+
+
+_I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+_INT = ctypes.c_int
+_SIGNATURES = {
+    'lc_pack_input': [_PTR, _PTR] + [_I64] * 7 + [_INT],
+    'lc_unpack_output': [_PTR, _PTR] + [_I64] * 3 + [_INT],
+    'lc_forward': [_PTR] * 3 + [_I64] * 13 + [_INT],
+    'lc_forward_packed': [_PTR] * 3 + [_I64] * 10 + [_INT],
+    'lc_backward_input': [_PTR] * 3 + [_I64] * 13 + [_INT],
+    'lc_backward_weight': [_PTR] * 3 + [_I64] * 13 + [_INT],
+    'lc_backward_weight_packed': [_PTR] * 3 + [_I64] * 12 + [_INT],
+}
+
+
+def load() -> ctypes.CDLL:
+    """Compile (once per machine, cached) and load the kernels. Raises :class:`NativeBuildError`."""
+    global _lib, _error
+    if _lib is not None:
+        return _lib
+    if _error is not None:
+        raise NativeBuildError(_error)
+    with _lock:
+        if _lib is None and _error is None:
+            try:
+                import torch  # noqa: F401  (load torch's libgomp first, so the kernels share its pool)
+                cc = _compiler()
+                if cc is None:
+                    raise NativeBuildError('no C compiler found (tried $CC, cc, gcc, clang); install gcc, '
+                                           'or set BIOCONV_LC_BACKEND=torch')
+                lib = ctypes.CDLL(str(_build(cc)))
+                for name, argtypes in _SIGNATURES.items():
+                    fn = getattr(lib, name)
+                    fn.argtypes, fn.restype = argtypes, None
+                lib.lc_vector_width.restype = ctypes.c_int
+                _info['vector_width'] = lib.lc_vector_width()
+                _lib = lib
+            except (NativeBuildError, OSError) as exc:
+                _error = str(exc)
+    if _lib is None:
+        raise NativeBuildError(_error)
+    return _lib
+
+
+def available() -> bool:
+    """True when the native kernels build and load on this machine (builds them on first call)."""
+    try:
+        load()
+        return True
+    except NativeBuildError:
+        return False
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why the kernels could not be built, or None."""
+    return None if available() else _error
+
+
+def vector_width() -> int:
+    """Floats per SIMD vector the kernels were compiled for (16 with AVX-512, 8 with AVX2)."""
+    load()
+    return int(_info['vector_width'])
+
+
+def build_info() -> dict:
+    """Backend, compiler, flags, cache path and vector width (for benchmark metadata)."""
+    info = {'backend': get_backend(), 'available': available()}
+    info.update(_info)
+    if _error:
+        info['error'] = _error
+    return info
+
+
+_warned = False
+
+
+def warn_unavailable_once() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f'native LC kernels unavailable, using the slower torch path: {_error} '
+                      '(set BIOCONV_LC_BACKEND=torch to silence this)', RuntimeWarning, stacklevel=3)
