@@ -8,7 +8,9 @@ the order, so that all of them see the same machine load):
   the same at 48x48 for TinyImageNet, the 0.5x ResNet18 at 224 with B=32), four implementations of the same
   layer: ``conv_nchw`` (``nn.Conv2d``, NCHW), ``conv_cl`` (``nn.Conv2d``, channels-last input and weight),
   ``lc`` (:class:`bioconv_timm.layers.LocallyConnected2d`, imported, not copied; channels-last input as in
-  the LC models) and ``einsum`` (:class:`UnfoldEinsumLC`, the authors' layout, the same weights as ``lc``),
+  the LC models; on CPU fp32 its native kernels, :mod:`bioconv_timm.native`), ``lc_torch`` (the same layer
+  forced onto its torch backend: what CUDA, bf16/fp16 and machines without a C compiler run) and ``einsum``
+  (:class:`UnfoldEinsumLC`, the authors' layout, the same weights as ``lc``),
   each in two modes: ``fwd`` (under ``torch.no_grad``) and ``fwd+bwd`` (forward, then backward of a fixed
   random output gradient into the input and the weight). Per record: median and spread (min, max,
   quartiles) over the repeats, GFLOP/s (2 x the MACs of the conv-equivalent op; fwd+bwd counts 3x fwd),
@@ -60,6 +62,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import native
 from .layers import LocallyConnected2d
 
 __all__ = [
@@ -72,7 +75,7 @@ __all__ = [
     'RESNET20_SHAPES', 'LayerTiming', 'bench_resnet20_layers', 'format_timings', 'timings_as_dicts',
 ]
 
-IMPLS: Tuple[str, ...] = ('conv_nchw', 'conv_cl', 'lc', 'einsum')
+IMPLS: Tuple[str, ...] = ('conv_nchw', 'conv_cl', 'lc', 'lc_torch', 'einsum')
 MODES: Tuple[str, ...] = ('fwd', 'fwd+bwd')
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -197,6 +200,19 @@ class UnfoldEinsumLC(nn.Module):
         return torch.einsum('bihwuv,iohwuv->bohw', patches, self.weight)
 
 
+class TorchBackendLC(nn.Module):
+    """The library's LC layer run on its torch backend (``bmm`` over gathered patches) whatever the default:
+    the baseline that shows what the native CPU kernels gain."""
+
+    def __init__(self, lc: LocallyConnected2d) -> None:
+        super().__init__()
+        self.lc = lc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with native.use_backend('torch'):
+            return self.lc(x)
+
+
 # -------------------------------------------------------------------------------------------- memory
 
 def _estimate_layer_parts(case: LayerCase, impl: str, mode: str, act_bytes: int) -> int:
@@ -213,7 +229,7 @@ def _estimate_layer_parts(case: LayerCase, impl: str, mode: str, act_bytes: int)
         return 4 * w * (2 if bwd else 1) + act_bytes * (2 * x + 2 * out) * (2 if bwd else 1)
     w = loc * cout * kk
     weights = 4 * w * (2 if bwd else 1) + (act_bytes * w * (2 if bwd else 1) if amp_copy else 0)
-    if impl == 'lc':
+    if impl in ('lc', 'lc_torch'):  # the torch path's footprint, an upper bound for the native one
         chunk = 4 * 1024 * 1024
         acts = act_bytes * (xp + 2 * out) + chunk
         if bwd:
@@ -351,6 +367,8 @@ def _build_layer(case: LayerCase, impl: str, device: torch.device, conv: nn.Conv
                                              case.stride, case.padding, device=device)
     if impl == 'lc':
         return lc_holder['lc']
+    if impl == 'lc_torch':
+        return TorchBackendLC(lc_holder['lc'])
     if impl == 'einsum':
         return UnfoldEinsumLC(lc_holder['lc'])
     raise ValueError(f'unknown implementation {impl!r}; choose from {IMPLS}')
@@ -403,7 +421,7 @@ def _make_runners(case: LayerCase, impls: Sequence[str], device: torch.device, a
     for impl in impls:
         module = _build_layer(case, impl, device, conv, holder)
         # conv_cl and lc get channels-last inputs (the LC models run channels-last), the others NCHW
-        fmt = torch.channels_last if impl in ('conv_cl', 'lc') else torch.contiguous_format
+        fmt = torch.channels_last if impl in ('conv_cl', 'lc', 'lc_torch') else torch.contiguous_format
         x = x0.contiguous(memory_format=fmt).clone(memory_format=fmt).requires_grad_(True)
         runners[impl] = _LayerRunner(module, x, g0, device, amp)
     return runners
@@ -415,7 +433,7 @@ def _layer_record(case: LayerCase, impl: str, mode: str, device: torch.device, a
         in_channels=case.in_channels, out_channels=case.out_channels, input_size=[case.size, case.size],
         output_size=[case.out_size, case.out_size], kernel=case.kernel, stride=case.stride,
         padding=case.padding, impl=impl, mode=mode, device=str(device), amp=amp,
-        input_format='channels_last' if impl in ('conv_cl', 'lc') else 'nchw',
+        input_format='channels_last' if impl in ('conv_cl', 'lc', 'lc_torch') else 'nchw',
         gflop=2 * case.macs * (3 if mode == 'fwd+bwd' else 1) / 1e9,
         repeats=0, inner=None, times_ms=[], median_ms=None, min_ms=None, max_ms=None, q1_ms=None, q3_ms=None,
         gflop_per_s=None, ratio_to_conv_cl=None, ratio_to_lc=None,
@@ -606,7 +624,8 @@ def add_ratios(records: List[dict]) -> List[dict]:
 
 
 def summarize_layers(records: Sequence[dict]) -> List[dict]:
-    """One row per (case, mode): the median of each implementation, LC / conv_cl and einsum / LC."""
+    """One row per (case, mode): the median of each implementation, LC / conv_cl, einsum / LC and
+    LC torch backend / LC."""
     rows: Dict[Tuple[str, str], dict] = {}
     for r in records:
         row = rows.setdefault((r['label'], r['mode']), dict(label=r['label'], group=r['group'], mode=r['mode']))
@@ -614,8 +633,10 @@ def summarize_layers(records: Sequence[dict]) -> List[dict]:
         row[f"{r['impl']}_peak_mem_bytes"] = r['peak_mem_bytes']
     for row in rows.values():
         lc, conv_cl, einsum = row.get('lc_ms'), row.get('conv_cl_ms'), row.get('einsum_ms')
+        lc_torch = row.get('lc_torch_ms')
         row['lc_over_conv_cl'] = lc / conv_cl if lc and conv_cl else None
         row['einsum_over_lc'] = einsum / lc if einsum and lc else None
+        row['lc_torch_over_lc'] = lc_torch / lc if lc_torch and lc else None
     return list(rows.values())
 
 
@@ -869,12 +890,14 @@ def format_layer_table(records: Sequence[dict]) -> str:
 
 
 def format_summary_table(records: Sequence[dict]) -> str:
-    """Per (shape, mode): conv NCHW / channels-last / LC / einsum medians, LC/conv_cl, einsum/LC."""
+    """Per (shape, mode): conv NCHW / channels-last / LC / LC torch backend / einsum medians, LC/conv_cl,
+    einsum/LC, LC torch/LC."""
     rows = [[s['label'], s['mode'], _fmt(s.get('conv_nchw_ms')), _fmt(s.get('conv_cl_ms')), _fmt(s.get('lc_ms')),
-             _fmt(s.get('einsum_ms')), _fmt(s['lc_over_conv_cl']), _fmt(s['einsum_over_lc'], '.1f')]
+             _fmt(s.get('lc_torch_ms')), _fmt(s.get('einsum_ms')), _fmt(s['lc_over_conv_cl']),
+             _fmt(s['einsum_over_lc'], '.1f'), _fmt(s['lc_torch_over_lc'], '.1f')]
             for s in summarize_layers(records)]
-    return _table(['shape', 'mode', 'conv_nchw ms', 'conv_cl ms', 'LC ms', 'einsum ms', 'LC/conv_cl', 'einsum/LC'],
-                  rows, left=2)
+    return _table(['shape', 'mode', 'conv_nchw ms', 'conv_cl ms', 'LC ms', 'LC torch ms', 'einsum ms', 'LC/conv_cl',
+                   'einsum/LC', 'torch/LC'], rows, left=2)
 
 
 def format_model_table(records: Sequence[dict]) -> str:
@@ -897,6 +920,12 @@ def format_report(result: dict) -> str:
     parts = [f"bioconv bench: {meta['device_name']}, {meta['precision']}, torch {meta['torch']}, "
              f"{meta['threads']} threads, tcmalloc {'preloaded' if meta['tcmalloc'] else 'not preloaded'}, "
              f"{meta['date']}"]
+    backend = meta.get('lc_backend') or {}
+    if backend.get('available'):
+        parts.append(f"LC layer: native kernels ({backend.get('vector_width')} floats per vector, "
+                     f"{' '.join(backend.get('flags', []))}); lc_torch = the same layer on its torch backend")
+    elif backend.get('error'):
+        parts.append(f"LC layer: torch backend (native kernels unavailable: {backend['error'].splitlines()[0]})")
     if meta.get('warning'):
         parts.append('WARNING: ' + meta['warning'])
     if result['layers']:
@@ -996,6 +1025,7 @@ def _meta(cfg: BenchConfig) -> dict:
         threads=torch.get_num_threads(), cpu_count=cores, omp_num_threads=os.environ.get('OMP_NUM_THREADS'),
         tcmalloc=tcmalloc, loadavg_1min=load, precision=f'autocast {cfg.amp}' if cfg.amp else 'fp32',
         python=platform.python_version(), repeats=cfg.repeats, quick=cfg.quick, full=cfg.full,
+        lc_backend=native.build_info() if dev.type == 'cpu' else {'backend': 'torch (CUDA)'},
         config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()})
     if dev.type == 'cpu' and load is not None and load > 0.5 * cores:
         meta['warning'] = (f'load average {load:.1f} on {cores} cores before the run: other processes are '

@@ -16,6 +16,7 @@ torch path), ``native`` (raise if it cannot build) or ``torch``.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -26,9 +27,9 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-__all__ = ['BACKENDS', 'NativeBuildError', 'get_backend', 'set_backend', 'load', 'available', 'unavailable_reason',
+__all__ = ['BACKENDS', 'NativeBuildError', 'get_backend', 'set_backend', 'use_backend', 'load', 'available', 'unavailable_reason',
            'vector_width', 'build_info']
 
 BACKENDS = ('auto', 'native', 'torch')
@@ -70,6 +71,17 @@ def set_backend(name: Optional[str]) -> None:
     the environment variable."""
     global _backend
     _backend = None if name is None else _check_backend(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run the enclosed forward passes on backend ``name`` (their backward follows the forward's choice)."""
+    global _backend
+    previous, _backend = _backend, _check_backend(name)
+    try:
+        yield
+    finally:
+        _backend = previous
 
 
 def _cache_dir() -> Path:

@@ -1,0 +1,218 @@
+"""The native CPU kernels (bioconv_timm.native, csrc/lc_cpu.c) against the torch backend in float64."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from bioconv_timm import native
+from bioconv_timm.layers import LocallyConnected2d, locally_connected2d
+
+HAS_COMPILER = any(shutil.which(c) for c in filter(None, (os.environ.get('CC'), 'cc', 'gcc', 'clang')))
+needs_native = pytest.mark.skipif(not HAS_COMPILER, reason='no C compiler on this machine')
+
+
+def test_kernels_build_where_a_compiler_exists():
+    if not HAS_COMPILER:
+        pytest.skip('no C compiler on this machine')
+    assert native.available(), native.unavailable_reason()
+    info = native.build_info()
+    assert info['vector_width'] in (4, 8, 16) and os.path.exists(info['path'])
+
+
+def _reference(x, weight, bias, stride, padding, grad):
+    """Forward and gradients on the torch backend in float64."""
+    xr = x.detach().double().requires_grad_()
+    wr = weight.detach().double().requires_grad_()
+    br = bias.detach().double().requires_grad_() if bias is not None else None
+    with native.use_backend('torch'):
+        out = locally_connected2d(xr, wr, br, stride, padding)
+    out.backward(grad.double())
+    return out, xr.grad, wr.grad, (br.grad if br is not None else None)
+
+
+def _native(x, weight, bias, stride, padding, grad):
+    xn = x.clone().requires_grad_()
+    wn = weight.clone().requires_grad_()
+    bn = bias.clone().requires_grad_() if bias is not None else None
+    with native.use_backend('native'):
+        out = locally_connected2d(xn, wn, bn, stride, padding)
+    out.backward(grad)
+    return out, xn.grad, wn.grad, (bn.grad if bn is not None else None)
+
+
+def _rel_err(a, ref):
+    return ((a.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+# (batch, Cin, Cout, (H, W), (kh, kw), stride, padding, bias): the ResNet shapes, then the odd ones --
+# channels that are not a multiple of the vector width (RGB stems, 5, 48), batches that are not a
+# multiple of the tile (1, 5, 17, 33), rectangular inputs and kernels, strides 2 and 3, padding 0 and
+# padding wider than half the kernel.
+GEOMETRIES = [
+    (8, 16, 16, (8, 8), (3, 3), 1, 1, False),
+    (6, 32, 64, (8, 8), (3, 3), 2, 1, False),
+    (4, 64, 32, (4, 4), (1, 1), 2, 0, False),
+    (5, 3, 16, (9, 11), (3, 3), 1, 1, True),
+    (3, 3, 8, (12, 12), (7, 7), 2, 3, False),
+    (17, 16, 5, (10, 10), (5, 5), 2, 2, False),
+    (1, 48, 32, (6, 6), (1, 1), 1, 0, True),
+    (33, 16, 48, (9, 9), (3, 3), 2, 0, False),
+    (2, 32, 16, (5, 7), (3, 2), (1, 2), (3, 1), True),
+    (4, 16, 16, (4, 4), (4, 4), 3, 2, False),
+    (3, 5, 7, (6, 5), (2, 3), 1, (0, 2), False),
+]
+
+
+@needs_native
+@pytest.mark.parametrize('geometry', GEOMETRIES, ids=lambda g: 'b{}-c{}-o{}-{}x{}-k{}x{}-s{}-p{}-bias{}'.format(
+    g[0], g[1], g[2], *g[3], *g[4], g[5], g[6], int(g[7])))
+def test_native_matches_torch_backend(geometry):
+    b, cin, cout, size, kernel, stride, padding, bias = geometry
+    torch.manual_seed(0)
+    layer = LocallyConnected2d(cin, cout, kernel, size, stride, padding, bias=bias)
+    x = torch.randn(b, cin, *size).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(b, cout, *layer.output_size)
+    ref = _reference(x, layer.weight.detach(), layer.bias, layer.stride, layer.padding, grad)
+    got = _native(x, layer.weight.detach(), layer.bias.detach() if bias else None, layer.stride, layer.padding,
+                  grad)
+    assert native.available()
+    for name, a, r in zip(('output', 'input grad', 'weight grad', 'bias grad'), got, ref):
+        if r is None:
+            continue
+        assert a.shape == r.shape and a.dtype == torch.float32, name
+        assert _rel_err(a, r) < 2e-6, (name, _rel_err(a, r))
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    assert got[1].is_contiguous(memory_format=torch.channels_last)
+
+
+@needs_native
+def test_native_takes_any_input_layout():
+    torch.manual_seed(1)
+    layer = LocallyConnected2d(16, 16, 3, 8, padding=1)
+    base = torch.randn(4, 32, 8, 8)
+    for x in (base[:, :16], base[:, :16].contiguous(), base[:, ::2].contiguous(memory_format=torch.channels_last)):
+        with native.use_backend('native'):
+            out = layer(x)
+        with native.use_backend('torch'):
+            ref = layer(x)
+        assert _rel_err(out, ref.double()) < 2e-6
+
+
+@needs_native
+def test_native_results_do_not_depend_on_the_thread_count():
+    torch.manual_seed(2)
+    layer = LocallyConnected2d(16, 32, 3, 8, stride=2, padding=1)
+    x = torch.randn(8, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            xi = x.clone().requires_grad_()
+            layer.zero_grad(set_to_none=True)
+            with native.use_backend('native'):
+                layer(xi).square().sum().backward()
+            results.append((xi.grad.clone(), layer.weight.grad.clone()))
+    finally:
+        torch.set_num_threads(threads)
+    for gx, gw in results[1:]:
+        assert torch.equal(gx, results[0][0]) and torch.equal(gw, results[0][1])
+
+
+@needs_native
+def test_backend_choice_and_errors(monkeypatch):
+    layer = LocallyConnected2d(16, 16, 3, 6, padding=1)
+    x = torch.randn(2, 16, 6, 6, requires_grad=True)
+    with native.use_backend('torch'):
+        assert type(layer(x).grad_fn).__name__ == '_LocallyConnectedFnBackward'
+    with native.use_backend('native'):
+        assert type(layer(x).grad_fn).__name__ == '_NativeLocallyConnectedFnBackward'
+    # double and CUDA-less bf16 inputs go to the torch backend, whatever the choice
+    with native.use_backend('native'):
+        assert type(layer.double()(x.double()).grad_fn).__name__ == '_LocallyConnectedFnBackward'
+    monkeypatch.setenv('BIOCONV_LC_BACKEND', 'fast')
+    with pytest.raises(ValueError, match="'fast'.*auto, native, torch"):
+        native.get_backend()
+    with pytest.raises(ValueError, match='unknown LC backend'):
+        native.set_backend('cuda')
+    monkeypatch.setenv('BIOCONV_LC_BACKEND', 'torch')
+    assert native.get_backend() == 'torch'
+
+
+def _run_fresh(code: str, env: dict) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, **env)
+    full_env.pop('BIOCONV_LC_BACKEND', None)
+    full_env.update(env)
+    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True,
+                          env=full_env, timeout=300)
+
+
+_FALLBACK_SCRIPT = '''
+    import json, warnings, torch
+    from bioconv_timm import native
+    from bioconv_timm.layers import LocallyConnected2d
+    layer = LocallyConnected2d(16, 16, 3, 6, padding=1)
+    x = torch.randn(2, 16, 6, 6, requires_grad=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        out = layer(x)
+        out.sum().backward()
+        layer(x)
+    try:
+        with native.use_backend('native'):
+            layer(x)
+        native_error = None
+    except native.NativeBuildError as exc:
+        native_error = str(exc)
+    print(json.dumps(dict(grad_fn=type(out.grad_fn).__name__, warnings=[str(w.message) for w in caught],
+                          native_error=native_error, info=native.build_info())))
+'''
+
+
+def test_without_a_compiler_the_torch_backend_runs_with_one_warning(tmp_path):
+    proc = _run_fresh(_FALLBACK_SCRIPT, {'CC': str(tmp_path / 'no-such-cc'), 'PATH': str(tmp_path),
+                                         'BIOCONV_CACHE_DIR': str(tmp_path / 'cache')})
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['grad_fn'] == '_LocallyConnectedFnBackward'
+    assert len(result['warnings']) == 1 and 'slower torch path' in result['warnings'][0]
+    assert 'no C compiler found' in result['native_error'] and 'BIOCONV_LC_BACKEND=torch' in result['native_error']
+    assert result['info']['available'] is False
+
+
+@needs_native
+def test_build_is_cached_per_machine(tmp_path):
+    code = 'from bioconv_timm import native; import json; native.load(); print(json.dumps(native.build_info()))'
+    env = {'BIOCONV_CACHE_DIR': str(tmp_path)}
+    first = json.loads(_run_fresh(code, env).stdout.strip().splitlines()[-1])
+    second = json.loads(_run_fresh(code, env).stdout.strip().splitlines()[-1])
+    assert first['cached'] is False and second['cached'] is True
+    assert first['path'] == second['path'] and first['path'].startswith(str(tmp_path))
+    assert [p.name for p in (tmp_path / 'kernels').iterdir()] == [os.path.basename(first['path'])]
+
+
+@needs_native
+def test_lc_model_gradients_match_between_backends():
+    import timm
+    import bioconv_timm  # noqa: F401
+    torch.manual_seed(3)
+    model = timm.create_model('lc_resnet20', num_classes=10)
+    model.eval()  # BN in eval: the two passes see the same statistics
+    x = torch.randn(3, 3, 32, 32)
+    grads = {}
+    for backend in ('torch', 'native'):
+        model.zero_grad(set_to_none=True)
+        with native.use_backend(backend):
+            out = model(x)
+        out.square().mean().backward()
+        grads[backend] = (out.detach(), [p.grad.clone() for p in model.parameters()])
+    out_t, g_t = grads['torch']
+    out_n, g_n = grads['native']
+    assert _rel_err(out_n, out_t.double()) < 1e-5
+    for a, r in zip(g_n, g_t):
+        assert _rel_err(a, r.double()) < 1e-4
