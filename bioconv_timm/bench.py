@@ -952,7 +952,8 @@ def format_report(result: dict) -> str:
 class BenchConfig:
     """Everything ``bioconv bench`` does; None fields take the defaults of ``quick`` / ``full`` / the device.
 
-    quick: ResNet20 shapes at B=64 with 5 repeats, and the ResNet20 training step (a few minutes on 2 cores).
+    quick: ResNet20 shapes at B=64 with 15 repeats (medians that hold on a noisy shared machine), and the
+        ResNet20 training step (a few minutes on 2 cores).
     full: also the 0.5x ResNet18 training step on CPU (B=32; its LC model has 483M parameters); on CUDA
     it runs by default (B=256).
     """
@@ -984,11 +985,11 @@ def _resolve(cfg: BenchConfig) -> BenchConfig:
     cuda = torch.device(cfg.device).type == 'cuda'
     shapes = cfg.shapes if cfg.shapes is not None else (('resnet20',) if cfg.quick else PUBLIC_SHAPE_SETS)
     batch = cfg.batch_size or (64 if cfg.quick else None)
-    repeats = cfg.repeats or (5 if cfg.quick else (10 if cuda else 7))
+    repeats = cfg.repeats or (15 if cfg.quick else (10 if cuda else 7))
     models = cfg.models
     if models == 'auto':
         models = 'all' if (cuda or cfg.full) and not cfg.quick else 'resnet20'
-    steps = cfg.model_steps or (5 if cfg.quick else 10)
+    steps = cfg.model_steps or 10
     return replace(cfg, shapes=tuple(shapes), batch_size=batch, repeats=repeats, models=models, model_steps=steps)
 
 
@@ -1085,7 +1086,7 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     """The flags of ``bioconv bench`` (also ``scripts/bench_lc.py`` and ``python -m bioconv_timm.bench``)."""
     p = parser.add_argument
     p('--quick', action='store_true',
-      help='ResNet20 shapes at B=64, 5 repeats, and the ResNet20 training step (a few minutes on 2 CPU cores)')
+      help='ResNet20 shapes at B=64, 15 repeats, and the ResNet20 training step (a few minutes on 2 CPU cores)')
     p('--full', action='store_true',
       help='also the 0.5x ResNet18 training step on CPU (B=32; the LC model has 483M parameters)')
     p('--device', default='cpu', help="'cpu' (default) or 'cuda' ('cuda:1', ...)")

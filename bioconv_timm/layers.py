@@ -9,10 +9,9 @@ product over output locations ``L = out_h * out_w``::
 Two backends compute it (:mod:`bioconv_timm.native` chooses; ``BIOCONV_LC_BACKEND=auto|native|torch``):
 
 - **native** (CPU, fp32; the default where a C compiler exists): ``csrc/lc_cpu.c``, register-tiled SIMD
-  kernels that read the patches in place from the activations, so nothing is ever unfolded. The forward
-  packs the input batch-innermost and vectorizes over the batch; the backward reads the channels-last
-  input and output gradient as they are and writes the input gradient channels-last. Only the input is
-  saved for backward.
+  kernels that read the patches in place from the channels-last activations (a kernel row of a patch is
+  one contiguous run), so nothing is ever unfolded or repacked; outputs and gradients are written
+  channels-last directly. Only the input is saved for backward.
 - **torch** (CUDA, bf16/fp16, or no compiler): the patches are gathered from a batch-innermost padded
   copy of the input a few output rows at a time into one reused, cache-sized buffer, and multiplied with
   ``torch.bmm``; the unfolded input never exists in full. Backward re-gathers the patches from the padded
@@ -191,15 +190,6 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _native_pack(lib, x: torch.Tensor, padding: Tuple[int, int], batch_padded: int, threads: int) -> torch.Tensor:
-    """Channels-last (B, C, H, W) -> zero-padded (H + 2ph, W + 2pw, C, Bp), batch innermost."""
-    b, c, h, w = x.shape
-    ph, pw = padding
-    packed = x.new_empty(h + 2 * ph, w + 2 * pw, c, batch_padded)
-    lib.lc_pack_input(x.data_ptr(), packed.data_ptr(), b, h, w, c, ph, pw, batch_padded, threads)
-    return packed
-
-
 class _NativeLocallyConnectedFn(torch.autograd.Function):
     """The same product on the C kernels of :mod:`bioconv_timm.native` (fp32, CPU).
 
@@ -214,17 +204,10 @@ class _NativeLocallyConnectedFn(torch.autograd.Function):
         b, c, h, w = x.shape
         out_h, out_w, cout, kh, kw, _ = weight.shape
         out = x.new_empty(b, out_h, out_w, cout)
-        if c % vw == 0:
-            lib.lc_forward(x.data_ptr(), weight.data_ptr(), out.data_ptr(), b, h, w, c, *padding,
-                           out_h, out_w, cout, kh, kw, stride[0], stride[1], threads)
-        else:  # e.g. the RGB stem: pack the input batch-innermost and vectorize over the batch
-            batch_padded = _round_up(b, vw)
-            packed = _native_pack(lib, x, padding, batch_padded, threads)
-            rows = x.new_empty(out_h, out_w, cout, batch_padded)
-            lib.lc_forward_packed(packed.data_ptr(), weight.data_ptr(), rows.data_ptr(), batch_padded,
-                                  packed.shape[1], c, out_h, out_w, cout, kh, kw, stride[0], stride[1], threads)
-            del packed
-            lib.lc_unpack_output(rows.data_ptr(), out.data_ptr(), b, out_h * out_w * cout, batch_padded, threads)
+        if lib.lc_forward(x.data_ptr(), weight.data_ptr(), out.data_ptr(), b, h, w, c, *padding,
+                          out_h, out_w, cout, kh, kw, stride[0], stride[1], threads) != 0:
+            raise MemoryError('LocallyConnected2d: the native forward could not allocate its per-thread '
+                              'kernel buffer')
         ctx.save_for_backward(x, weight)
         ctx.geometry = (stride, padding)
         return out.permute(0, 3, 1, 2)  # (B, Cout, out_h, out_w), channels-last
@@ -244,15 +227,14 @@ class _NativeLocallyConnectedFn(torch.autograd.Function):
             if c % vw == 0:
                 lib.lc_backward_weight(x.data_ptr(), grad.data_ptr(), grad_w.data_ptr(), b, h, w, c, *padding,
                                        *geometry, threads)
-            else:  # e.g. the RGB stem: vectorize over output channels instead, from the packed input
-                batch_padded, cout_padded = _round_up(b, vw), _round_up(cout, vw)
-                packed = _native_pack(lib, x, padding, batch_padded, threads)
+            else:  # e.g. the RGB stem: vectorize over output channels instead
+                cout_padded = _round_up(cout, vw)
                 grad_cl = grad.permute(0, 2, 3, 1)  # (B, out_h, out_w, Cout), contiguous
                 if cout_padded != cout:
                     grad_cl = torch.nn.functional.pad(grad_cl, (0, cout_padded - cout))
-                lib.lc_backward_weight_packed(packed.data_ptr(), grad_cl.data_ptr(), grad_w.data_ptr(), b,
-                                              batch_padded, packed.shape[1], c, out_h, out_w, cout, cout_padded,
-                                              kh, kw, stride[0], stride[1], threads)
+                lib.lc_backward_weight_any(x.data_ptr(), grad_cl.data_ptr(), grad_w.data_ptr(), b, h, w, c,
+                                           *padding, out_h, out_w, cout, cout_padded, kh, kw, stride[0],
+                                           stride[1], threads)
         if ctx.needs_input_grad[0]:
             if c % vw == 0:
                 grad_x = x.new_empty(b, h, w, c)

@@ -153,14 +153,11 @@ def _build(cc: str) -> Path:
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 _INT = ctypes.c_int
-_SIGNATURES = {
-    'lc_pack_input': [_PTR, _PTR] + [_I64] * 7 + [_INT],
-    'lc_unpack_output': [_PTR, _PTR] + [_I64] * 3 + [_INT],
-    'lc_forward': [_PTR] * 3 + [_I64] * 13 + [_INT],
-    'lc_forward_packed': [_PTR] * 3 + [_I64] * 10 + [_INT],
-    'lc_backward_input': [_PTR] * 3 + [_I64] * 13 + [_INT],
-    'lc_backward_weight': [_PTR] * 3 + [_I64] * 13 + [_INT],
-    'lc_backward_weight_packed': [_PTR] * 3 + [_I64] * 12 + [_INT],
+_SIGNATURES = {  # name: (argument types, return type)
+    'lc_forward': ([_PTR] * 3 + [_I64] * 13 + [_INT], ctypes.c_int),
+    'lc_backward_input': ([_PTR] * 3 + [_I64] * 13 + [_INT], None),
+    'lc_backward_weight': ([_PTR] * 3 + [_I64] * 13 + [_INT], None),
+    'lc_backward_weight_any': ([_PTR] * 3 + [_I64] * 14 + [_INT], None),
 }
 
 
@@ -180,9 +177,9 @@ def load() -> ctypes.CDLL:
                     raise NativeBuildError('no C compiler found (tried $CC, cc, gcc, clang); install gcc, '
                                            'or set BIOCONV_LC_BACKEND=torch')
                 lib = ctypes.CDLL(str(_build(cc)))
-                for name, argtypes in _SIGNATURES.items():
+                for name, (argtypes, restype) in _SIGNATURES.items():
                     fn = getattr(lib, name)
-                    fn.argtypes, fn.restype = argtypes, None
+                    fn.argtypes, fn.restype = argtypes, restype
                 lib.lc_vector_width.restype = ctypes.c_int
                 _info['vector_width'] = lib.lc_vector_width()
                 _lib = lib

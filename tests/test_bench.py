@@ -161,8 +161,8 @@ def test_bioconv_bench_quick_parses_and_resolves():
     args = build_parser().parse_args(['bench', '--quick'])
     assert args.func.__name__ == '_cmd_bench'
     cfg = bench._resolve(bench.config_from_args(args))
-    assert cfg.shapes == ('resnet20',) and cfg.batch_size == 64 and cfg.repeats == 5
-    assert cfg.models == 'resnet20' and cfg.model_steps == 5 and cfg.device == 'cpu' and cfg.amp is None
+    assert cfg.shapes == ('resnet20',) and cfg.batch_size == 64 and cfg.repeats == 15
+    assert cfg.models == 'resnet20' and cfg.model_steps == 10 and cfg.device == 'cpu' and cfg.amp is None
     assert tuple(cfg.impls) == IMPLS and tuple(cfg.modes) == MODES
     default = bench._resolve(BenchConfig())
     assert default.shapes == ('resnet20', 'tinyimagenet', 'resnet18_half') and default.batch_size is None

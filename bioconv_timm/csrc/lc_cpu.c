@@ -1,27 +1,26 @@
 /*
  * CPU kernels of the locally connected 2d layer (fp32), compiled on first use by bioconv_timm/native.py.
  *
- * Shapes (all row-major, i64 sizes):
- *   x    (B, H, W, C)          the input, channels-last (what the model passes between layers)
- *   P    (Hp, Wp, C, Bp)       the zero-padded input with the batch innermost, Bp a multiple of VW
+ * Shapes (all row-major, i64 sizes), everything channels-last as the LC models pass it between layers:
+ *   x    (B, H, W, C)              the input
  *   Wt   (OH, OW, CO, KH, KW, C)   the layer weight: one channels-last conv kernel per location
- *   O    (OH, OW, CO, Bp)      forward result, batch innermost
- *   g    (B, OH, OW, CO)       output gradient, channels-last
+ *   out  (B, OH, OW, CO)           the output; g, its gradient, has the same shape
  *
- * Every product is a small matrix product per output location l (L = OH * OW of them):
- *   forward       out[b, l, co]  = patches_l[b] . Wt[l, co]                   vectorized along a kernel row
- *                 (inputs whose C is not a multiple of VW, like RGB: from P, vectorized over the batch)
- *   input grad    gx[pixel]      = sum over the (l, kernel offset) that see the pixel of g[:, l] @ Wt[l]
- *                                                                              vectorized over C (gather form)
- *   weight grad   gW[l] (CO x K) = g[:, l]^T (CO x B) @ patches_l^T (B x K)   vectorized over a kernel row
- * with K = KH * KW * C. The patches are never materialized: a kernel row of a patch is one contiguous run of
- * KW * C values in x (or KW * C * Bp values in P), so the micro-kernels read the activations in place.
+ * Every product is a small matrix product per output location l (L = OH * OW of them), K = KH * KW * C:
+ *   forward       out[:, l] (B x CO) = patches_l (B x K) @ Wt[l]^T (K x CO)   vectorized over CO
+ *   input grad    gx[:, pixel, :]    = sum over the (l, kernel offset) whose kernel covers the pixel of
+ *                                      g[:, l] (B x CO) @ Wt[l, :, offset] (CO x C)  vectorized over C
+ *   weight grad   gW[l] (CO x K)     = g[:, l]^T (CO x B) @ patches_l (B x K)  vectorized along a kernel row
+ *                                      (over CO when C is not a multiple of the vector width, e.g. RGB)
+ * The patches are never materialized: a kernel row of a patch is one contiguous run of KW * C values of x,
+ * read in place; taps that fall in the zero padding are skipped.
  *
- * A micro-kernel keeps a TM x TN tile of accumulator vectors in registers; the drivers pick the tile and
- * split (location, tile) pairs over OpenMP threads so that no two threads write the same output, which
- * also makes every result independent of the thread count.
+ * A micro-kernel keeps a TM x TN tile of accumulator vectors in registers and streams one operand as vectors
+ * and the other as broadcast scalars. The drivers split locations (or pixels) over OpenMP threads so that no
+ * two threads write the same output, which also makes every result independent of the thread count.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -58,8 +57,8 @@ INLINE vf vbcast(const float *p) { return (vf){0} + *p; }
 int lc_vector_width(void) { return VW; }
 
 /* Tiles (accumulator vectors TM x TN), chosen on a 2-core AVX-512 machine; 8 x 2 also fits 16 AVX2 registers. */
-#define FWD_TM 8   /* output channels (packed forward) */
-#define FWD_TN 2   /* batch vectors */
+#define FWD_TM 8   /* batch rows */
+#define FWD_TN 2   /* output-channel vectors */
 #define GIN_TM 8   /* batch rows */
 #define GIN_TN 2   /* input-channel vectors */
 #define GW_TM 8    /* output channels */
@@ -69,10 +68,8 @@ int lc_vector_width(void) { return VW; }
     _Pragma("GCC unroll 16") for (int i = 0; i < TM; i++)                                          \
         _Pragma("GCC unroll 16") for (int j = 0; j < TN; j++) acc[i][j] = (vf){0};
 
-/* ------------------------------------------------------------------------------------------------------
- * Layout changes. dst[j][i] = src[i][j] for i < I, j < J; src rows are si apart, dst rows dj apart.
- * 16 x 16 blocks go through a small tile so that both sides move in contiguous runs.
- * ------------------------------------------------------------------------------------------------------ */
+/* dst[j][i] = src[i][j] for i < I <= 16, j < J; src rows are si apart, dst rows dj apart. 16 x 16 blocks go
+ * through a small tile so that both sides move in contiguous runs. */
 static void transpose_block(const float *s, i64 si, float *d, i64 dj, i64 I, i64 J)
 {
     float tile[16][16];
@@ -92,185 +89,94 @@ static void transpose_block(const float *s, i64 si, float *d, i64 dj, i64 I, i64
     }
 }
 
-/* x (B, H, W, C) -> P (H + 2 PH, W + 2 PW, C, Bp), zero padding and zero batch lanes B..Bp. */
-void lc_pack_input(const float *x, float *P, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW, i64 Bp, int nthreads)
-{
-    const i64 Hp = H + 2 * PH, Wp = W + 2 * PW, row = Wp * C * Bp, nib = (B + 15) / 16;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (i64 r = 0; r < Hp; r++) {
-        float *dr = P + r * row;
-        if (r < PH || r >= PH + H) { memset(dr, 0, row * sizeof(float)); continue; }
-        memset(dr, 0, PW * C * Bp * sizeof(float));
-        memset(dr + (PW + W) * C * Bp, 0, PW * C * Bp * sizeof(float));
-        if (Bp > B)
-            for (i64 j = 0; j < W * C; j++) memset(dr + (PW * C + j) * Bp + B, 0, (Bp - B) * sizeof(float));
-    }
-#pragma omp parallel for schedule(static) collapse(2) num_threads(nthreads)
-    for (i64 h = 0; h < H; h++)
-        for (i64 ib = 0; ib < nib; ib++) {
-            const i64 b0 = ib * 16;
-            transpose_block(x + b0 * H * W * C + h * W * C, H * W * C,
-                            P + ((h + PH) * Wp + PW) * C * Bp + b0, Bp, MIN(16, B - b0), W * C);
-        }
-}
-
-/* O (N, Bp) -> out (B, N): the forward result back to channels-last, N = OH * OW * CO. */
-void lc_unpack_output(const float *O, float *out, i64 B, i64 N, i64 Bp, int nthreads)
-{
-    const i64 nib = (N + 15) / 16;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (i64 ib = 0; ib < nib; ib++) {
-        const i64 n0 = ib * 16;
-        transpose_block(O + n0 * Bp, Bp, out + n0, N, MIN(16, N - n0), B);
-    }
-}
-
 /* ------------------------------------------------------------------------------------------------------
- * Forward from the packed input, for any C (the stem's C = 3): O[l, co, b] = sum_{ky, r} Wt[l, co, ky, r] *
- * P[y SH + ky, x SW, r, b], r = kx * C + c running over KW * C consecutive rows of Bp values.
+ * Forward: out[b, l, co] = sum_{ky, r} x[b, y SH + ky - PH, x SW - PW + kx0 + r / C, r % C] *
+ * Wt[l, co, ky, kx0 C + r], r along the run of valid taps. Each location's kernel is first copied
+ * transposed, (K, COP), COP = CO rounded up to the vector width with zero columns, into a per-thread
+ * buffer; then a tile is FWD_TM batch rows x FWD_TN output-channel vectors, x broadcast.
  * ------------------------------------------------------------------------------------------------------ */
-INLINE void fwdp_tile(int m, int n, const float *w, i64 K, i64 R, i64 KH, const float *p, i64 prow, i64 Bp, float *o)
+INLINE void fwd_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, const float *wt, i64 COP, i64 R,
+                     i64 ky0, i64 ky1, i64 run, float *o, i64 ostride, i64 cov)
 {
     vf acc[FWD_TM][FWD_TN];
     ZERO_ACC(acc, FWD_TM, FWD_TN)
-    for (i64 ky = 0; ky < KH; ky++) {
-        const float *pr = p + ky * prow;
-        const float *wr = w + ky * R;
-        for (i64 r = 0; r < R; r++) {
-            vf xv[FWD_TN];
+    for (i64 ky = ky0; ky < ky1; ky++) {
+        const float *xr = x + ky * rowstride;
+        const float *wr = wt + ky * R * COP;
+        for (i64 r = 0; r < run; r++) {
+            vf wv[FWD_TN];
 #pragma GCC unroll 16
-            for (int j = 0; j < FWD_TN; j++) if (j < n) xv[j] = vload(pr + r * Bp + j * VW);
+            for (int j = 0; j < FWD_TN; j++) if (j < n) wv[j] = vload(wr + r * COP + j * VW);
 #pragma GCC unroll 16
             for (int i = 0; i < FWD_TM; i++) {
                 if (i < m) {
-                    const vf wv = vbcast(wr + i * K + r);
+                    const vf xv = vbcast(xr + i * xstride + r);
 #pragma GCC unroll 16
-                    for (int j = 0; j < FWD_TN; j++) if (j < n) acc[i][j] += wv * xv[j];
+                    for (int j = 0; j < FWD_TN; j++) if (j < n) acc[i][j] += xv * wv[j];
                 }
             }
         }
     }
+    if (cov >= n * VW) {
 #pragma GCC unroll 16
-    for (int i = 0; i < FWD_TM; i++)
-        if (i < m)
+        for (int i = 0; i < FWD_TM; i++)
+            if (i < m)
 #pragma GCC unroll 16
-            for (int j = 0; j < FWD_TN; j++) if (j < n) vstore(o + i * Bp + j * VW, acc[i][j]);
-}
-
-void lc_forward_packed(const float *P, const float *Wt, float *O, i64 Bp, i64 Wp, i64 C, i64 OH, i64 OW, i64 CO,
-                i64 KH, i64 KW, i64 SH, i64 SW, int nthreads)
-{
-    const i64 R = KW * C, K = KH * R, L = OH * OW, prow = Wp * C * Bp;
-    const i64 nbv = Bp / VW, nbt = (nbv + FWD_TN - 1) / FWD_TN;
-#pragma omp parallel for schedule(static) collapse(2) num_threads(nthreads)
-    for (i64 l = 0; l < L; l++)
-        for (i64 bt = 0; bt < nbt; bt++) {
-            const i64 y = l / OW, x = l % OW;
-            const float *p = P + (y * SH * Wp + x * SW) * C * Bp + bt * FWD_TN * VW;
-            const float *wl = Wt + l * CO * K;
-            float *ol = O + l * CO * Bp + bt * FWD_TN * VW;
-            const int n = (int)MIN(nbv - bt * FWD_TN, FWD_TN);
-            for (i64 co = 0; co < CO; co += FWD_TM) {
-                const int m = (int)MIN(CO - co, FWD_TM);
-                if (m == FWD_TM && n == FWD_TN) fwdp_tile(FWD_TM, FWD_TN, wl + co * K, K, R, KH, p, prow, Bp, ol + co * Bp);
-                else fwdp_tile(m, n, wl + co * K, K, R, KH, p, prow, Bp, ol + co * Bp);
-            }
-        }
-}
-
-/* ------------------------------------------------------------------------------------------------------
- * Forward from channels-last x (C % VW == 0), no packing: out[b, l, co] = sum_ky x[b, row, run] . Wt[l, co,
- * ky, run], a dot product along each kernel row's run of (kx1 - kx0) * C values (taps in the zero padding
- * are skipped). A tile holds FD_TM batch rows x FD_TN output channels, each accumulator a vector of partial
- * sums that is reduced at the end (with VW == 16 and 16 accumulators: four shuffle-add steps).
- * ------------------------------------------------------------------------------------------------------ */
-#define FD_TM 4   /* batch rows */
-#define FD_TN 4   /* output channels */
-
-#if VW == 16
-typedef int32_t vi __attribute__((vector_size(64)));
-/* Adds the lanes of a and b selected by lo to those selected by hi (two-source permutes). */
-INLINE vf pair_add(vf a, vf b, vi lo, vi hi) { return __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi); }
-
-/* 16 vectors -> one vector whose lane k is the sum of acc[k]. */
-INLINE vf reduce16(const vf *acc)
-{
-    const vi lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-    const vi hi8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
-    const vi lo4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
-    const vi hi4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
-    const vi lo2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
-    const vi hi2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
-    const vi lo1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
-    const vi hi1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
-    vf s8[8], s4[4], s2[2];
-    for (int k = 0; k < 8; k++) s8[k] = pair_add(acc[k], acc[k + 8], lo8, hi8);   /* lanes 0-7: acc k, 8-15: acc k+8 */
-    for (int k = 0; k < 4; k++) s4[k] = pair_add(s8[k], s8[k + 4], lo4, hi4);     /* 4-lane groups: k, k+4, k+8, k+12 */
-    for (int k = 0; k < 2; k++) s2[k] = pair_add(s4[k], s4[k + 2], lo2, hi2);     /* 2-lane groups: k, k+2, ... */
-    return pair_add(s2[0], s2[1], lo1, hi1);                                      /* lane k: acc k */
-}
-#endif
-
-INLINE void fwd_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, const float *w, i64 K, i64 R,
-                     i64 ky0, i64 ky1, i64 nv, float *o, i64 ostride)
-{
-    vf acc[FD_TM][FD_TN];
-    ZERO_ACC(acc, FD_TM, FD_TN)
-    for (i64 ky = ky0; ky < ky1; ky++) {
-        const float *xr = x + ky * rowstride;
-        const float *wr = w + ky * R;
-        for (i64 v = 0; v < nv; v++) {
-            vf xv[FD_TM];
-#pragma GCC unroll 16
-            for (int i = 0; i < FD_TM; i++) if (i < m) xv[i] = vload(xr + i * xstride + v * VW);
-#pragma GCC unroll 16
-            for (int j = 0; j < FD_TN; j++) {
-                if (j < n) {
-                    const vf wv = vload(wr + j * K + v * VW);
-#pragma GCC unroll 16
-                    for (int i = 0; i < FD_TM; i++) if (i < m) acc[i][j] += xv[i] * wv;
-                }
-            }
-        }
+                for (int j = 0; j < FWD_TN; j++) if (j < n) vstore(o + i * ostride + j * VW, acc[i][j]);
+    } else {  /* the last, partial channel vector */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                for (int q = 0; q < VW && j * VW + q < cov; q++) o[i * ostride + j * VW + q] = acc[i][j][q];
     }
-#if VW == 16
-    if (FD_TM * FD_TN == 16 && m == FD_TM && n == FD_TN) {
-        float sums[16];
-        vstore(sums, reduce16(&acc[0][0]));
-        for (int k = 0; k < 16; k++) o[(k / FD_TN) * ostride + k % FD_TN] = sums[k];
-        return;
-    }
-#endif
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) {
-            float sum = 0;
-            for (int q = 0; q < VW; q++) sum += acc[i][j][q];
-            o[i * ostride + j] = sum;
-        }
 }
 
-void lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
-                i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, int nthreads)
+int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
+               i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, int nthreads)
 {
     const i64 R = KW * C, K = KH * R, L = OH * OW, xstride = H * W * C, ostride = L * CO;
-    const i64 nbt = (B + FD_TM - 1) / FD_TM;
-#pragma omp parallel for schedule(static) collapse(2) num_threads(nthreads)
-    for (i64 l = 0; l < L; l++)
-        for (i64 bt = 0; bt < nbt; bt++) {
+    const i64 COP = (CO + VW - 1) / VW * VW, ncv = COP / VW, nct = (ncv + FWD_TN - 1) / FWD_TN;
+    const i64 nbt = (B + FWD_TM - 1) / FWD_TM;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *wt = (float *)malloc(K * COP * sizeof(float));
+        if (!wt) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (i64 l = 0; l < L; l++) {
+            if (!wt) continue;
             const i64 y = l / OW, xo = l % OW, col0 = xo * SW - PW, row0 = y * SH - PH;
             const i64 kx0 = MIN(KW, MAX(0, -col0)), kx1 = MAX(kx0, MIN(KW, W - col0));
             const i64 ky0 = MIN(KH, MAX(0, -row0)), ky1 = MAX(ky0, MIN(KH, H - row0));
-            const i64 nv = (kx1 - kx0) * C / VW, b0 = bt * FD_TM;
-            const int m = (int)MIN(B - b0, FD_TM);
-            const float *xb = x + b0 * xstride + (row0 * W + col0 + kx0) * C;
-            for (i64 co = 0; co < CO; co += FD_TN) {
-                const int n = (int)MIN(CO - co, FD_TN);
-                const float *w = Wt + (l * CO + co) * K + kx0 * C;
-                float *o = out + b0 * ostride + l * CO + co;
-                if (m == FD_TM && n == FD_TN) fwd_tile(FD_TM, FD_TN, xb, xstride, W * C, w, K, R, ky0, ky1, nv, o, ostride);
-                else fwd_tile(m, n, xb, xstride, W * C, w, K, R, ky0, ky1, nv, o, ostride);
+            for (i64 c0 = 0; c0 < CO; c0 += 16)
+                transpose_block(Wt + (l * CO + c0) * K, K, wt + c0, COP, MIN(16, CO - c0), K);
+            if (COP > CO)
+                for (i64 k = 0; k < K; k++) memset(wt + k * COP + CO, 0, (COP - CO) * sizeof(float));
+            const i64 run = (kx1 - kx0) * C;
+            const float *xl = x + (row0 * W + col0 + kx0) * C;
+            const float *wl = wt + kx0 * C * COP;
+            for (i64 bt = 0; bt < nbt; bt++) {
+                const i64 b0 = bt * FWD_TM;
+                const int m = (int)MIN(B - b0, FWD_TM);
+                for (i64 ct = 0; ct < nct; ct++) {
+                    const int n = (int)MIN(ncv - ct * FWD_TN, FWD_TN);
+                    const i64 co = ct * FWD_TN * VW;
+                    const float *xb = xl + b0 * xstride;
+                    float *o = out + b0 * ostride + l * CO + co;
+                    if (m == FWD_TM && n == FWD_TN)
+                        fwd_tile(FWD_TM, FWD_TN, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
+                    else if (m == FWD_TM && n == 1)
+                        fwd_tile(FWD_TM, 1, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
+                    else
+                        fwd_tile(m, n, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
+                }
             }
         }
+        free(wt);
+    }
+    return failed ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------------------------------------------
@@ -415,27 +321,27 @@ void lc_backward_weight(const float *x, const float *g, float *gW, i64 B, i64 H,
 }
 
 /* ------------------------------------------------------------------------------------------------------
- * Weight gradient from the packed input, for any C (the stem's C = 3): gW[l, co, k] = sum_b g[b, l, co] *
- * P[.., k, b], vectorized over output channels. g has COP >= CO channels (COP a multiple of VW, the extra
- * ones zero); a tile is TM consecutive k times one or two channel vectors.
+ * Weight gradient for any C (the RGB stem's C = 3), vectorized over output channels: gW[l, co, k] =
+ * sum_b x[b, tap k] * g[b, l, co]; a tile is GWC_TM consecutive taps of a kernel row x GWC_TN channel
+ * vectors, x broadcast. g has COP >= CO channels per location (COP a multiple of VW; the caller pads).
  * ------------------------------------------------------------------------------------------------------ */
-#define GWP_TM 12
-#define GWP_TN 2
-INLINE void gwp_tile(int m, int n, const float *p, i64 Bp, const float *g, i64 gstride, i64 B, float *gw, i64 K,
-                     i64 cov)
+#define GWC_TM 12
+#define GWC_TN 2
+INLINE void gwc_tile(int m, int n, const float *x, i64 xstride, const float *g, i64 gstride, i64 B, float *gw,
+                     i64 K, i64 cov)
 {
-    vf acc[GWP_TM][GWP_TN];
-    ZERO_ACC(acc, GWP_TM, GWP_TN)
+    vf acc[GWC_TM][GWC_TN];
+    ZERO_ACC(acc, GWC_TM, GWC_TN)
     for (i64 b = 0; b < B; b++) {
-        vf gv[GWP_TN];
+        vf gv[GWC_TN];
 #pragma GCC unroll 16
-        for (int j = 0; j < GWP_TN; j++) if (j < n) gv[j] = vload(g + b * gstride + j * VW);
+        for (int j = 0; j < GWC_TN; j++) if (j < n) gv[j] = vload(g + b * gstride + j * VW);
 #pragma GCC unroll 16
-        for (int i = 0; i < GWP_TM; i++) {
+        for (int i = 0; i < GWC_TM; i++) {
             if (i < m) {
-                const vf pv = vbcast(p + i * Bp + b);
+                const vf xv = vbcast(x + b * xstride + i);
 #pragma GCC unroll 16
-                for (int j = 0; j < GWP_TN; j++) if (j < n) acc[i][j] += pv * gv[j];
+                for (int j = 0; j < GWC_TN; j++) if (j < n) acc[i][j] += xv * gv[j];
             }
         }
     }
@@ -444,25 +350,31 @@ INLINE void gwp_tile(int m, int n, const float *p, i64 Bp, const float *g, i64 g
             for (int i = 0; i < m; i++) gw[(j * VW + lane) * K + i] = acc[i][j][lane];
 }
 
-void lc_backward_weight_packed(const float *P, const float *g, float *gW, i64 B, i64 Bp, i64 Wp, i64 C,
-                               i64 OH, i64 OW, i64 CO, i64 COP, i64 KH, i64 KW, i64 SH, i64 SW, int nthreads)
+void lc_backward_weight_any(const float *x, const float *g, float *gW, i64 B, i64 H, i64 W, i64 C, i64 PH,
+                            i64 PW, i64 OH, i64 OW, i64 CO, i64 COP, i64 KH, i64 KW, i64 SH, i64 SW, int nthreads)
 {
-    const i64 R = KW * C, K = KH * R, L = OH * OW, ncv = COP / VW, nct = (ncv + GWP_TN - 1) / GWP_TN;
+    const i64 R = KW * C, K = KH * R, L = OH * OW, xstride = H * W * C, gstride = L * COP;
+    const i64 ncv = COP / VW, nct = (ncv + GWC_TN - 1) / GWC_TN;
 #pragma omp parallel for schedule(static) collapse(2) num_threads(nthreads)
     for (i64 l = 0; l < L; l++)
         for (i64 ct = 0; ct < nct; ct++) {
-            const i64 y = l / OW, xo = l % OW;
-            const int n = (int)MIN(ncv - ct * GWP_TN, GWP_TN);
-            const float *gl = g + l * COP + ct * GWP_TN * VW;
-            float *gwl = gW + (l * CO + ct * GWP_TN * VW) * K;
-            const i64 cov = CO - ct * GWP_TN * VW;
+            const i64 y = l / OW, xo = l % OW, col0 = xo * SW - PW;
+            const int n = (int)MIN(ncv - ct * GWC_TN, GWC_TN);
+            const i64 co = ct * GWC_TN * VW, cov = CO - co;
+            const i64 kx0 = MIN(KW, MAX(0, -col0)), kx1 = MAX(kx0, MIN(KW, W - col0)), run = (kx1 - kx0) * C;
+            float *gwl = gW + (l * CO + co) * K;
+            for (i64 c = 0; c < MIN(cov, n * VW); c++) memset(gwl + c * K, 0, K * sizeof(float));
             for (i64 ky = 0; ky < KH; ky++) {
-                const float *pr = P + ((y * SH + ky) * Wp + xo * SW) * C * Bp;
-                for (i64 r = 0; r < R; r += GWP_TM) {
-                    const int m = (int)MIN(R - r, GWP_TM);
-                    if (m == GWP_TM && n == GWP_TN) gwp_tile(GWP_TM, GWP_TN, pr + r * Bp, Bp, gl, L * COP, B, gwl + ky * R + r, K, cov);
-                    else if (m == GWP_TM && n == 1) gwp_tile(GWP_TM, 1, pr + r * Bp, Bp, gl, L * COP, B, gwl + ky * R + r, K, cov);
-                    else gwp_tile(m, n, pr + r * Bp, Bp, gl, L * COP, B, gwl + ky * R + r, K, cov);
+                const i64 row = y * SH + ky - PH;
+                if (row < 0 || row >= H) continue;
+                const float *xr = x + (row * W + col0 + kx0) * C;
+                for (i64 r = 0; r < run; r += GWC_TM) {
+                    const int m = (int)MIN(run - r, GWC_TM);
+                    float *o = gwl + ky * R + kx0 * C + r;
+                    const float *gl = g + l * COP + co;
+                    if (m == GWC_TM && n == GWC_TN) gwc_tile(GWC_TM, GWC_TN, xr + r, xstride, gl, gstride, B, o, K, cov);
+                    else if (m == GWC_TM && n == 1) gwc_tile(GWC_TM, 1, xr + r, xstride, gl, gstride, B, o, K, cov);
+                    else gwc_tile(m, n, xr + r, xstride, gl, gstride, B, o, K, cov);
                 }
             }
         }
