@@ -56,13 +56,26 @@ INLINE vf vbcast(const float *p) { return (vf){0} + *p; }
 
 int lc_vector_width(void) { return VW; }
 
-/* Tiles (accumulator vectors TM x TN), chosen on a 2-core AVX-512 machine; 8 x 2 also fits 16 AVX2 registers. */
+/* Tiles (accumulator vectors TM x TN), chosen on a 2-core AVX-512 machine; 8 x 2 also fits 16 AVX2 registers.
+ * (-D overrides are for tuning.) */
+#ifndef FWD_TM
 #define FWD_TM 8   /* batch rows */
+#endif
+#ifndef FWD_TN
 #define FWD_TN 2   /* output-channel vectors */
+#endif
+#ifndef GIN_TM
 #define GIN_TM 8   /* batch rows */
+#endif
+#ifndef GIN_TN
 #define GIN_TN 2   /* input-channel vectors */
+#endif
+#ifndef GW_TM
 #define GW_TM 8    /* output channels */
+#endif
+#ifndef GW_TN
 #define GW_TN 3    /* vectors along a kernel row */
+#endif
 
 #define ZERO_ACC(acc, TM, TN)                                                                      \
     _Pragma("GCC unroll 16") for (int i = 0; i < TM; i++)                                          \
