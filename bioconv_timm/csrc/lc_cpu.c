@@ -77,6 +77,10 @@ int lc_vector_width(void) { return VW; }
 #define GW_TN 3    /* vectors along a kernel row */
 #endif
 
+#ifndef PF_DIST
+#define PF_DIST 8  /* weight gradient: prefetch the rows of batch entry b + PF_DIST */
+#endif
+
 #define ZERO_ACC(acc, TM, TN)                                                                      \
     _Pragma("GCC unroll 16") for (int i = 0; i < TM; i++)                                          \
         _Pragma("GCC unroll 16") for (int j = 0; j < TN; j++) acc[i][j] = (vf){0};
@@ -163,6 +167,8 @@ int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W,
             const i64 y = l / OW, xo = l % OW, col0 = xo * SW - PW, row0 = y * SH - PH;
             const i64 kx0 = MIN(KW, MAX(0, -col0)), kx1 = MAX(kx0, MIN(KW, W - col0));
             const i64 ky0 = MIN(KH, MAX(0, -row0)), ky1 = MAX(ky0, MIN(KH, H - row0));
+            if (l + 1 < L)  /* the next location's kernel, read once from far away */
+                for (i64 q = 0; q < CO * K; q += 16) __builtin_prefetch(Wt + (l + 1) * CO * K + q);
             for (i64 c0 = 0; c0 < CO; c0 += 16)
                 transpose_block(Wt + (l * CO + c0) * K, K, wt + c0, COP, MIN(16, CO - c0), K);
             if (COP > CO)
@@ -173,6 +179,11 @@ int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W,
             for (i64 bt = 0; bt < nbt; bt++) {
                 const i64 b0 = bt * FWD_TM;
                 const int m = (int)MIN(B - b0, FWD_TM);
+                if (bt + 1 < nbt)  /* the next tile's rows: short strided runs the hardware prefetcher misses */
+                    for (i64 i = 0; i < MIN(FWD_TM, B - b0 - FWD_TM); i++)
+                        for (i64 ky = ky0; ky < ky1; ky++)
+                            for (i64 r = 0; r < run; r += 16)
+                                __builtin_prefetch(xl + (b0 + FWD_TM + i) * xstride + ky * W * C + r);
                 for (i64 ct = 0; ct < nct; ct++) {
                     const int n = (int)MIN(ncv - ct * FWD_TN, FWD_TN);
                     const i64 co = ct * FWD_TN * VW;
@@ -262,6 +273,11 @@ void lc_backward_input(const float *g, const float *Wt, float *gx, i64 B, i64 H,
             for (i64 bt = 0; bt < nbt; bt++) {
                 const int m = (int)MIN(B - bt * GIN_TM, GIN_TM);
                 const float *gb = g + bt * GIN_TM * L * CO;
+                if (bt + 1 < nbt)  /* the next tile's output-gradient rows */
+                    for (int t = 0; t < ntaps; t++)
+                        for (i64 i = 0; i < MIN(GIN_TM, B - (bt + 1) * GIN_TM); i++)
+                            for (i64 co = 0; co < CO; co += 16)
+                                __builtin_prefetch(gb + (GIN_TM + i) * L * CO + loc[t] * CO + co);
                 float *o = gx + bt * GIN_TM * xstride + pix * C + c0;
                 if (m == GIN_TM && n == GIN_TN) gin_tile(GIN_TM, GIN_TN, ntaps, loc, off, Wt + c0, gb, o, xstride, K, L, CO);
                 else if (m == GIN_TM && n == 1) gin_tile(GIN_TM, 1, ntaps, loc, off, Wt + c0, gb, o, xstride, K, L, CO);
@@ -280,6 +296,12 @@ INLINE void gw_tile(int m, int n, const float *x, i64 xstride, const float *g, i
     vf acc[GW_TM][GW_TN];
     ZERO_ACC(acc, GW_TM, GW_TN)
     for (i64 b = 0; b < B; b++) {
+        if (b + PF_DIST < B) {  /* rows H * W * C apart: too far apart for the hardware prefetcher */
+            __builtin_prefetch(x + (b + PF_DIST) * xstride);
+            if (n > 1) __builtin_prefetch(x + (b + PF_DIST) * xstride + 16);
+            if (n > 2) __builtin_prefetch(x + (b + PF_DIST) * xstride + 32);
+            __builtin_prefetch(g + (b + PF_DIST) * gstride);
+        }
         vf xv[GW_TN];
 #pragma GCC unroll 16
         for (int j = 0; j < GW_TN; j++) if (j < n) xv[j] = vload(x + b * xstride + j * VW);
