@@ -141,7 +141,7 @@ def _build(cc: str) -> Path:
                 os.replace(tmp, target)
                 _info.update(path=str(target), flags=flags, compiler=cc, cached=False)
                 return target
-            errors.append(f'{" ".join(cmd)}: {proc.stderr.strip()[-500:]}')
+            errors.append(f'{" ".join(cmd)}:\n{proc.stderr.strip()[:1000]}')
         except (OSError, subprocess.SubprocessError) as exc:
             errors.append(f'{" ".join(cmd)}: {exc}')
         finally:
