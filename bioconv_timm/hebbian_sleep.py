@@ -39,6 +39,7 @@ import torch.nn as nn
 
 from .layers import LocallyConnected2d
 from .sleep import grid_means, lc_layers, weight_snr
+from .sharding import gathered_lc_layers
 
 __all__ = ['HebbianSleepConfig', 'hebbian_share_layer_', 'hebbian_share_weights_', 'distance_to_grid_means',
            'hebbian_sleep_curve']
@@ -169,7 +170,7 @@ def hebbian_share_layer_(layer: LocallyConnected2d, config: HebbianSleepConfig =
 def hebbian_share_weights_(module: nn.Module, config: HebbianSleepConfig = HebbianSleepConfig()) -> int:
     """Hebbian sleep of every LC layer in ``module``, layer after layer, in place. Returns the count."""
     count = 0
-    for i, (_, layer) in enumerate(lc_layers(module)):
+    for i, layer in enumerate(gathered_lc_layers(module)):  # FSDP: one gathered layer at a time
         hebbian_share_layer_(layer, replace(config, seed=config.seed + i))
         count += 1
     return count

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .layers import LocallyConnected2d
+from .sharding import gathered_lc_layers
 
 __all__ = ['share_weights_', 'share_layer_', 'share_tensor_', 'grid_means', 'weight_snr', 'lc_layers']
 
@@ -104,10 +105,12 @@ def share_weights_(module: nn.Module) -> int:
     """Instant sleep: share the weights of every LC layer in ``module`` in place.
 
     Every LC layer is shared, stem and 1x1 shortcuts included (as in the authors' code).
-    Optimizer state is not touched. Returns the number of layers shared.
+    Optimizer state is not touched. Returns the number of layers shared. On an FSDP-sharded model
+    (:mod:`bioconv_timm.sharding`) each layer is gathered, shared and written back to the shards; call it
+    on every rank.
     """
     count = 0
-    for _, layer in lc_layers(module):
+    for layer in gathered_lc_layers(module):
         share_layer_(layer)
         count += 1
     return count

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from .layers import LocallyConnected2d
 from .hebbian_sleep import hebbian_share_weights_
+from .sharding import is_fsdp
 from .sleep import grid_means, share_tensor_, share_weights_
 
 __all__ = ['SleepHook', 'SLEEP_MODES', 'OPTIMIZER_POLICIES', 'register_sleep_mode']
@@ -41,8 +42,10 @@ def register_sleep_mode(name: str, fn: SleepFn) -> None:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The module under DDP / torch.compile wrappers."""
+    """The module under DDP / torch.compile wrappers (an FSDP root is kept: the sleep gathers through it)."""
     while True:
+        if is_fsdp(model) and not is_fsdp(getattr(model, 'module', model)):
+            return model  # unwrapping the only FSDP unit would leave flattened shards behind
         if hasattr(model, 'module') and isinstance(model.module, nn.Module):
             model = model.module
         elif hasattr(model, '_orig_mod'):
@@ -74,6 +77,9 @@ class SleepHook:
         if optimizer_policy not in OPTIMIZER_POLICIES:
             raise ValueError(f'unknown optimizer policy {optimizer_policy!r}; choose one of {OPTIMIZER_POLICIES}')
         self.model = _unwrap(model)
+        if optimizer_policy != 'keep' and is_fsdp(model):
+            raise ValueError(f'optimizer_policy={optimizer_policy!r} needs whole optimizer moments, which FSDP '
+                             "shards; use optimizer_policy='keep' with an FSDP model")
         self.every = int(every) if every else 0
         self.mode = mode
         self.optimizer_policy = optimizer_policy
