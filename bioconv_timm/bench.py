@@ -986,11 +986,15 @@ def _resolve(cfg: BenchConfig) -> BenchConfig:
     shapes = cfg.shapes if cfg.shapes is not None else (('resnet20',) if cfg.quick else PUBLIC_SHAPE_SETS)
     batch = cfg.batch_size or (64 if cfg.quick else None)
     repeats = cfg.repeats or (15 if cfg.quick else (10 if cuda else 7))
+    impls = tuple(cfg.impls)
+    if cuda:  # the LC layer runs its torch backend on CUDA anyway: lc_torch would time it twice
+        impls = tuple(i for i in impls if i != 'lc_torch')
     models = cfg.models
     if models == 'auto':
         models = 'all' if (cuda or cfg.full) and not cfg.quick else 'resnet20'
     steps = cfg.model_steps or 10
-    return replace(cfg, shapes=tuple(shapes), batch_size=batch, repeats=repeats, models=models, model_steps=steps)
+    return replace(cfg, shapes=tuple(shapes), batch_size=batch, repeats=repeats, models=models, model_steps=steps,
+                   impls=impls)
 
 
 def _model_pairs(models: str) -> Tuple[str, ...]:

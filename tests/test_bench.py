@@ -171,6 +171,7 @@ def test_bioconv_bench_quick_parses_and_resolves():
     gpu = bench._resolve(bench.config_from_args(build_parser().parse_args(
         ['bench', '--device', 'cuda', '--amp', 'fp16', '--json', 'x.json'])))
     assert gpu.models == 'all' and gpu.amp == 'fp16' and gpu.json_path == 'x.json' and gpu.repeats == 10
+    assert 'lc_torch' not in gpu.impls and 'lc' in gpu.impls
     assert bench.default_model_batch('resnet18_half', 'cuda') == 256
     assert bench.default_model_batch('resnet18_half', 'cpu') == 32
     with pytest.raises(SystemExit):
