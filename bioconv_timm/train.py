@@ -395,6 +395,24 @@ def _save_safetensors(model: nn.Module, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _warn_if_too_big(model: nn.Module, cfg: TrainConfig, device: torch.device, use_amp: bool, world: int) -> None:
+    """Before anything is allocated: warn when a training step will likely not fit the GPU, and say what to do
+    (an LC model's weights, gradients and AdamW moments take 16 bytes per parameter, on every DDP rank)."""
+    import warnings
+
+    from .bench import estimate_model_bytes
+    params = sum(p.numel() for p in model.parameters())
+    img = getattr(model, 'img_size', None) or (224, 224)
+    need = estimate_model_bytes(params, max(1, cfg.batch_size // world), tuple(img), 'bf16' if use_amp else None)
+    have = torch.cuda.get_device_properties(device).total_memory
+    if need > 0.9 * have:
+        warnings.warn(
+            f'{cfg.model} with batch {cfg.batch_size} needs about {need / 2 ** 30:.0f} GiB per GPU (weights, '
+            f'gradients, AdamW state and activations), and {torch.cuda.get_device_name(device)} has '
+            f'{have / 2 ** 30:.0f} GiB: lower --batch-size, use --amp, or shard the model over several GPUs '
+            'with FSDP (bioconv_timm.sharding.fsdp_wrap; README "Memory and sharding")', RuntimeWarning, stacklevel=3)
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train one model; see the module docstring for what the run folder holds."""
     from tqdm import tqdm
@@ -439,6 +457,8 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
     def amp_ctx():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
 
+    if device.type == 'cuda':
+        _warn_if_too_big(model, cfg, device, use_amp, dist_info.world_size if dist_info.enabled else 1)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

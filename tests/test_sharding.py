@@ -109,3 +109,24 @@ def test_sleep_hook_refuses_moment_policies_on_fsdp(monkeypatch):
     with pytest.raises(ValueError, match="optimizer_policy='keep'"):
         sleep_hook.SleepHook(_small_model(), 10, optimizer_policy='average')
     sleep_hook.SleepHook(_small_model(), 10, optimizer_policy='keep')
+
+
+def test_trainer_warns_before_a_model_outgrows_the_gpu(monkeypatch):
+    import types
+    import warnings
+
+    import timm
+    from bioconv_timm import train as train_mod
+    model = timm.create_model('lc_resnet20')
+    cfg = train_mod.TrainConfig(model='lc_resnet20', batch_size=128)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: 'small GPU')
+    for gib, expect in ((0.5, True), (80, False)):
+        monkeypatch.setattr(torch.cuda, 'get_device_properties',
+                            lambda device=None, gib=gib: types.SimpleNamespace(total_memory=int(gib * 2 ** 30)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            train_mod._warn_if_too_big(model, cfg, torch.device('cuda', 0), use_amp=True, world=1)
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert bool(messages) == expect, messages
+        if expect:
+            assert 'lc_resnet20 with batch 128' in messages[0] and 'fsdp_wrap' in messages[0]
