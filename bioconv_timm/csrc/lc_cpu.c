@@ -85,6 +85,26 @@ int lc_vector_width(void) { return VW; }
     _Pragma("GCC unroll 16") for (int i = 0; i < TM; i++)                                          \
         _Pragma("GCC unroll 16") for (int j = 0; j < TN; j++) acc[i][j] = (vf){0};
 
+/* The step every micro-kernel is made of, a rank-1 update of the TM x TN tile:
+ * acc[i][j] += broadcast(*(a + i * a_stride)) * vector(b + j * VW), for i < m, j < n. */
+#define RANK1_UPDATE(acc, TM, TN, m, n, a, a_stride, b)                                            \
+    do {                                                                                           \
+        vf bv_[TN];                                                                                \
+        _Pragma("GCC unroll 16") for (int j = 0; j < TN; j++) if (j < (n)) bv_[j] = vload((b) + j * VW); \
+        _Pragma("GCC unroll 16") for (int i = 0; i < TM; i++) {                                   \
+            if (i < (m)) {                                                                         \
+                const vf av_ = vbcast((a) + i * (a_stride));                                       \
+                _Pragma("GCC unroll 16") for (int j = 0; j < TN; j++) if (j < (n)) acc[i][j] += av_ * bv_[j]; \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* o[i * o_stride + j * VW ...] = acc[i][j] for i < m, j < n. */
+#define STORE_TILE(acc, TM, TN, m, n, o, o_stride)                                                 \
+    _Pragma("GCC unroll 16") for (int i = 0; i < TM; i++)                                         \
+        if (i < (m))                                                                               \
+            _Pragma("GCC unroll 16") for (int j = 0; j < TN; j++) if (j < (n)) vstore((o) + i * (o_stride) + j * VW, acc[i][j]);
+
 /* dst[j][i] = src[i][j] for i < I <= 16, j < J; src rows are si apart, dst rows dj apart. 16 x 16 blocks go
  * through a small tile so that both sides move in contiguous runs. */
 static void transpose_block(const float *s, i64 si, float *d, i64 dj, i64 I, i64 J)
@@ -120,26 +140,10 @@ INLINE void fwd_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, c
     for (i64 ky = ky0; ky < ky1; ky++) {
         const float *xr = x + ky * rowstride;
         const float *wr = wt + ky * R * COP;
-        for (i64 r = 0; r < run; r++) {
-            vf wv[FWD_TN];
-#pragma GCC unroll 16
-            for (int j = 0; j < FWD_TN; j++) if (j < n) wv[j] = vload(wr + r * COP + j * VW);
-#pragma GCC unroll 16
-            for (int i = 0; i < FWD_TM; i++) {
-                if (i < m) {
-                    const vf xv = vbcast(xr + i * xstride + r);
-#pragma GCC unroll 16
-                    for (int j = 0; j < FWD_TN; j++) if (j < n) acc[i][j] += xv * wv[j];
-                }
-            }
-        }
+        for (i64 r = 0; r < run; r++) RANK1_UPDATE(acc, FWD_TM, FWD_TN, m, n, xr + r, xstride, wr + r * COP);
     }
     if (cov >= n * VW) {
-#pragma GCC unroll 16
-        for (int i = 0; i < FWD_TM; i++)
-            if (i < m)
-#pragma GCC unroll 16
-                for (int j = 0; j < FWD_TN; j++) if (j < n) vstore(o + i * ostride + j * VW, acc[i][j]);
+        STORE_TILE(acc, FWD_TM, FWD_TN, m, n, o, ostride)
     } else {  /* the last, partial channel vector */
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
@@ -237,25 +241,9 @@ INLINE void gin_tile(int m, int n, int ntaps, const i64 *loc, const i64 *off, co
     for (int t = 0; t < ntaps; t++) {
         const float *w = Wt + loc[t] * CO * K + off[t];
         const float *gl = g + loc[t] * CO;
-        for (i64 co = 0; co < CO; co++) {
-            vf wv[GIN_TN];
-#pragma GCC unroll 16
-            for (int j = 0; j < GIN_TN; j++) if (j < n) wv[j] = vload(w + co * K + j * VW);
-#pragma GCC unroll 16
-            for (int i = 0; i < GIN_TM; i++) {
-                if (i < m) {
-                    const vf gv = vbcast(gl + i * L * CO + co);
-#pragma GCC unroll 16
-                    for (int j = 0; j < GIN_TN; j++) if (j < n) acc[i][j] += gv * wv[j];
-                }
-            }
-        }
+        for (i64 co = 0; co < CO; co++) RANK1_UPDATE(acc, GIN_TM, GIN_TN, m, n, gl + co, L * CO, w + co * K);
     }
-#pragma GCC unroll 16
-    for (int i = 0; i < GIN_TM; i++)
-        if (i < m)
-#pragma GCC unroll 16
-            for (int j = 0; j < GIN_TN; j++) if (j < n) vstore(o + i * xstride + j * VW, acc[i][j]);
+    STORE_TILE(acc, GIN_TM, GIN_TN, m, n, o, xstride)
 }
 
 void lc_backward_input(const float *g, const float *Wt, float *gx, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
@@ -302,23 +290,9 @@ INLINE void gw_tile(int m, int n, const float *x, i64 xstride, const float *g, i
             if (n > 2) __builtin_prefetch(x + (b + PF_DIST) * xstride + 32);
             __builtin_prefetch(g + (b + PF_DIST) * gstride);
         }
-        vf xv[GW_TN];
-#pragma GCC unroll 16
-        for (int j = 0; j < GW_TN; j++) if (j < n) xv[j] = vload(x + b * xstride + j * VW);
-#pragma GCC unroll 16
-        for (int i = 0; i < GW_TM; i++) {
-            if (i < m) {
-                const vf gv = vbcast(g + b * gstride + i);
-#pragma GCC unroll 16
-                for (int j = 0; j < GW_TN; j++) if (j < n) acc[i][j] += gv * xv[j];
-            }
-        }
+        RANK1_UPDATE(acc, GW_TM, GW_TN, m, n, g + b * gstride, 1, x + b * xstride);
     }
-#pragma GCC unroll 16
-    for (int i = 0; i < GW_TM; i++)
-        if (i < m)
-#pragma GCC unroll 16
-            for (int j = 0; j < GW_TN; j++) if (j < n) vstore(gw + i * K + j * VW, acc[i][j]);
+    STORE_TILE(acc, GW_TM, GW_TN, m, n, gw, K)
 }
 
 void lc_backward_weight(const float *x, const float *g, float *gW, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
@@ -368,17 +342,7 @@ INLINE void gwc_tile(int m, int n, const float *x, i64 xstride, const float *g, 
     vf acc[GWC_TM][GWC_TN];
     ZERO_ACC(acc, GWC_TM, GWC_TN)
     for (i64 b = 0; b < B; b++) {
-        vf gv[GWC_TN];
-#pragma GCC unroll 16
-        for (int j = 0; j < GWC_TN; j++) if (j < n) gv[j] = vload(g + b * gstride + j * VW);
-#pragma GCC unroll 16
-        for (int i = 0; i < GWC_TM; i++) {
-            if (i < m) {
-                const vf xv = vbcast(x + b * xstride + i);
-#pragma GCC unroll 16
-                for (int j = 0; j < GWC_TN; j++) if (j < n) acc[i][j] += xv * gv[j];
-            }
-        }
+        RANK1_UPDATE(acc, GWC_TM, GWC_TN, m, n, x + b * xstride, 1, g + b * gstride);
     }
     for (int j = 0; j < n; j++)
         for (int lane = 0; lane < VW && j * VW + lane < cov; lane++)
