@@ -254,6 +254,9 @@ def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
                         stride: IntPair = 1, padding: IntPair = 0) -> torch.Tensor:
     """Functional locally connected layer.
 
+    Runs on the native CPU kernels for fp32 CPU tensors (unless ``BIOCONV_LC_BACKEND=torch`` or
+    :func:`bioconv_timm.native.set_backend`), else on the torch backend (CUDA, bf16/fp16 autocast).
+
     Args:
         x: input, (B, Cin, H, W), NCHW or channels-last.
         weight: (out_h, out_w, Cout, kh, kw, Cin): a channels-last conv kernel per location.
