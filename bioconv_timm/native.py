@@ -1,11 +1,11 @@
 """Native CPU kernels for the LC layer: ``csrc/lc_cpu.c``, compiled on first use, called through ctypes.
 
 The C file is small and needs only a C compiler (no torch headers), so it builds in about a second. It is
-compiled with ``-O3 -march=native -fopenmp`` into a cache folder (``$BIOCONV_CACHE_DIR``, default
-``~/.cache/bioconv_timm``) under a name that hashes the source, the compiler, the flags and this CPU's
-instruction set, so a shared home folder never hands a binary to a CPU it was not built for. The build goes
-to a temporary file that is renamed into place, so concurrent processes (DDP ranks, pytest workers) are
-safe.
+compiled with ``-O3 -march=native -fopenmp`` (or ``$BIOCONV_CFLAGS -fopenmp``) into a cache folder
+(``$BIOCONV_CACHE_DIR``, default ``~/.cache/bioconv_timm``) under a name that hashes the source, the
+compiler, the flags and this CPU's instruction set, so a shared home folder never hands a binary to a CPU
+it was not built for. The build goes to a temporary file that is renamed into place, so concurrent
+processes (DDP ranks, pytest workers) are safe.
 
 OpenMP: torch's wheels ship ``libgomp.so.1``; the kernels link the same soname, so both share one thread
 pool. Each call passes ``torch.get_num_threads()``.
@@ -21,6 +21,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -40,6 +41,16 @@ _FLAG_SETS = (
     ['-O3', '-fopenmp'],          # compilers without -march=native
     ['-O3'],                      # no OpenMP: single-threaded kernels
 )
+
+
+def _flag_sets() -> tuple:
+    """Compiler flags to try in order; ``$BIOCONV_CFLAGS`` replaces ``-O3 -march=native`` (e.g.
+    ``-O3 -march=x86-64-v3`` for one binary that runs on every AVX2 machine of a cluster)."""
+    custom = os.environ.get('BIOCONV_CFLAGS', '').strip()
+    if not custom:
+        return _FLAG_SETS
+    flags = shlex.split(custom)
+    return (flags + ['-fopenmp'], flags)
 
 _lock = threading.Lock()
 _lib: Optional[ctypes.CDLL] = None
@@ -124,7 +135,7 @@ def _build(cc: str) -> Path:
     source = SOURCE.read_bytes()
     version = _compiler_version(cc)
     errors = []
-    for flags in _FLAG_SETS:
+    for flags in _flag_sets():
         key = hashlib.sha256(b'\0'.join([source, cc.encode(), version.encode(), ' '.join(flags).encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
         target = _cache_dir() / f'lc_cpu-{key}.so'

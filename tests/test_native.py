@@ -1,6 +1,7 @@
 """The native CPU kernels (bioconv_timm.native, csrc/lc_cpu.c) against the torch backend in float64."""
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -216,3 +217,40 @@ def test_lc_model_gradients_match_between_backends():
     assert _rel_err(out_n, out_t.double()) < 1e-5
     for a, r in zip(g_n, g_t):
         assert _rel_err(a, r.double()) < 1e-4
+
+
+_PORTABLE_SCRIPT = '''
+    import json, torch
+    from bioconv_timm import native
+    from bioconv_timm.layers import LocallyConnected2d, locally_connected2d
+    worst = 0.0
+    torch.manual_seed(0)
+    for b, cin, cout, size, k, s, p in [(5, 16, 16, 8, 3, 1, 1), (3, 32, 24, 7, 3, 2, 1), (9, 3, 16, 9, 5, 2, 2),
+                                        (2, 8, 8, 6, 3, 1, 0), (17, 48, 40, 5, 1, 1, 0)]:
+        layer = LocallyConnected2d(cin, cout, k, size, s, p)
+        x = torch.randn(b, cin, size, size)
+        g = torch.randn(b, cout, *layer.output_size)
+        grads = []
+        for backend, dtype in (('torch', torch.float64), ('native', torch.float32)):
+            xi = x.to(dtype).requires_grad_()
+            w = layer.weight.detach().to(dtype).requires_grad_()
+            with native.use_backend(backend):
+                out = locally_connected2d(xi, w, None, layer.stride, layer.padding)
+            out.backward(g.to(dtype))
+            grads.append((out.detach().double(), xi.grad.double(), w.grad.double()))
+        for a, r in zip(grads[1], grads[0]):
+            worst = max(worst, ((a - r).abs().max() / r.abs().max()).item())
+    print(json.dumps(dict(worst=worst, vector_width=native.vector_width(), flags=native.build_info()['flags'])))
+'''
+
+
+@needs_native
+@pytest.mark.skipif(platform.machine() != 'x86_64', reason='x86-64 instruction-set levels')
+@pytest.mark.parametrize('cflags, width', [('-O2 -march=x86-64-v3', 8), ('-O2 -march=x86-64', 4)])
+def test_portable_builds_without_avx512_agree(tmp_path, cflags, width):
+    """The AVX2 (8 floats) and SSE2 (4 floats) builds, what machines without AVX-512 compile, are correct."""
+    proc = _run_fresh(_PORTABLE_SCRIPT, {'BIOCONV_CFLAGS': cflags, 'BIOCONV_CACHE_DIR': str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['vector_width'] == width and result['flags'][:2] == cflags.split()
+    assert result['worst'] < 2e-6, result
