@@ -68,6 +68,7 @@ def _worker(rank: int, world: int, port: int, mode: str, out_path: str) -> None:
         weights = _full_weights(sharded)
         if rank == 0:
             torch.save(dict(weights=weights, local=local, fsdp=is_fsdp(sharded)), out_path)
+        torch.distributed.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         torch.distributed.destroy_process_group()
 
