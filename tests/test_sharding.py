@@ -1,4 +1,5 @@
 """FSDP sharding of LC models with the sleep phase: 2 CPU processes (gloo) against one unsharded process."""
+import gc
 import os
 import socket
 import sys
@@ -53,21 +54,25 @@ def _full_weights(model: nn.Module):
     return [layer.weight.detach().clone() for layer in gathered_lc_layers(model)]
 
 
+def _sharded_run(rank: int, world: int, mode: str, out_path: str) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    sharded = fsdp_wrap(_small_model(), device_id=torch.device('cpu'))
+    local = sum(p.numel() for p in sharded.parameters())
+    sleep = bioconv_timm.share_weights_ if mode == 'instant' else (
+        lambda m: hebbian_share_weights_(m, HebbianSleepConfig(iterations=3, patterns=16)))
+    _train(sharded, rank, world, sleep)
+    weights = _full_weights(sharded)
+    if rank == 0:
+        torch.save(dict(weights=weights, local=local, fsdp=is_fsdp(sharded)), out_path)
+
+
 def _worker(rank: int, world: int, port: int, mode: str, out_path: str) -> None:
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.distributed.init_process_group('gloo', rank=rank, world_size=world)
     try:
-        torch.set_num_threads(1)
-        torch.manual_seed(0)
-        model = _small_model()
-        sharded = fsdp_wrap(model, device_id=torch.device('cpu'))
-        local = sum(p.numel() for p in sharded.parameters())
-        sleep = bioconv_timm.share_weights_ if mode == 'instant' else (
-            lambda m: hebbian_share_weights_(m, HebbianSleepConfig(iterations=3, patterns=16)))
-        _train(sharded, rank, world, sleep)
-        weights = _full_weights(sharded)
-        if rank == 0:
-            torch.save(dict(weights=weights, local=local, fsdp=is_fsdp(sharded)), out_path)
+        _sharded_run(rank, world, mode, out_path)  # returns with the FSDP model (and its hold on gloo) released
+        gc.collect()
         torch.distributed.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         torch.distributed.destroy_process_group()
