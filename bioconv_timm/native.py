@@ -131,19 +131,34 @@ def _compiler_version(cc: str) -> str:
         return ''
 
 
-def _build(cc: str) -> Path:
+def _writable_cache_dir() -> Path:
+    """The cache folder, or a per-user temporary one when it cannot be created (read-only home)."""
+    folder = _cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f'bioconv_timm-{os.getuid() if hasattr(os, "getuid") else "user"}' / 'kernels'
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+def _build(cc: str, rebuild: bool = False) -> Path:
+    """Path of the compiled kernels: the cached file, or a fresh build (``rebuild`` replaces the cached one)."""
     source = SOURCE.read_bytes()
     version = _compiler_version(cc)
+    folder = _writable_cache_dir()
     errors = []
     for flags in _flag_sets():
         key = hashlib.sha256(b'\0'.join([source, cc.encode(), version.encode(), ' '.join(flags).encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
-        target = _cache_dir() / f'lc_cpu-{key}.so'
-        if target.exists():
+        target = folder / f'lc_cpu-{key}.so'
+        if target.exists() and not rebuild:
             _info.update(path=str(target), flags=flags, compiler=cc, cached=True)
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix='.so', prefix='.lc_cpu-', dir=target.parent)
+        fd, tmp = tempfile.mkstemp(suffix='.so', prefix='.lc_cpu-', dir=folder)
         os.close(fd)
         cmd = [cc, *flags, '-std=gnu11', '-shared', '-fPIC', str(SOURCE), '-o', tmp]
         try:
@@ -159,6 +174,16 @@ def _build(cc: str) -> Path:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     raise NativeBuildError('could not compile the native LC kernels:\n' + '\n'.join(errors))
+
+
+def _open(cc: str) -> ctypes.CDLL:
+    path = _build(cc)
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError:
+        if not _info.get('cached'):
+            raise
+        return ctypes.CDLL(str(_build(cc, rebuild=True)))  # a damaged cached file: build it again
 
 
 _I64 = ctypes.c_int64
@@ -187,7 +212,7 @@ def load() -> ctypes.CDLL:
                 if cc is None:
                     raise NativeBuildError('no C compiler found (tried $CC, cc, gcc, clang); install gcc, '
                                            'or set BIOCONV_LC_BACKEND=torch')
-                lib = ctypes.CDLL(str(_build(cc)))
+                lib = _open(cc)
                 for name, (argtypes, restype) in _SIGNATURES.items():
                     fn = getattr(lib, name)
                     fn.argtypes, fn.restype = argtypes, restype

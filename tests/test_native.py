@@ -254,3 +254,19 @@ def test_portable_builds_without_avx512_agree(tmp_path, cflags, width):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result['vector_width'] == width and result['flags'][:2] == cflags.split()
     assert result['worst'] < 2e-6, result
+
+
+@needs_native
+def test_damaged_cache_is_rebuilt_and_unwritable_cache_falls_back(tmp_path):
+    code = 'from bioconv_timm import native; import json; native.load(); print(json.dumps(native.build_info()))'
+    first = json.loads(_run_fresh(code, {'BIOCONV_CACHE_DIR': str(tmp_path)}).stdout.strip().splitlines()[-1])
+    with open(first['path'], 'wb') as f:
+        f.write(b'not a shared library')
+    again = json.loads(_run_fresh(code, {'BIOCONV_CACHE_DIR': str(tmp_path)}).stdout.strip().splitlines()[-1])
+    assert again['available'] and again['cached'] is False and again['path'] == first['path']
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('the cache folder cannot be created below a file')
+    proc = _run_fresh(code, {'BIOCONV_CACHE_DIR': str(blocker / 'cache')})
+    assert proc.returncode == 0, proc.stderr
+    fallback = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert fallback['available'] and not fallback['path'].startswith(str(blocker))
