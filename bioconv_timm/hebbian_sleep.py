@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 
 from .layers import LocallyConnected2d
-from .sleep import grid_means, lc_layers, weight_snr
+from .sleep import grid_means, weight_snr
 from .sharding import gathered_lc_layers
 
 __all__ = ['HebbianSleepConfig', 'hebbian_share_layer_', 'hebbian_share_weights_', 'distance_to_grid_means',

@@ -198,7 +198,7 @@ class _NativeLocallyConnectedFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, stride, padding):
-        lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
+        lib, threads = native.load(), torch.get_num_threads()
         x = x.contiguous(memory_format=torch.channels_last)
         weight = weight.contiguous()
         b, c, h, w = x.shape
