@@ -30,8 +30,8 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
-__all__ = ['BACKENDS', 'NativeBuildError', 'get_backend', 'set_backend', 'use_backend', 'load', 'available', 'unavailable_reason',
-           'vector_width', 'build_info']
+__all__ = ['BACKENDS', 'NativeBuildError', 'get_backend', 'set_backend', 'use_backend', 'load', 'available',
+           'unavailable_reason', 'vector_width', 'build_info', 'warn_unavailable_once']
 
 BACKENDS = ('auto', 'native', 'torch')
 MAX_TAPS = 256  # kernel_h * kernel_w the kernels accept (csrc MAX_TAPS)
@@ -51,6 +51,7 @@ def _flag_sets() -> tuple:
         return _FLAG_SETS
     flags = shlex.split(custom)
     return (flags + ['-fopenmp'], flags)
+
 
 _lock = threading.Lock()
 _lib: Optional[ctypes.CDLL] = None
@@ -259,6 +260,7 @@ _warned = False
 
 
 def warn_unavailable_once() -> None:
+    """One RuntimeWarning per process that the layer fell back to its torch backend, and why."""
     global _warned
     if not _warned:
         _warned = True

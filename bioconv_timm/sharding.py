@@ -36,7 +36,7 @@ import torch.nn as nn
 
 from .layers import LocallyConnected2d
 
-__all__ = ['fsdp_wrap', 'is_fsdp', 'gathered_lc_layers']
+__all__ = ['fsdp_wrap', 'is_fsdp', 'is_fsdp_unit', 'gathered_lc_layers']
 
 
 def _fsdp_class():
@@ -45,6 +45,12 @@ def _fsdp_class():
     except ImportError:  # torch built without distributed support
         return None
     return FullyShardedDataParallel
+
+
+def is_fsdp_unit(module: nn.Module) -> bool:
+    """True if ``module`` itself is an FSDP wrapper."""
+    fsdp = _fsdp_class()
+    return fsdp is not None and isinstance(module, fsdp)
 
 
 def is_fsdp(module: nn.Module) -> bool:

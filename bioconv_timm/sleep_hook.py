@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .layers import LocallyConnected2d
 from .hebbian_sleep import hebbian_share_weights_
-from .sharding import is_fsdp
+from .sharding import is_fsdp, is_fsdp_unit
 from .sleep import grid_means, share_tensor_, share_weights_
 
 __all__ = ['SleepHook', 'SLEEP_MODES', 'OPTIMIZER_POLICIES', 'register_sleep_mode']
@@ -42,16 +42,15 @@ def register_sleep_mode(name: str, fn: SleepFn) -> None:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The module under DDP / torch.compile wrappers (an FSDP root is kept: the sleep gathers through it)."""
-    while True:
-        if is_fsdp(model) and not is_fsdp(getattr(model, 'module', model)):
-            return model  # unwrapping the only FSDP unit would leave flattened shards behind
+    """The module under DDP / torch.compile wrappers. FSDP is kept: the sleep gathers its shards through it."""
+    while not is_fsdp_unit(model):
         if hasattr(model, 'module') and isinstance(model.module, nn.Module):
             model = model.module
         elif hasattr(model, '_orig_mod'):
             model = model._orig_mod
         else:
-            return model
+            break
+    return model
 
 
 class SleepHook:

@@ -13,6 +13,7 @@ from bioconv_timm.hebbian_sleep import HebbianSleepConfig, hebbian_share_weights
 from bioconv_timm.layers import LocallyConnected2d
 from bioconv_timm.sharding import fsdp_wrap, gathered_lc_layers, is_fsdp
 from bioconv_timm.sleep import share_tensor_
+from bioconv_timm.sleep_hook import SleepHook
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or sys.platform == 'win32',
                                 reason='needs torch.distributed with gloo')
@@ -59,8 +60,11 @@ def _sharded_run(rank: int, world: int, mode: str, out_path: str) -> None:
     torch.manual_seed(0)
     sharded = fsdp_wrap(_small_model(), device_id=torch.device('cpu'))
     local = sum(p.numel() for p in sharded.parameters())
-    sleep = bioconv_timm.share_weights_ if mode == 'instant' else (
-        lambda m: hebbian_share_weights_(m, HebbianSleepConfig(iterations=3, patterns=16)))
+    if mode == 'instant':  # through the trainer's hook, which must keep the FSDP root
+        hook = SleepHook(sharded, every=1)
+        sleep = lambda m: hook.sleep()  # noqa: E731
+    else:
+        sleep = lambda m: hebbian_share_weights_(m, HebbianSleepConfig(iterations=3, patterns=16))  # noqa: E731
     _train(sharded, rank, world, sleep)
     weights = _full_weights(sharded)
     if rank == 0:
