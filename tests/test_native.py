@@ -53,7 +53,8 @@ def _rel_err(a, ref):
 # (batch, Cin, Cout, (H, W), (kh, kw), stride, padding, bias): the ResNet shapes, then the odd ones --
 # channels that are not a multiple of the vector width (RGB stems, 5, 48), batches that are not a
 # multiple of the tile (1, 5, 17, 33), rectangular inputs and kernels, strides 2 and 3, padding 0 and
-# padding wider than half the kernel.
+# padding wider than half the kernel; a stride-1 layer with a small kernel, a wide input and a batch of
+# several blocks, where the forward takes the batch in blocks and the locations in groups.
 GEOMETRIES = [
     (8, 16, 16, (8, 8), (3, 3), 1, 1, False),
     (6, 32, 64, (8, 8), (3, 3), 2, 1, False),
@@ -66,6 +67,7 @@ GEOMETRIES = [
     (2, 32, 16, (5, 7), (3, 2), (1, 2), (3, 1), True),
     (4, 16, 16, (4, 4), (4, 4), 3, 2, False),
     (3, 5, 7, (6, 5), (2, 3), 1, (0, 2), False),
+    (19, 20, 16, (6, 40), (3, 3), 1, 1, False),  # forward batch blocks, location groups that cross rows
 ]
 
 

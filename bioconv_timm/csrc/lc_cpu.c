@@ -151,56 +151,90 @@ INLINE void fwd_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, c
     }
 }
 
+/* Batch blocking, for stride-1 layers with small kernels (the 16-channel ResNet20 stage): consecutive
+ * locations are taken in groups whose transposed kernels fit a per-thread buffer of FWD_GROUP_BYTES, and
+ * within a group the batch goes in blocks of FWD_BB entries, so that the input rows a block reads stay cached
+ * for the next location, whose patch shares all but C values of each row. With the whole
+ * batch per location, the B rows of a patch lie H * W * C floats apart, at 32 x 32 x 16 a multiple of the L2
+ * set stride: they land in the same cache sets and evict each other before the next location can reuse
+ * them. Larger kernels keep one location at a time: re-reading them from L2 per block costs more than the
+ * rows save (measured on the ResNet20 shapes; see docs/performance.md). */
+#ifndef FWD_BB
+#define FWD_BB 8
+#endif
+#ifndef FWD_GROUP_BYTES
+#define FWD_GROUP_BYTES (384 * 1024)
+#endif
+#ifndef FWD_BLOCKED_MAX_KERNEL_BYTES
+#define FWD_BLOCKED_MAX_KERNEL_BYTES (16 * 1024)
+#endif
+
+INLINE void fwd_location_block(const float *x, const float *wt, float *out, i64 l, i64 b0, i64 b1, i64 H, i64 W,
+                               i64 C, i64 PH, i64 PW, i64 OW, i64 CO, i64 COP, i64 KH, i64 KW, i64 SH, i64 SW,
+                               i64 xstride, i64 ostride)
+{
+    const i64 R = KW * C, ncv = COP / VW, nct = (ncv + FWD_TN - 1) / FWD_TN;
+    const i64 y = l / OW, xo = l % OW, col0 = xo * SW - PW, row0 = y * SH - PH;
+    const i64 kx0 = MIN(KW, MAX(0, -col0)), kx1 = MAX(kx0, MIN(KW, W - col0));
+    const i64 ky0 = MIN(KH, MAX(0, -row0)), ky1 = MAX(ky0, MIN(KH, H - row0));
+    const i64 run = (kx1 - kx0) * C;
+    const float *xl = x + (row0 * W + col0 + kx0) * C;
+    const float *wl = wt + kx0 * C * COP;
+    for (i64 b = b0; b < b1; b += FWD_TM) {
+        const int m = (int)MIN(b1 - b, FWD_TM);
+        if (b + FWD_TM < b1)  /* the next tile's rows: short strided runs the hardware prefetcher misses */
+            for (i64 i = 0; i < MIN(FWD_TM, b1 - b - FWD_TM); i++)
+                for (i64 ky = ky0; ky < ky1; ky++)
+                    for (i64 r = 0; r < run; r += 16)
+                        __builtin_prefetch(xl + (b + FWD_TM + i) * xstride + ky * W * C + r);
+        for (i64 ct = 0; ct < nct; ct++) {
+            const int n = (int)MIN(ncv - ct * FWD_TN, FWD_TN);
+            const i64 co = ct * FWD_TN * VW;
+            const float *xb = xl + b * xstride;
+            float *o = out + b * ostride + l * CO + co;
+            if (m == FWD_TM && n == FWD_TN)
+                fwd_tile(FWD_TM, FWD_TN, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
+            else if (m == FWD_TM && n == 1)
+                fwd_tile(FWD_TM, 1, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
+            else
+                fwd_tile(m, n, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
+        }
+    }
+}
+
 int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
                i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, int nthreads)
 {
-    const i64 R = KW * C, K = KH * R, L = OH * OW, xstride = H * W * C, ostride = L * CO;
-    const i64 COP = (CO + VW - 1) / VW * VW, ncv = COP / VW, nct = (ncv + FWD_TN - 1) / FWD_TN;
-    const i64 nbt = (B + FWD_TM - 1) / FWD_TM;
+    const i64 K = KH * KW * C, L = OH * OW, xstride = H * W * C, ostride = L * CO;
+    const i64 COP = (CO + VW - 1) / VW * VW, kernel_bytes = K * COP * (i64)sizeof(float);
+    const int blocked = SH == 1 && SW == 1 && kernel_bytes <= FWD_BLOCKED_MAX_KERNEL_BYTES;
+    const i64 G = blocked ? MAX(1, MIN(OW, FWD_GROUP_BYTES / kernel_bytes)) : 1, ngroups = (L + G - 1) / G;
+    const i64 bb = blocked ? FWD_BB : B;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
-        float *wt = (float *)malloc(K * COP * sizeof(float));
+        float *wt = (float *)malloc(G * K * COP * sizeof(float));
         if (!wt) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (i64 l = 0; l < L; l++) {
+        for (i64 grp = 0; grp < ngroups; grp++) {
             if (!wt) continue;
-            const i64 y = l / OW, xo = l % OW, col0 = xo * SW - PW, row0 = y * SH - PH;
-            const i64 kx0 = MIN(KW, MAX(0, -col0)), kx1 = MAX(kx0, MIN(KW, W - col0));
-            const i64 ky0 = MIN(KH, MAX(0, -row0)), ky1 = MAX(ky0, MIN(KH, H - row0));
-            if (l + 1 < L)  /* the next location's kernel, read once from far away */
-                for (i64 q = 0; q < CO * K; q += 16) __builtin_prefetch(Wt + (l + 1) * CO * K + q);
-            for (i64 c0 = 0; c0 < CO; c0 += 16)
-                transpose_block(Wt + (l * CO + c0) * K, K, wt + c0, COP, MIN(16, CO - c0), K);
-            if (COP > CO)
-                for (i64 k = 0; k < K; k++) memset(wt + k * COP + CO, 0, (COP - CO) * sizeof(float));
-            const i64 run = (kx1 - kx0) * C;
-            const float *xl = x + (row0 * W + col0 + kx0) * C;
-            const float *wl = wt + kx0 * C * COP;
-            for (i64 bt = 0; bt < nbt; bt++) {
-                const i64 b0 = bt * FWD_TM;
-                const int m = (int)MIN(B - b0, FWD_TM);
-                if (bt + 1 < nbt)  /* the next tile's rows: short strided runs the hardware prefetcher misses */
-                    for (i64 i = 0; i < MIN(FWD_TM, B - b0 - FWD_TM); i++)
-                        for (i64 ky = ky0; ky < ky1; ky++)
-                            for (i64 r = 0; r < run; r += 16)
-                                __builtin_prefetch(xl + (b0 + FWD_TM + i) * xstride + ky * W * C + r);
-                for (i64 ct = 0; ct < nct; ct++) {
-                    const int n = (int)MIN(ncv - ct * FWD_TN, FWD_TN);
-                    const i64 co = ct * FWD_TN * VW;
-                    const float *xb = xl + b0 * xstride;
-                    float *o = out + b0 * ostride + l * CO + co;
-                    if (m == FWD_TM && n == FWD_TN)
-                        fwd_tile(FWD_TM, FWD_TN, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
-                    else if (m == FWD_TM && n == 1)
-                        fwd_tile(FWD_TM, 1, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
-                    else
-                        fwd_tile(m, n, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
-                }
+            const i64 l0 = grp * G, nl = MIN(L - l0, G);
+            for (i64 j = 0; j < nl; j++) {
+                float *wtj = wt + j * K * COP;
+                for (i64 c0 = 0; c0 < CO; c0 += 16)
+                    transpose_block(Wt + ((l0 + j) * CO + c0) * K, K, wtj + c0, COP, MIN(16, CO - c0), K);
+                if (COP > CO)
+                    for (i64 k = 0; k < K; k++) memset(wtj + k * COP + CO, 0, (COP - CO) * sizeof(float));
             }
+            if (grp + 1 < ngroups)  /* the next group's kernels, read once from far away */
+                for (i64 q = 0; q < MIN(G, L - l0 - G) * CO * K; q += 16) __builtin_prefetch(Wt + (l0 + G) * CO * K + q);
+            for (i64 b0 = 0; b0 < B; b0 += bb)
+                for (i64 j = 0; j < nl; j++)
+                    fwd_location_block(x, wt + j * K * COP, out, l0 + j, b0, MIN(B, b0 + bb), H, W, C, PH, PW, OW,
+                                       CO, COP, KH, KW, SH, SW, xstride, ostride);
         }
         free(wt);
     }
