@@ -1099,7 +1099,7 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
       help=f'layer shape sets: {", ".join(PUBLIC_SHAPE_SETS)}, or none (default: resnet20 with --quick, else all)')
     p('--batch-size', type=int, default=None,
       help='layer batch size for every shape set (default: the paper\'s, 128 / 128 / 32; 64 with --quick)')
-    p('--repeats', type=int, default=None, help='timed repeats per measurement (default 7; CUDA 10; --quick 5)')
+    p('--repeats', type=int, default=None, help='timed repeats per measurement (default 7; CUDA 10; --quick 15)')
     p('--warmup', type=int, default=1, help='untimed calls before timing (default 1)')
     p('--impls', nargs='+', choices=IMPLS, default=list(IMPLS), help='implementations to time (default: all)')
     p('--modes', nargs='+', choices=MODES, default=list(MODES), help='fwd and/or fwd+bwd (default: both)')
@@ -1114,7 +1114,7 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     p('--model-batch-size', type=int, default=None,
       help='training-step batch (default: ResNet20 128; ResNet18-half 256 on CUDA, 32 on CPU)')
     p('--model-img-size', type=int, default=None, help=argparse.SUPPRESS)  # smoke tests only
-    p('--steps', type=int, default=None, dest='model_steps', help='timed training steps (default 10; --quick 5)')
+    p('--steps', type=int, default=None, dest='model_steps', help='timed training steps (default 10)')
     p('--optimizer', default='auto', choices=('auto', 'fused', 'foreach'),
       help='AdamW implementation (default: fused where available, else foreach)')
     p('--threads', type=int, default=None, help='torch.set_num_threads (default: torch\'s, = OMP_NUM_THREADS)')
