@@ -831,7 +831,8 @@ def bench_models(pairs: Sequence[str] = ('resnet20',), batch_size: Optional[int]
 
 def check_targets(layer_records: Sequence[dict], model_records: Sequence[dict]) -> List[dict]:
     """The issue's targets against this run (information only: a target is 'met', 'not met', or None when
-    the run did not measure it). LC/conv and einsum/LC use the fwd+bwd records of the ResNet20 shapes."""
+    the run did not measure it, or measured it where the target does not apply: then ``note`` says why).
+    LC/conv and einsum/LC use the fwd+bwd records of the ResNet20 shapes."""
     out = []
     summary = [r for r in summarize_layers(layer_records) if r['mode'] == 'fwd+bwd' and r['group'] == 'resnet20']
     lc_conv = [r['lc_over_conv_cl'] for r in summary if r['lc_over_conv_cl'] is not None]
@@ -846,10 +847,14 @@ def check_targets(layer_records: Sequence[dict], model_records: Sequence[dict]) 
         lc = next((r for r in model_records if r['arch'] == arch and r['layer_type'] == 'lc'), None)
         value = lc['ratio_to_conv'] if lc else None
         name = f'{MODEL_PAIRS[arch][1]} / {MODEL_PAIRS[arch][0]} training step'
+        note = None
         if lc:
             name += f" (B={lc['batch']}, {lc['device']})"
-        out.append(dict(name=name, value=value, target=f'<= {TARGETS[key]}',
-                        met=(value <= TARGETS[key]) if value is not None else None))
+            # the 0.5x ResNet18 target is set for B=256 on one GPU; other runs report the ratio, unjudged
+            if arch == 'resnet18_half' and not (str(lc['device']).startswith('cuda') and lc['batch'] == 256):
+                note = 'the target is for B=256 on one GPU (H100)'
+        out.append(dict(name=name, value=value, target=f'<= {TARGETS[key]}', note=note,
+                        met=(value <= TARGETS[key]) if value is not None and note is None else None))
     return out
 
 
@@ -943,7 +948,10 @@ def format_report(result: dict) -> str:
     if result['targets']:
         parts += ['', 'Targets (issue 7):']
         for t in result['targets']:
-            verdict = 'not measured' if t['met'] is None else ('met' if t['met'] else 'NOT met')
+            if t['met'] is None:
+                verdict = f"not judged: {t['note']}" if t.get('note') else 'not measured'
+            else:
+                verdict = 'met' if t['met'] else 'NOT met'
             parts.append(f"  {t['name']}: {_fmt(t['value'])} (target {t['target']}): {verdict}")
     return '\n'.join(parts)
 

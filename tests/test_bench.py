@@ -201,6 +201,21 @@ def test_run_benchmark_targets_use_the_same_records():
     assert targets[2]['met'] is None and 'not measured' in format_report(dict(result, targets=targets))
 
 
+def test_resnet18_half_step_target_is_judged_only_at_its_own_setting():
+    def pair(device, batch, ratio):
+        return [dict(arch='resnet18_half', layer_type='conv', ratio_to_conv=1.0, batch=batch, device=device),
+                dict(arch='resnet18_half', layer_type='lc', ratio_to_conv=ratio, batch=batch, device=device)]
+
+    cpu = bench.check_targets([], pair('cpu', 32, 1.8))[3]
+    assert cpu['value'] == pytest.approx(1.8) and cpu['met'] is None and 'B=256' in cpu['note']
+    result = run_benchmark(BenchConfig(shapes=('tiny',), impls=('conv_cl', 'lc'), modes=('fwd',), repeats=1,
+                                       memory='none', models='none'))
+    report = format_report(dict(result, targets=[cpu]))
+    assert 'not judged' in report and 'B=32, cpu' in report
+    assert bench.check_targets([], pair('cuda:0', 256, 2.5))[3]['met'] is True
+    assert bench.check_targets([], pair('cuda', 256, 3.5))[3]['met'] is False
+
+
 def test_bench_lc_script_is_the_same_benchmark(tmp_path):
     out = tmp_path / 'b.json'
     proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'bench_lc.py'), '--shapes', 'tiny', '--models',
