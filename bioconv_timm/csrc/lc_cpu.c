@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -152,7 +153,7 @@ INLINE void fwd_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, c
 }
 
 /* Batch blocking, for stride-1 layers with small kernels (the 16-channel ResNet20 stage): consecutive
- * locations are taken in groups whose transposed kernels fit a per-thread buffer of FWD_GROUP_BYTES, and
+ * locations are taken in groups whose transposed kernels fit a per-thread buffer of fwd_group_bytes(), and
  * within a group the batch goes in blocks of FWD_BB entries, so that the input rows a block reads stay cached
  * for the next location, whose patch shares all but C values of each row. With the whole
  * batch per location, the B rows of a patch lie H * W * C floats apart, at 32 x 32 x 16 a multiple of the L2
@@ -168,6 +169,21 @@ INLINE void fwd_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, c
 #ifndef FWD_BLOCKED_MAX_KERNEL_BYTES
 #define FWD_BLOCKED_MAX_KERNEL_BYTES (16 * 1024)
 #endif
+
+/* The group buffer: FWD_GROUP_BYTES, or half the L2 cache where that is smaller and the C library knows it. */
+static i64 fwd_group_bytes(void)
+{
+    static i64 bytes = 0;  /* computed once; concurrent first calls store the same value */
+    if (!bytes) {
+        i64 b = FWD_GROUP_BYTES;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        if (l2 > 0) b = MIN(b, (i64)l2 / 2);
+#endif
+        bytes = b;
+    }
+    return bytes;
+}
 
 INLINE void fwd_location_block(const float *x, const float *wt, float *out, i64 l, i64 b0, i64 b1, i64 H, i64 W,
                                i64 C, i64 PH, i64 PW, i64 OW, i64 CO, i64 COP, i64 KH, i64 KW, i64 SH, i64 SW,
@@ -208,7 +224,7 @@ int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W,
     const i64 K = KH * KW * C, L = OH * OW, xstride = H * W * C, ostride = L * CO;
     const i64 COP = (CO + VW - 1) / VW * VW, kernel_bytes = K * COP * (i64)sizeof(float);
     const int blocked = SH == 1 && SW == 1 && kernel_bytes <= FWD_BLOCKED_MAX_KERNEL_BYTES;
-    const i64 G = blocked ? MAX(1, MIN(OW, FWD_GROUP_BYTES / kernel_bytes)) : 1, ngroups = (L + G - 1) / G;
+    const i64 G = blocked ? MAX(1, MIN(OW, fwd_group_bytes() / kernel_bytes)) : 1, ngroups = (L + G - 1) / G;
     const i64 bb = blocked ? FWD_BB : B;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
