@@ -56,14 +56,14 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import native
-from .layers import LocallyConnected2d
+from .layers import LocallyConnected2d, chunk_bytes
 
 __all__ = [
     'IMPLS', 'MODES', 'SHAPE_SETS', 'MODEL_PAIRS', 'TARGETS', 'LayerCase', 'BenchConfig', 'UnfoldEinsumLC',
@@ -215,7 +215,7 @@ class TorchBackendLC(nn.Module):
 
 # -------------------------------------------------------------------------------------------- memory
 
-def _estimate_layer_parts(case: LayerCase, impl: str, mode: str, act_bytes: int) -> int:
+def _estimate_layer_parts(case: LayerCase, impl: str, mode: str, act_bytes: int, chunk: int) -> int:
     b, cin, cout, k = case.batch, case.in_channels, case.out_channels, case.kernel
     loc = case.out_size ** 2
     x = b * cin * case.size ** 2
@@ -230,8 +230,7 @@ def _estimate_layer_parts(case: LayerCase, impl: str, mode: str, act_bytes: int)
     w = loc * cout * kk
     weights = 4 * w * (2 if bwd else 1) + (act_bytes * w * (2 if bwd else 1) if amp_copy else 0)
     if impl in ('lc', 'lc_torch'):  # the torch path's footprint, an upper bound for the native one
-        chunk = 4 * 1024 * 1024
-        acts = act_bytes * (xp + 2 * out) + chunk
+        acts = act_bytes * (xp + 2 * out) + min(chunk, act_bytes * b * loc * kk)
         if bwd:
             acts += act_bytes * (2 * out + xp + x)
         return weights + acts
@@ -244,12 +243,13 @@ def _estimate_layer_parts(case: LayerCase, impl: str, mode: str, act_bytes: int)
     raise ValueError(f'unknown implementation {impl!r}; choose from {IMPLS}')
 
 
-def estimate_case_bytes(case: LayerCase, impl: str, mode: str, amp: Optional[str] = None) -> int:
+def estimate_case_bytes(case: LayerCase, impl: str, mode: str, amp: Optional[str] = None,
+                        device: Union[torch.device, str] = 'cpu') -> int:
     """Rough upper estimate (bytes) of what timing ``impl`` in ``mode`` at ``case`` needs: its weights (and
     their gradient), the inputs, and the transient tensors of a call (einsum: the permuted copy of the
     unfolded input, and its gradient), with a 25% margin."""
     act_bytes = 2 if amp else 4
-    return int(1.25 * _estimate_layer_parts(case, impl, mode, act_bytes))
+    return int(1.25 * _estimate_layer_parts(case, impl, mode, act_bytes, chunk_bytes(device)))
 
 
 def _available_bytes(device: torch.device) -> Optional[int]:
@@ -437,7 +437,7 @@ def _layer_record(case: LayerCase, impl: str, mode: str, device: torch.device, a
         gflop=2 * case.macs * (3 if mode == 'fwd+bwd' else 1) / 1e9,
         repeats=0, inner=None, times_ms=[], median_ms=None, min_ms=None, max_ms=None, q1_ms=None, q3_ms=None,
         gflop_per_s=None, ratio_to_conv_cl=None, ratio_to_lc=None,
-        estimated_bytes=estimate_case_bytes(case, impl, mode, amp), peak_mem_bytes=None, mem_method=None,
+        estimated_bytes=estimate_case_bytes(case, impl, mode, amp, device), peak_mem_bytes=None, mem_method=None,
         skipped=None)
 
 

@@ -9,18 +9,20 @@
 #      the absolute peak memory of a step.
 #
 # usage:  bash scripts/gpu_bench.sh [OUT_DIR]      (default: $OUT on the device machine, else ./bench-gpu)
-# device: run(command="bash scripts/gpu_bench.sh", timeout_s=540)   expected: ~3-5 minutes on an H100
+# device: run(command="bash scripts/gpu_bench.sh", timeout_s=580)   expected: ~4-6 minutes on an H100
 #
 # Files written (8 at most, all of them come back from $OUT): env.txt (date, nvidia-smi, versions), tests.log,
-# gpu_bench.log (the printed tables), bench_cuda_bf16.json, bench_cuda_fp16.json.
+# gpu_bench.log (the printed tables), bench_cuda_bf16.json, bench_cuda_fp16.json, bench_cuda_bf16_chunk4mib.json
+# (the 0.5x ResNet18 step with the torch backend's old 4 MiB patch chunks, to compare with the default).
 # Wheels in ./.whl (e.g. a pinned timm: see the device README) are installed into /tmp/site first when present.
-# Override: PYTHON=python3.12, STEP_TIMEOUT=seconds per benchmark run (default 220), EXTRA="--repeats 5".
+# Override: PYTHON=python3.12, STEP_TIMEOUT=seconds per benchmark run (default 200), CHUNK_TIMEOUT (default 150),
+# EXTRA="--repeats 5".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-bench-gpu}}"
 mkdir -p "$out"
 py="${PYTHON:-python3}"
-step_timeout="${STEP_TIMEOUT:-220}"
+step_timeout="${STEP_TIMEOUT:-200}"
 
 if ls .whl/*.whl >/dev/null 2>&1; then
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -51,5 +53,11 @@ for amp in bf16 fp16; do
   timeout "$step_timeout" "$py" -m bioconv_timm.bench --device cuda --amp "$amp" \
     --json "$out/bench_cuda_$amp.json" ${EXTRA:-} 2>&1 | tee -a "$out/gpu_bench.log" || status=1
 done
+# The torch backend's patch-chunk budget on CUDA (layers.chunk_bytes): the default (1 GiB here) against the
+# 4 MiB CPU budget that CUDA used before, on the 0.5x ResNet18 step alone. Last, so that a timeout loses nothing.
+echo "== chunk budget: lc_resnet18_half step, bf16, BIOCONV_LC_CHUNK_MIB=4" | tee -a "$out/gpu_bench.log"
+BIOCONV_LC_CHUNK_MIB=4 timeout "${CHUNK_TIMEOUT:-150}" "$py" -m bioconv_timm.bench --device cuda --amp bf16 \
+  --shapes none --models resnet18_half --json "$out/bench_cuda_bf16_chunk4mib.json" 2>&1 \
+  | tee -a "$out/gpu_bench.log" || status=1
 echo "== done (status $status): $out"
 exit "$status"

@@ -158,3 +158,43 @@ def test_einsum_baseline_of_the_benchmark_computes_the_same_layer():
     rows = bench_resnet20_layers(batch_size=2, repeats=1, shapes=((4, 4, 8, 1),))
     assert len(rows) == 1 and rows[0].lc_ms > 0 and rows[0].einsum_ms > 0
     assert abs(rows[0].einsum_over_lc - rows[0].einsum_ms / rows[0].lc_ms) < 1e-9
+
+
+def test_chunk_budget_per_device_and_override(monkeypatch):
+    from types import SimpleNamespace
+
+    from bioconv_timm import layers
+    monkeypatch.delenv(layers.CHUNK_ENV, raising=False)
+    assert layers.chunk_bytes('cpu') == 4 * 2 ** 20
+    # CUDA: large chunks (launch overhead), capped at 1/32 of the GPU's memory
+    monkeypatch.setattr(torch.cuda, 'get_device_properties', lambda d: SimpleNamespace(total_memory=80 * 2 ** 30))
+    assert layers.chunk_bytes('cuda') == 2 ** 30
+    monkeypatch.setattr(torch.cuda, 'get_device_properties', lambda d: SimpleNamespace(total_memory=16 * 2 ** 30))
+    assert layers.chunk_bytes(torch.device('cuda', 0)) == 2 ** 29
+    monkeypatch.setenv(layers.CHUNK_ENV, '0.5')
+    assert layers.chunk_bytes('cpu') == layers.chunk_bytes('cuda') == 2 ** 19
+    for bad in ('0', '-3', 'lots'):
+        monkeypatch.setenv(layers.CHUNK_ENV, bad)
+        with pytest.raises(ValueError, match=f'{layers.CHUNK_ENV}.*{bad}'):
+            layers.chunk_bytes('cpu')
+
+
+def test_torch_backend_is_the_same_in_one_chunk_or_many(monkeypatch):
+    from bioconv_timm import layers, native
+    torch.manual_seed(3)
+    lc = LocallyConnected2d(4, 6, 3, (12, 10), stride=1, padding=1).double()
+    x = torch.randn(5, 4, 12, 10, dtype=torch.float64)
+    g = torch.randn(5, 6, 12, 10, dtype=torch.float64)
+    per_row = 5 * 3 * 3 * 4 * 8 * 10  # bytes of one output row's patches
+    results = []
+    for mib in (per_row / 2 ** 20, 100.0):  # one row a chunk (12 chunks), then the whole layer in one
+        monkeypatch.setenv(layers.CHUNK_ENV, repr(mib))
+        assert len(layers._row_chunks(12, 10, per_row // 10, layers.chunk_bytes('cpu'))) == (12 if mib < 1 else 1)
+        xi = x.clone().requires_grad_()
+        with native.use_backend('torch'):
+            out = lc(xi)
+            gx, gw = torch.autograd.grad(out, (xi, lc.weight), g)
+        results.append((out, gx, gw))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(results[0][0], reference_lc(x, lc.weight.detach(), lc.stride, lc.padding, lc.bias))
