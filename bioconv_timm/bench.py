@@ -86,6 +86,8 @@ TARGETS = dict(
     lc_resnet20_step=2.0,       # lc_resnet20 training step <= 2x conv_resnet20 (CPU)
     lc_resnet18_half_step=3.0,  # lc_resnet18_half training step <= 3x conv_resnet18_half at B=256 (one H100)
 )
+# Where a training-step target is set, as (device type, batch); a step measured elsewhere is reported unjudged.
+STEP_TARGET_SETTINGS = dict(lc_resnet18_half_step=('cuda', 256))
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -850,9 +852,9 @@ def check_targets(layer_records: Sequence[dict], model_records: Sequence[dict]) 
         note = None
         if lc:
             name += f" (B={lc['batch']}, {lc['device']})"
-            # the 0.5x ResNet18 target is set for B=256 on one GPU; other runs report the ratio, unjudged
-            if arch == 'resnet18_half' and not (str(lc['device']).startswith('cuda') and lc['batch'] == 256):
-                note = 'the target is for B=256 on one GPU (H100)'
+            setting = STEP_TARGET_SETTINGS.get(key)
+            if setting and (torch.device(lc['device']).type, lc['batch']) != setting:
+                note = f'the target is for B={setting[1]} on {setting[0]} (one H100)'
         out.append(dict(name=name, value=value, target=f'<= {TARGETS[key]}', note=note,
                         met=(value <= TARGETS[key]) if value is not None and note is None else None))
     return out
