@@ -23,6 +23,7 @@ Nothing here imports ``brainscore_vision`` at module import time: the package wo
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -30,6 +31,7 @@ import importlib.util
 import json
 import os
 import re
+import stat
 import sys
 import time
 import zipfile
@@ -776,7 +778,10 @@ def check_submission_zip(path: PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, 
     ``model.py`` and ``requirements.txt``; the identifier has no hyphens (letters, digits, '_'), equals the
     folder name and is registered exactly once with ``model_registry['<identifier>']``; no weight files
     (by suffix, or any file over 1 MB): weights are downloaded from elsewhere; a ``region_layer_map`` JSON
-    maps V1/V2/V4/IT to layers.
+    maps V1/V2/V4/IT to layers. Every entry is a plain file or folder with a relative path inside the root,
+    named once: no symbolic links (``unzip`` recreates them, e.g. pointing at ``../../../../root/.ssh``), no
+    device or pipe entries, no duplicate names (which copy ``unzip`` keeps is up to the tool), no absolute
+    paths, drive letters or ``..``.
     """
     path = Path(path)
     problems: List[str] = []
@@ -799,10 +804,22 @@ def check_submission_zip(path: PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, 
             problems.append(f'the first entry must be the root folder (e.g. "{SUBMISSION_ROOT}/"), got {root!r}')
         for name in names:
             p = PurePosixPath(name)
-            if name.startswith('/') or '..' in p.parts or '\\' in name:
-                problems.append(f'unsafe path in zip: {name!r}')
+            if name.startswith('/') or '..' in p.parts or '\\' in name or re.match(r'[A-Za-z]:', name):
+                problems.append(f'unsafe path in zip: {name!r} (absolute, with a drive letter, a backslash or "..")')
             elif not name.startswith(root):
                 problems.append(f'{name!r} is outside the root folder {root!r}')
+        for name, count in collections.Counter(names).items():
+            if count > 1:
+                problems.append(f'duplicate entry in zip: {name!r} appears {count} times (unzip tools disagree on '
+                                'which copy wins); write each file once')
+        for info in infos:
+            kind = stat.S_IFMT(info.external_attr >> 16)  # Unix mode in the high 16 bits; 0 from non-Unix zips
+            if kind == stat.S_IFLNK:
+                target = archive.read(info).decode('utf-8', 'replace')
+                problems.append(f'symbolic link in zip: {info.filename!r} -> {target!r} (unzip would create the '
+                                'link); store the file itself')
+            elif kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                problems.append(f'{info.filename!r} is not a regular file or folder (mode {oct(kind)})')
         plugin_types = {n.split('/')[1] for n in names if n.endswith('/') and n.count('/') == 2}
         if 'models' not in plugin_types:
             problems.append(f'no "{root}models/" folder entry (the plugin folders go in models/)')

@@ -5,9 +5,10 @@
 file (then ``model_name`` is required), rebuilds the model with ``timm.create_model`` and loads the
 weights strictly (safetensors only, never pickle), and writes a folder a ``timm.create_model('hf-hub:...')``
 call can load: ``model.safetensors`` and ``config.json`` from ``timm.models.save_for_hf`` plus a
-``README.md`` model card. Unless ``dry_run_dir`` is given the folder is uploaded with
-``huggingface_hub.HfApi`` (``create_repo(exist_ok=True)`` + ``upload_folder``); the token comes from
-``HF_TOKEN`` or ``huggingface-cli login``.
+``README.md`` model card. The model is built with the run's ``model_kwargs`` (config.json), which end up
+in the Hub config.json's ``model_args``. Unless ``dry_run_dir`` (a new or empty folder) is given the folder
+is uploaded with ``huggingface_hub.HfApi`` (``create_repo(exist_ok=True)`` + ``upload_folder``); the token
+comes from ``HF_TOKEN`` or ``huggingface-cli login``.
 
 Loading back (after ``import bioconv_timm``)::
 
@@ -21,10 +22,10 @@ import string
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ['PublishError', 'PublishResult', 'read_source', 'build_model', 'export_folder', 'render_model_card',
-           'publish', 'paper_cell_for', 'UPLOAD_FILES']
+__all__ = ['PublishError', 'PublishResult', 'read_source', 'split_model_tag', 'build_model', 'export_folder',
+           'render_model_card', 'publish', 'paper_cell_for', 'UPLOAD_FILES', 'LICENSE_TEXT']
 
 UPLOAD_FILES = ('model.safetensors', 'config.json', 'README.md')
 
@@ -114,8 +115,14 @@ ${citation}
 
 ## License
 
-MIT (as the authors' code, https://github.com/romanpogodin/towards-bio-plausible-conv).
+${license_text}
 """)
+
+# This project's code and weights are MIT. The authors' repository is GPL-3.0 and none of its code is used;
+# never word this so that MIT reads as the authors' license.
+LICENSE_TEXT = ('MIT (this project\'s code and weights). `bioconv-timm` is an independent reimplementation; the '
+                'authors\' code (https://github.com/romanpogodin/towards-bio-plausible-conv) is licensed separately '
+                '(GPL-3.0) and is not part of this model.')
 
 
 class PublishError(RuntimeError):
@@ -178,30 +185,64 @@ def read_source(path: Union[str, Path], model_name: Optional[str] = None) -> Dic
     else:
         raise PublishError(f'{path} does not exist: pass a `bioconv train` run folder or a .safetensors file.')
 
-    name = model_name or config.get('model')
+    name, tag = split_model_tag(model_name or config.get('model') or '')
     if not name:
         raise PublishError(f'{path}: no config.json names the model; pass --model NAME (one of `bioconv list`).')
-    if config.get('model') and model_name and model_name != config['model']:
+    if config.get('model') and model_name and name != split_model_tag(config['model'])[0]:
         raise PublishError(f'--model {model_name} disagrees with the run ({path}), which trained {config["model"]}.')
+    if not isinstance(config.get('model_kwargs') or {}, dict):
+        raise PublishError(f'{path}: model_kwargs in config.json must be an object of timm.create_model arguments, '
+                           f'got {config["model_kwargs"]!r}')
     top1 = None
     if result.get('final', {}).get('top1') is not None:
         top1 = float(result['final']['top1'])
     elif metrics and metrics.get('eval_top1') not in (None, ''):
         top1 = float(metrics['eval_top1'])
-    return dict(path=str(path), weights=str(weights), model=name, config=config, result=result,
+    return dict(path=str(path), weights=str(weights), model=name, tag=tag, config=config, result=result,
                 metrics=metrics, top1=top1)
+
+
+def split_model_tag(model_name: str) -> Tuple[str, Optional[str]]:
+    """'lc_resnet20_ws10.digits' -> ('lc_resnet20_ws10', 'digits'); a tag must be registered for the model."""
+    import timm
+
+    from . import models as _models  # noqa: F401  (registers the models)
+
+    name, _, tag = model_name.partition('.')
+    if not name or not tag:
+        return name, None
+    if not timm.models.is_model(name):
+        raise PublishError(f'unknown model {name!r} (from --model {model_name}); `bioconv list` prints the '
+                           'registered bioconv models.')
+    tags = [t.split('.', 1)[1] for t in timm.list_pretrained(name + '.*')]
+    if tag not in tags:
+        raise PublishError(f'--model {model_name}: {name} has no pretrained tag {tag!r}; pass --model {name} or one of '
+                           + ', '.join(f'{name}.{t}' for t in tags) + ' (a tag sets the input size and classes)')
+    return name, tag
+
+
+def _run_model_kwargs(source: Dict[str, Any]) -> Dict[str, Any]:
+    """The extra timm.create_model arguments the run was trained with (e.g. layers, stem_stride)."""
+    return dict(source['config'].get('model_kwargs') or {})
 
 
 def _model_kwargs(source: Dict[str, Any]) -> Dict[str, Any]:
     config = source['config']
-    kwargs = {k: config[k] for k in ('num_classes', 'in_chans', 'img_size') if config.get(k) is not None}
+    kwargs = _run_model_kwargs(source)  # the architecture the weights were trained as, recorded in model_args
+    kwargs.update({k: config[k] for k in ('num_classes', 'in_chans', 'img_size') if config.get(k) is not None})
     if 'img_size' in kwargs and isinstance(kwargs['img_size'], list):
         kwargs['img_size'] = tuple(kwargs['img_size'])
     return kwargs
 
 
 def build_model(source: Dict[str, Any], pretrained_tag: Optional[str] = None):
-    """``timm.create_model`` the source's model and load its weights strictly (safetensors only)."""
+    """``timm.create_model`` the source's model and load its weights strictly (safetensors only).
+
+    The model is built with the run's ``model_kwargs`` (e.g. ``layers=(1, 1, 1), stem_stride=2``) and its
+    num_classes / in_chans / img_size; timm records them as the model's args, so ``save_for_hf`` writes them
+    to config.json and an ``hf-hub:`` load rebuilds the same architecture. ``pretrained_tag`` (default: the
+    tag of ``--model NAME.TAG``) supplies the input size and classes a bare weights file does not record.
+    """
     import timm
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -212,6 +253,7 @@ def build_model(source: Dict[str, Any], pretrained_tag: Optional[str] = None):
     if not timm.models.is_model(name):
         raise PublishError(f'unknown model {name!r}; `bioconv list` prints the registered bioconv models.')
     kwargs = _model_kwargs(source)
+    pretrained_tag = pretrained_tag or source.get('tag')
     full_name = f'{name}.{pretrained_tag}' if pretrained_tag else name
     try:
         model = timm.create_model(full_name, **kwargs)
@@ -237,10 +279,19 @@ def build_model(source: Dict[str, Any], pretrained_tag: Optional[str] = None):
             parts.append(f'unexpected keys: {_few(unexpected)}')
         if shapes:
             parts.append(f'shape mismatches: {_few(shapes)}')
+        if source['config'].get('model'):
+            # the model, its model_kwargs and sizes all come from the run's config.json: another --model cannot help
+            run = Path(source['path'])
+            config_path = (run if run.is_dir() else run.parent) / 'config.json'
+            hint = (f"The run's {config_path} does not describe these weights: were the weights or config.json "
+                    'copied from another run?')
+        else:
+            hint = ('Pass the --model the weights were trained as (NAME.TAG, e.g. lc_resnet20_ws10.digits, for a '
+                    "tag's input size and classes), or publish the run folder so model_kwargs / num_classes / "
+                    'in_chans / img_size come from its config.json.')
         raise PublishError(
-            f"the weights in {source['weights']} do not fit {name} built with {kwargs or 'its defaults'} "
-            f"({'; '.join(parts)}). Pass the --model the weights were trained as (config.json of the run names "
-            'it), and publish the run folder so num_classes / in_chans / img_size come from its config.json.')
+            f"the weights in {source['weights']} do not fit {full_name} built with {kwargs or 'its defaults'} "
+            f"({'; '.join(parts)}). {hint}")
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -279,6 +330,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _fmt_kwargs(kwargs: Dict[str, Any]) -> str:
+    return ', '.join(f'{k}={_fmt(v)}' for k, v in kwargs.items())
+
+
+def _describe_arch(model, name: str, run_kwargs: Dict[str, Any]) -> str:
+    """'ResNet-8, built as `lc_resnet20` with layers=(1, 1, 1), stem_stride=2: 3x3/2 stem, ...' (from the model)."""
+    blocks = [len(getattr(model, n)) for n in model.stage_names]
+    widths = [info['num_chs'] for info in model.feature_info[1:]]
+    stem_stride = model.feature_info[0]['reduction']
+    cifar_stem = not hasattr(model.maxpool, 'kernel_size')  # the 'cifar' stem has no max-pool
+    stem = f'3x3/{stem_stride} stem' if cifar_stem else '7x7/2 stem + max-pool'
+    return (f'ResNet-{2 * sum(blocks) + 2}, built as `{name}` with '
+            f'{_fmt_kwargs(run_kwargs)}: {stem}, {len(blocks)} stages of {"-".join(map(str, blocks))} BasicBlocks '
+            f'with {"/".join(map(str, widths))} channels')
+
+
 def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
     """The README.md model card for ``model`` trained as described by ``source`` (see read_source)."""
     from .models import _parse_variant
@@ -292,9 +359,13 @@ def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
     mean = config.get('mean') or cfg.get('mean')
     std = config.get('std') or cfg.get('std')
     dataset = config.get('dataset')
-    arch_text = dict(resnet20='CIFAR ResNet20: 3x3 stem, 3 stages of 3 BasicBlocks with 16/32/64 channels',
-                     resnet18_half='ResNet18 at half width: 7x7/2 stem + max-pool, 2-2-2-2 BasicBlocks, '
-                                   '32/64/128/256 channels')[arch]
+    run_kwargs = _run_model_kwargs(source)
+    if run_kwargs:  # another depth or stem than the registered name says: describe the network that was built
+        arch_text = _describe_arch(model, name, run_kwargs)
+    else:
+        arch_text = dict(resnet20='CIFAR ResNet20: 3x3 stem, 3 stages of 3 BasicBlocks with 16/32/64 channels',
+                         resnet18_half='ResNet18 at half width: 7x7/2 stem + max-pool, 2-2-2-2 BasicBlocks, '
+                                       '32/64/128/256 channels')[arch]
     if layer == 'conv':
         connectivity = 'convolutional (the weight-sharing baseline)'
     elif stem == 'conv':
@@ -326,6 +397,8 @@ def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
                 'train_subset', 'ema', 'amp', 'seed')
         rows = '\n'.join(f'| {k} | {_fmt(config.get(k)) if config.get(k) not in (None, [], ()) else "default"} |'
                          for k in keys if k in config)
+        if run_kwargs:
+            rows = f'| model_kwargs | {_fmt_kwargs(run_kwargs)} |\n' + rows
         steps = result.get('steps')
         training_text = (
             'Trained with `bioconv train` (timm AdamW, multistep lr schedule, sleep hook after every N-th optimizer '
@@ -344,13 +417,16 @@ def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
     measured = f'{top1:.2f}%' if top1 is not None else 'not recorded'
     split = config.get('split', 'test')
     results_text = (f'| | top-1 |\n|---|---|\n| this checkpoint, {dataset or "?"} {split} set | {measured} |\n')
-    cell = paper_cell_for(name, dataset, config.get('pad'), config.get('reps') or 1)
+    # the paper's cells are the registered architectures; a run with model_kwargs is another network
+    cell = None if run_kwargs else paper_cell_for(name, dataset, config.get('pad'), config.get('reps') or 1)
     if cell is not None:
         results_text += (f'| paper, Table {cell.table} ({cell.dataset}, pad {cell.pad}, "{cell.label}", mean of '
                          f'{cell.runs} runs) | {cell.paper_top1:.1f}% |\n')
     else:
         results_text += f'\nThe paper reports no number for {dataset or "this dataset"}'
-        if arch == 'resnet20':
+        if run_kwargs:
+            results_text += f' or for this architecture ({name} with {_fmt_kwargs(run_kwargs)})'
+        elif arch == 'resnet20':
             from .compare import PAPER_CIFAR10_PAD4
             label = _compare_label(name, config.get('reps') or 1)
             if label in PAPER_CIFAR10_PAD4:
@@ -384,7 +460,7 @@ def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
                     'Fine-tune with `bioconv train`, or change the head with '
                     f"`timm.create_model('hf-hub:{repo_id}', pretrained=True, num_classes=N)`."),
         training_text=training_text, results_text=results_text.rstrip(), budget_limitation=budget_limitation,
-        citation=CITATION)
+        citation=CITATION, license_text=LICENSE_TEXT)
 
 
 # --- exporting and uploading -----------------------------------------------------------------
@@ -399,14 +475,33 @@ def _pretrained_tag(model_name: str, repo_id: str) -> Optional[str]:
     return tag if f'{model_name}.{tag}' in timm.list_pretrained(model_name + '.*') else None
 
 
+def _check_empty_folder(out_dir: Union[str, Path]) -> Path:
+    """The folder to export into: new or empty, so nothing of the user's is overwritten or deleted."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PublishError(f'{out} is a file, not a folder: pass an empty or new folder to write the Hub files to.')
+    if out.is_dir():
+        present = sorted(p.name for p in out.iterdir())
+        if present:
+            shown = ', '.join(present[:5]) + (f' (+{len(present) - 5} more)' if len(present) > 5 else '')
+            raise PublishError(f'{out} is not empty ({shown}): pass an empty or new folder; publish writes '
+                               f'{", ".join(UPLOAD_FILES)} and never overwrites or deletes files.')
+    return out
+
+
 def export_folder(model, source: Dict[str, Any], repo_id: str, out_dir: Union[str, Path]) -> List[str]:
-    """Write model.safetensors + config.json (``timm.models.save_for_hf``) and README.md into ``out_dir``."""
+    """Write model.safetensors + config.json (``timm.models.save_for_hf``) and README.md into ``out_dir``.
+
+    ``out_dir`` must be new or empty (a PublishError otherwise); returns the names of the files written.
+    """
     from timm.models import save_for_hf
 
-    out = Path(out_dir)
+    out = _check_empty_folder(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = source['config']
-    pretrained_cfg: Dict[str, Any] = dict(input_size=(model.in_chans, *model.img_size))
+    # pool_size follows the built network (model_kwargs may change the stem stride or depth)
+    pretrained_cfg: Dict[str, Any] = dict(input_size=(model.in_chans, *model.img_size),
+                                          pool_size=tuple(model.feature_size))
     if config.get('mean') and config.get('std'):
         pretrained_cfg.update(mean=tuple(config['mean']), std=tuple(config['std']))
     if config.get('label_names'):
@@ -417,10 +512,11 @@ def export_folder(model, source: Dict[str, Any], repo_id: str, out_dir: Union[st
     data_config = {k: v for k, v in pretrained_cfg.items() if k in ('input_size', 'mean', 'std')}
     save_for_hf(model, str(out), model_config=model_config, safe_serialization=True, data_config=data_config)
     (out / 'README.md').write_text(render_model_card(model, source, repo_id))
-    for stray in ('pytorch_model.bin', 'open_clip_pytorch_model.bin'):
-        if (out / stray).exists():  # never publish pickles
-            (out / stray).unlink()
-    return sorted(p.name for p in out.iterdir() if p.is_file())
+    written = sorted(p.name for p in out.iterdir())  # the folder was empty: everything in it is ours
+    if written != sorted(UPLOAD_FILES):
+        raise PublishError(f'exporting wrote {written} to {out}, expected {sorted(UPLOAD_FILES)}; '
+                           'is this timm version supported?')
+    return written
 
 
 def publish(path: Union[str, Path], repo_id: str, *, model_name: Optional[str] = None,
@@ -428,14 +524,27 @@ def publish(path: Union[str, Path], repo_id: str, *, model_name: Optional[str] =
             commit_message: Optional[str] = None, token: Optional[str] = None) -> PublishResult:
     """Export a run (or .safetensors file) as a timm Hub folder and upload it to ``repo_id``.
 
-    ``dry_run_dir``: write the folder there and upload nothing. ``api``: an object with huggingface_hub's
-    ``create_repo`` / ``upload_folder`` (default ``HfApi(token=token)``; the token then comes from HF_TOKEN
-    or the saved login).
+    ``dry_run_dir``: write the folder there (it must be new or empty: nothing is overwritten or deleted) and
+    upload nothing. ``api``: an object with huggingface_hub's ``create_repo`` / ``upload_folder`` (default
+    ``HfApi(token=token)``; the token then comes from HF_TOKEN or the saved login).
     """
     if repo_id.count('/') != 1 or not all(repo_id.split('/')):
         raise PublishError(f'--repo-id must be ORG/NAME (e.g. bioconv-timm/lc_resnet20_ws10.digits), got {repo_id!r}')
+    if dry_run_dir is not None:
+        _check_empty_folder(dry_run_dir)  # before the (slow) model build
     source = read_source(path, model_name)
-    model = build_model(source, _pretrained_tag(source['model'], repo_id))
+    repo_tag = _pretrained_tag(source['model'], repo_id)
+    if repo_tag and source['tag'] and repo_tag != source['tag']:
+        raise PublishError(f'--model {source["model"]}.{source["tag"]} and --repo-id {repo_id} name different tags; '
+                           'publish the weights under the tag they were trained for.')
+    if repo_tag and _run_model_kwargs(source):
+        # a registered tag loads by name with the default architecture, which these weights do not fit
+        raise PublishError(
+            f'{repo_id} is the registered tag {source["model"]}.{repo_tag}, which loads as the default '
+            f'{source["model"]}, but the run was trained with model_kwargs {_fmt_kwargs(_run_model_kwargs(source))}; '
+            f'publish it under another repo name (e.g. {repo_id.split("/")[0]}/{source["model"]}-custom.{repo_tag}), '
+            "which timm.create_model('hf-hub:...') rebuilds from its config.json.")
+    model = build_model(source, repo_tag or source['tag'])
     if dry_run_dir is not None:
         files = export_folder(model, source, repo_id, dry_run_dir)
         return PublishResult(repo_id=repo_id, folder=str(dry_run_dir), files=files, uploaded=False,

@@ -420,7 +420,7 @@ PAPER = dict(
     paper_name='Towards Biologically Plausible Convolutional Networks (Pogodin et al., NeurIPS 2021)',
     paper_ids='arXiv:2106.13031',
     origin_url='https://github.com/romanpogodin/towards-bio-plausible-conv',
-    license='mit',
+    license="MIT (this project's code and weights)",
 )
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)

@@ -197,3 +197,41 @@ def test_readme_brainscore_commands_parse():
         args = build_parser().parse_args(shlex.split(command)[1:])
         assert args.func.__name__ == '_cmd_brainscore'
     assert 'pip install -e ".[dev,brainscore]"' in readme
+
+
+def _zip_with(path, extra_infos):
+    """_entries() plus raw ZipInfo entries (symlinks, special files, duplicates), as a hostile tool writes them."""
+    import warnings
+    with zipfile.ZipFile(path, 'w') as archive, warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)  # zipfile warns on a duplicate name, and writes it anyway
+        for name, data in _entries():
+            archive.writestr(name, data)
+        for info, data in extra_infos:
+            archive.writestr(info, data)
+    return path
+
+
+def _info(name, mode):
+    info = zipfile.ZipInfo(name)
+    info.external_attr = mode << 16  # Unix mode in the high 16 bits, as zip -y writes a link
+    return info
+
+
+def test_check_submission_zip_refuses_links_duplicates_and_unsafe_paths(tmp_path):
+    import stat
+    base = 'root/models/bioconv_x/'
+    link = _zip_with(tmp_path / 'link.zip', [(_info(base + 'keys', stat.S_IFLNK | 0o777), '../../../../root/.ssh')])
+    with pytest.raises(bs.SubmissionError, match=r"symbolic link in zip: 'root/models/bioconv_x/keys' -> "
+                                                 r"'\.\./\.\./\.\./\.\./root/\.ssh'"):
+        bs.check_submission_zip(link)
+    fifo = _zip_with(tmp_path / 'fifo.zip', [(_info(base + 'pipe', stat.S_IFIFO | 0o644), '')])
+    assert any('not a regular file or folder' in p for p in bs.check_submission_zip(fifo, raise_on_error=False))
+    duplicate = _zip_with(tmp_path / 'dup.zip', [(_info(base + 'model.py', stat.S_IFREG | 0o644), 'import os\n')])
+    problems = bs.check_submission_zip(duplicate, raise_on_error=False)
+    assert f"duplicate entry in zip: '{base}model.py' appears 2 times" in '\n'.join(problems), problems
+    for name in ('/etc/cron.d/x', 'root/../../x.py', 'C:/x.py', 'root\\..\\x.py'):
+        unsafe = _zip_with(tmp_path / 'unsafe.zip', [(_info(name, stat.S_IFREG | 0o644), '')])
+        assert any(p.startswith(f'unsafe path in zip: {name!r}') for p in
+                   bs.check_submission_zip(unsafe, raise_on_error=False)), name
+    # plain files and folders from build_submission (and mode-less entries from non-Unix tools) still pass
+    assert bs.check_submission_zip(_zip_with(tmp_path / 'ok.zip', [(_info(base + 'util.py', 0), '')])) == []

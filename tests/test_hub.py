@@ -269,3 +269,158 @@ def test_every_tag_with_trained_weights_has_a_card():
     assert len(digits) == 5
     missing = [t for t in digits if not (MODEL_CARDS / f'{t}.md').exists()]
     assert not missing, f'no model card for {missing}'
+
+
+# --- runs with model_kwargs, tagged --model names, dry-run folders, license, card epochs --------------
+
+RESNET8 = dict(layers=(1, 1, 1), stem_stride=2)  # the Fashion-MNIST preset's ResNet-8 (bioconv_timm.compare)
+
+
+@pytest.fixture(scope='module')
+def resnet8_run_dir(tmp_path_factory):
+    """A tiny real run of lc_resnet20 with the ResNet-8 model_kwargs on the embedded digits."""
+    from bioconv_timm.train import TrainConfig, train
+    out = tmp_path_factory.mktemp('run') / 'resnet8'
+    train(TrainConfig(model='lc_resnet20', model_kwargs=dict(RESNET8), dataset='digits', epochs=1, train_subset=32,
+                      eval_subset=32, batch_size=16, progress=False, output_dir=str(out)))
+    return out
+
+
+def test_publish_run_with_model_kwargs_loads_back_from_hub(resnet8_run_dir, tmp_path, hf_cache, capsys):
+    from safetensors.torch import load_file
+
+    from bioconv_timm.cli import main
+    repo = 'test-org/lc_resnet20-resnet8.digits'
+    out = tmp_path / 'out'
+    assert main(['publish', str(resnet8_run_dir), '--repo-id', repo, '--dry-run', str(out)]) == 0, capsys.readouterr().err
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['model_args']['layers'] == [1, 1, 1] and cfg['model_args']['stem_stride'] == 2
+    assert tuple(cfg['pretrained_cfg']['pool_size']) == (3, 3)  # 24 -> 12 (stem) -> 6 -> 3
+    card = (out / 'README.md').read_text()
+    assert '**Architecture:** `lc_resnet20` (ResNet-8, built as `lc_resnet20` with layers=(1, 1, 1), stem_stride=2: ' \
+           '3x3/2 stem, 3 stages of 1-1-1 BasicBlocks with 16/32/64 channels)' in card
+    assert '| model_kwargs | layers=(1, 1, 1), stem_stride=2 |' in card
+    assert '85.1%' not in card and '80.9%' not in card  # the paper's ResNet20 numbers are not this network's context
+
+    _to_cache(hf_cache, repo, out)
+    model = timm.create_model(f'hf-hub:{repo}', pretrained=True).eval()
+    assert [len(s) for s in (model.layer1, model.layer2, model.layer3)] == [1, 1, 1]
+    assert model.feature_info[0]['reduction'] == 2 and model.img_size == (24, 24) and model.in_chans == 1
+    ref = timm.create_model('lc_resnet20', num_classes=10, in_chans=1, img_size=24, **RESNET8)
+    ref.load_state_dict(load_file(resnet8_run_dir / 'model.safetensors'))
+    x = _images()
+    with torch.no_grad():
+        assert torch.equal(model(x), ref.eval()(x))
+
+    # a registered tag loads by name as the default ResNet20, which these weights do not fit
+    capsys.readouterr()
+    assert main(['publish', str(resnet8_run_dir), '--repo-id', 'bioconv-timm/lc_resnet20.digits',
+                 '--dry-run', str(tmp_path / 'o2')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('bioconv publish: error: bioconv-timm/lc_resnet20.digits is the registered tag') \
+        and 'model_kwargs layers=(1, 1, 1), stem_stride=2' in err and err.count('\n') == 1
+    assert not (tmp_path / 'o2').exists()
+
+
+def test_publish_tagged_model_name(run_dir, tmp_path, capsys):
+    from bioconv_timm.cli import main
+    bare = tmp_path / 'w.safetensors'
+    shutil.copy(run_dir / 'model.safetensors', bare)
+    out = tmp_path / 'out'
+    # the tag gives a bare weights file its input size, channels and classes (1x24x24, 10)
+    assert main(['publish', str(bare), '--repo-id', 'test-org/ws10', '--model', 'lc_resnet20_ws10.digits',
+                 '--dry-run', str(out)]) == 0, capsys.readouterr().err
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['architecture'] == 'lc_resnet20_ws10'
+    assert cfg['model_args']['in_chans'] == 1 and tuple(cfg['model_args']['img_size']) == (24, 24)
+    assert '**Input:** 1 x 24 x 24' in (out / 'README.md').read_text()
+    # a run folder takes the tagged name of its own model
+    assert main(['publish', str(run_dir), '--repo-id', 'test-org/ws10', '--model', 'lc_resnet20_ws10.digits',
+                 '--dry-run', str(tmp_path / 'out2')]) == 0
+    # an unknown tag: one line naming the value and what to pass instead, no traceback
+    capsys.readouterr()
+    assert main(['publish', str(bare), '--repo-id', 'test-org/ws10', '--model', 'lc_resnet20_ws10.mnist',
+                 '--dry-run', str(tmp_path / 'out3')]) == 2
+    err = capsys.readouterr().err
+    assert err == ("bioconv publish: error: --model lc_resnet20_ws10.mnist: lc_resnet20_ws10 has no pretrained tag "
+                   "'mnist'; pass --model lc_resnet20_ws10 or one of lc_resnet20_ws10.cifar10, "
+                   'lc_resnet20_ws10.digits (a tag sets the input size and classes)\n')
+
+
+def test_dry_run_writes_only_into_an_empty_or_new_folder(run_dir, tmp_path, capsys, monkeypatch):
+    from bioconv_timm.cli import main
+    mine = {'pytorch_model.bin': b'my pickle', 'README.md': b'# my project\n', 'config.json': b'{"mine": 1}'}
+    busy = tmp_path / 'busy'
+    busy.mkdir()
+    for name, data in mine.items():
+        (busy / name).write_bytes(data)
+    assert main(['publish', str(run_dir), '--repo-id', REPO, '--dry-run', str(busy)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ''
+    assert captured.err == (f'bioconv publish: error: {busy} is not empty (README.md, config.json, pytorch_model.bin): '
+                            'pass an empty or new folder; publish writes model.safetensors, config.json, README.md '
+                            'and never overwrites or deletes files.\n')
+    assert {p.name: p.read_bytes() for p in busy.iterdir()} == mine
+    # `--dry-run .` in a project folder leaves its README alone
+    monkeypatch.chdir(busy)
+    assert main(['publish', str(run_dir), '--repo-id', REPO, '--dry-run', '.']) == 2
+    assert 'pass an empty or new folder' in capsys.readouterr().err
+    assert (busy / 'README.md').read_bytes() == mine['README.md']
+    # a file is no folder
+    assert main(['publish', str(run_dir), '--repo-id', REPO, '--dry-run', str(busy / 'README.md')]) == 2
+    assert 'is a file, not a folder' in capsys.readouterr().err
+    # an empty folder: the report lists exactly the files written
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert main(['publish', str(run_dir), '--repo-id', REPO, '--dry-run', str(empty)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('dry run: wrote README.md, config.json, model.safetensors for ')
+    assert sorted(p.name for p in empty.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+
+
+_AUTHORS = re.compile(r"authors|towards-bio-plausible-conv|pogodin", re.I)
+
+
+def _sentences_calling_authors_mit(text: str):
+    """Sentences (or blank-line separated blocks) that name the MIT license and the authors' code together."""
+    chunks = [s for block in re.split(r'\n\s*\n', text) for s in re.split(r'(?<=[.!?;])\s+', block)]
+    return [c for c in chunks if re.search(r'\bMIT\b', c, re.I) and _AUTHORS.search(c)]
+
+
+def test_no_text_calls_the_authors_code_mit(published):
+    _, out = published
+    card = (out / 'README.md').read_text()
+    texts = {'rendered card': card, 'README.md': (MODEL_CARDS.parent / 'README.md').read_text()}
+    texts.update({f'model_cards/{p.name}': p.read_text() for p in MODEL_CARDS.glob('*.md')})
+    for where, text in texts.items():
+        assert not _sentences_calling_authors_mit(text), (where, _sentences_calling_authors_mit(text))
+    from bioconv_timm.hub import LICENSE_TEXT
+    for where, text in texts.items():
+        if where != 'README.md':  # every card states our license in its License section
+            assert text.split('## License\n\n')[1].strip() == LICENSE_TEXT, where
+    assert LICENSE_TEXT.startswith("MIT (this project's code and weights).")
+    # pretrained cfgs carry origin_url = the authors' repo, so their license must say whose it is
+    exported = json.loads((out / 'config.json').read_text())['pretrained_cfg']
+    cfgs = {'exported config.json': exported}
+    cfgs.update({tag: timm.models.get_pretrained_cfg(tag).to_dict()
+                 for name in bio_models.MODEL_NAMES for tag in timm.list_pretrained(name + '.*')})
+    assert len(cfgs) == len(bio_models.MODEL_NAMES) + 5 + 1  # a default tag each, 5 .digits tags, the export
+    for where, cfg in cfgs.items():
+        assert cfg['license'] == "MIT (this project's code and weights)", (where, cfg['license'])
+
+
+def test_readme_and_digits_cards_agree_on_epochs():
+    readme = (MODEL_CARDS.parent / 'README.md').read_text()
+    match = re.search(r'model cards for the `\.digits` tags, from (\d+)-epoch demonstration runs', readme)
+    assert match, 'the README no longer says how long the .digits card runs were'
+    epochs = int(match.group(1))
+    cards = sorted(MODEL_CARDS.glob('*.digits.md'))
+    assert len(cards) == 5
+    for path in cards:
+        card = path.read_text()
+        assert re.findall(r'^\| epochs \| (\d+) \|$', card, flags=re.M) == [str(epochs)], path.name
+        assert f'trained on digits for {epochs} epochs.' in card and f'({epochs} epochs on digits)' in card, path.name
+        # and the recorded steps are that many epochs of 1,437 training images (the last partial batch dropped)
+        batch = int(re.search(r'^\| batch_size \| (\d+) \|$', card, flags=re.M).group(1))
+        steps = int(re.search(r'^(\d+) optimizer steps', card, flags=re.M).group(1))
+        assert steps == epochs * (1437 // batch), path.name
