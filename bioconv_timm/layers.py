@@ -22,6 +22,7 @@ Both give the same results up to fp32 rounding (the summation order differs).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Optional, Sequence, Tuple, Union
@@ -33,7 +34,7 @@ from . import native
 
 IntPair = Union[int, Tuple[int, int], Sequence[int]]
 
-__all__ = ['LocallyConnected2d', 'chunk_bytes', 'conv_output_size', 'locally_connected2d']
+__all__ = ['DOUBLE_BACKWARD_ERROR', 'LocallyConnected2d', 'chunk_bytes', 'conv_output_size', 'locally_connected2d']
 
 
 def _pair(value: IntPair, name: str) -> Tuple[int, int]:
@@ -156,6 +157,52 @@ def _col2im_rows(grad_rows: torch.Tensor, weight: torch.Tensor, padded_shape: to
     return grad_padded
 
 
+DOUBLE_BACKWARD_ERROR = (
+    'LocallyConnected2d has no double backward: a gradient through an LC layer cannot be differentiated again '
+    '(create_graph=True, e.g. a gradient penalty or a Hessian-vector product). First-order gradients taken '
+    'with create_graph=True are correct; only differentiating them raises this')
+
+
+class _NoDoubleBackward(torch.autograd.Function):
+    """Carries an LC gradient computed under create_graph=True; differentiating it raises (both backends'
+    backward run without a graph, so a second-order term would otherwise be silently missing)."""
+
+    @staticmethod
+    def forward(ctx, grad, anchor):
+        return grad.clone()  # a fresh tensor: a view or input returned here would restrict later in-place ops
+
+    @staticmethod
+    def backward(ctx, *unused):
+        raise RuntimeError(DOUBLE_BACKWARD_ERROR)
+
+
+def _mark_first_order(grad: torch.Tensor) -> torch.Tensor:
+    # The anchor is a throwaway leaf that makes the marked gradient require grad whatever the inputs do.
+    return _NoDoubleBackward.apply(grad, grad.new_zeros(()).requires_grad_())
+
+
+def _first_order_only(backward):
+    """Wrap an LC backward ``(ctx, grad_out) -> (grad_x, grad_w, None, None)``: it runs without a graph, and
+    under create_graph=True a gradient that has a second-order dependence is marked so that differentiating
+    it raises :data:`DOUBLE_BACKWARD_ERROR` instead of silently missing that term."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, grad_out):
+        with torch.no_grad():
+            grad_x, grad_w, *rest = backward(ctx, grad_out)
+        if torch.is_grad_enabled():  # create_graph=True
+            # grad_x = f(grad_out, weight) and grad_w = g(grad_out, x): each is differentiable when one of its
+            # factors requires grad.
+            x_needs, w_needs = ctx.needs_input_grad[:2]
+            if grad_x is not None and (grad_out.requires_grad or w_needs):
+                grad_x = _mark_first_order(grad_x)
+            if grad_w is not None and (grad_out.requires_grad or x_needs):
+                grad_w = _mark_first_order(grad_w)
+        return (grad_x, grad_w, *rest)
+
+    return wrapper
+
+
 class _LocallyConnectedFn(torch.autograd.Function):
     """out[b, o, y, x] = sum_{u, v, i} x_pad[b, i, s*y + u, s*x + v] * w[y, x, o, u, v, i].
 
@@ -167,6 +214,7 @@ class _LocallyConnectedFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, stride, padding):
         padded = _to_hwcb(x, padding)
+        weight = weight.contiguous()  # backward views its gradient (same layout) per row chunk
         out = _lc_rows(padded, weight, stride)
         ctx.save_for_backward(padded, weight)
         ctx.geometry = (tuple(x.shape), stride, padding)
@@ -174,6 +222,7 @@ class _LocallyConnectedFn(torch.autograd.Function):
         return out.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
 
     @staticmethod
+    @_first_order_only
     def backward(ctx, grad_out):
         padded, weight = ctx.saved_tensors
         (b, c, h, w), stride, (ph, pw) = ctx.geometry
@@ -238,6 +287,7 @@ class _NativeLocallyConnectedFn(torch.autograd.Function):
         return out.permute(0, 3, 1, 2)  # (B, Cout, out_h, out_w), channels-last
 
     @staticmethod
+    @_first_order_only
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         stride, padding = ctx.geometry

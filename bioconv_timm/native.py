@@ -7,6 +7,13 @@ compiler, the flags and this CPU's instruction set, so a shared home folder neve
 it was not built for. The build goes to a temporary file that is renamed into place, so concurrent
 processes (DDP ranks, pytest workers) are safe.
 
+A library is only loaded from a folder that this user owns and nobody else can write, and only when the
+file itself is owned by this user and not group/other-writable: another local user who could write there
+could plant a library whose constructor runs inside this process. A cached file that fails the check is
+rebuilt; a cache folder that fails it is not used (a warning names it and the fix), nor is a cache folder
+this user cannot write: the kernels are then built in ``<tmp>/bioconv_timm-<uid>/kernels``, created 0700
+and verified, or when that is not private either, in a fresh ``mkdtemp`` folder for this process.
+
 OpenMP: torch's wheels ship ``libgomp.so.1``; the kernels link the same soname, so both share one thread
 pool. Each call passes ``torch.get_num_threads()``.
 
@@ -16,6 +23,7 @@ torch path), ``native`` (raise if it cannot build) or ``torch``.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import hashlib
@@ -23,6 +31,7 @@ import os
 import platform
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -132,31 +141,99 @@ def _compiler_version(cc: str) -> str:
         return ''
 
 
+def _uid() -> Optional[int]:
+    return os.getuid() if hasattr(os, 'getuid') else None
+
+
+def _unsafe_reason(st: os.stat_result) -> Optional[str]:
+    """Why a file or folder with this stat could have been written by another local user; None if only we can."""
+    uid = _uid()
+    if uid is None:  # no POSIX owners (Windows): nothing to check
+        return None
+    if st.st_uid != uid:
+        return f'is owned by uid {st.st_uid}, not by this user (uid {uid})'
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f'is writable by group or others (mode {stat.S_IMODE(st.st_mode):03o})'
+    return None
+
+
+def _cache_warning(message: str) -> None:
+    """Warn that a cache folder was skipped as not private; build_info()['cache_warning'] keeps the reason."""
+    _info['cache_warning'] = ' '.join(filter(None, (_info.get('cache_warning'), message)))
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+def _temp_cache_dir() -> Path:
+    """``<tmp>/bioconv_timm-<uid>/kernels``, created 0700 and verified (the shared temp folder lets anyone
+    create that name first); when it is not private, a fresh mkdtemp folder removed at exit."""
+    uid = _uid()
+    base = Path(tempfile.gettempdir()) / f'bioconv_timm-{uid if uid is not None else "user"}'
+    folder = base / 'kernels'
+    problem = None
+    try:
+        for path in (base, folder):
+            path.mkdir(mode=0o700, exist_ok=True)
+            st = os.lstat(path)  # lstat: a symlink planted under the temp folder is not followed
+            problem = 'is not a folder' if not stat.S_ISDIR(st.st_mode) else _unsafe_reason(st)
+            if problem is not None:
+                problem = f'{path} {problem}'
+                break
+    except OSError as exc:
+        problem = f'{folder} cannot be used ({exc})'
+    if problem is None:
+        return folder
+    private = Path(tempfile.mkdtemp(prefix=f'{base.name}-'))
+    atexit.register(shutil.rmtree, str(private), True)
+    _cache_warning(f'the native LC kernel folder {problem}, so another user could plant a library there; '
+                   f'not loading from it, building in {private} for this process instead. '
+                   f'Fix: remove {base} (or set BIOCONV_CACHE_DIR to a folder that only you can write)')
+    return private
+
+
 def _writable_cache_dir() -> Path:
-    """The cache folder, or a per-user temporary one when it cannot be created (read-only home)."""
+    """The cache folder when this user can write it and nobody else can; else a private temporary one."""
     folder = _cache_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if os.access(folder, os.W_OK):
-            return folder
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+        st = os.stat(folder)  # follows a symlinked ~/.cache: the folder it points to is what must be private
     except OSError:
-        pass
-    fallback = Path(tempfile.gettempdir()) / f'bioconv_timm-{os.getuid() if hasattr(os, "getuid") else "user"}' / 'kernels'
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
+        writable = False
+    if not writable:  # a read-only cache (e.g. home): quietly build in a private temp folder
+        return _temp_cache_dir()
+    problem = 'is not a folder' if not stat.S_ISDIR(st.st_mode) else _unsafe_reason(st)
+    if problem is None:
+        return folder
+    if st.st_uid == _uid():
+        fix = f'run `chmod go-w {folder}`, or set BIOCONV_CACHE_DIR to a folder that only you can write'
+    else:
+        fix = 'set BIOCONV_CACHE_DIR to a folder that you own and only you can write'
+    private = _temp_cache_dir()
+    _cache_warning(f'the native LC kernel cache folder {folder} {problem}, so another user could plant a '
+                   f'library there; not loading from it, building in {private} instead. Fix: {fix}')
+    return private
 
 
-def _build(cc: str, rebuild: bool = False) -> Path:
-    """Path of the compiled kernels: the cached file, or a fresh build (``rebuild`` replaces the cached one)."""
+def _trusted_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not a symlink) that only this user could have written."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and _unsafe_reason(st) is None
+
+
+def _build(cc: str, folder: Path, rebuild: bool = False) -> Path:
+    """Path of the compiled kernels in ``folder`` (a private one: :func:`_writable_cache_dir`): the cached
+    file, or a fresh build (``rebuild`` replaces the cached one)."""
     source = SOURCE.read_bytes()
     version = _compiler_version(cc)
-    folder = _writable_cache_dir()
     errors = []
     for flags in _flag_sets():
         key = hashlib.sha256(b'\0'.join([source, cc.encode(), version.encode(), ' '.join(flags).encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
         target = folder / f'lc_cpu-{key}.so'
-        if target.exists() and not rebuild:
+        if not rebuild and _trusted_file(target):  # anything else (e.g. mode 0666) is rebuilt, never loaded
             _info.update(path=str(target), flags=flags, compiler=cc, cached=True)
             return target
         fd, tmp = tempfile.mkstemp(suffix='.so', prefix='.lc_cpu-', dir=folder)
@@ -165,6 +242,7 @@ def _build(cc: str, rebuild: bool = False) -> Path:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             if proc.returncode == 0:
+                os.chmod(tmp, 0o755)  # the linker applies the umask: a umask of 0 would leave it world-writable
                 os.replace(tmp, target)
                 _info.update(path=str(target), flags=flags, compiler=cc, cached=False)
                 return target
@@ -178,13 +256,14 @@ def _build(cc: str, rebuild: bool = False) -> Path:
 
 
 def _open(cc: str) -> ctypes.CDLL:
-    path = _build(cc)
+    folder = _writable_cache_dir()
+    path = _build(cc, folder)
     try:
         return ctypes.CDLL(str(path))
     except OSError:
         if not _info.get('cached'):
             raise
-        return ctypes.CDLL(str(_build(cc, rebuild=True)))  # a damaged cached file: build it again
+        return ctypes.CDLL(str(_build(cc, folder, rebuild=True)))  # a damaged cached file: build it again
 
 
 _I64 = ctypes.c_int64

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -198,3 +200,15 @@ def test_torch_backend_is_the_same_in_one_chunk_or_many(monkeypatch):
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(results[0][0], reference_lc(x, lc.weight.detach(), lc.stride, lc.padding, lc.bias))
+
+
+def test_pyproject_torch_floor_has_the_autocast_api_the_layer_uses():
+    # locally_connected2d calls torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype, both new in
+    # torch 2.4: a floor below that lets pip keep a torch on which the first LC forward fails.
+    tomllib = pytest.importorskip('tomllib')
+    from packaging.requirements import Requirement
+    project = tomllib.loads((Path(__file__).parents[1] / 'pyproject.toml').read_text())['project']
+    requirements = {r.name: r.specifier for r in map(Requirement, project['dependencies'])}
+    assert '2.3.1' not in requirements['torch'] and '2.4.0' in requirements['torch']
+    assert '0.18.1' not in requirements['torchvision'] and '0.19.0' in requirements['torchvision']  # torch 2.4's
+    assert callable(torch.get_autocast_dtype) and torch.is_autocast_enabled('cpu') is False

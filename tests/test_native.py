@@ -6,12 +6,15 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 from bioconv_timm import native
-from bioconv_timm.layers import LocallyConnected2d, locally_connected2d
+from bioconv_timm.layers import DOUBLE_BACKWARD_ERROR, LocallyConnected2d, locally_connected2d
+from conftest import reference_lc
 
 HAS_COMPILER = any(shutil.which(c) for c in filter(None, (os.environ.get('CC'), 'cc', 'gcc', 'clang')))
 needs_native = pytest.mark.skipif(not HAS_COMPILER, reason='no C compiler on this machine')
@@ -268,7 +271,186 @@ def test_damaged_cache_is_rebuilt_and_unwritable_cache_falls_back(tmp_path):
     assert again['available'] and again['cached'] is False and again['path'] == first['path']
     blocker = tmp_path / 'a-file'
     blocker.write_text('the cache folder cannot be created below a file')
-    proc = _run_fresh(code, {'BIOCONV_CACHE_DIR': str(blocker / 'cache')})
+    temp = tmp_path / 'tmp'
+    temp.mkdir()
+    proc = _run_fresh(code, {'BIOCONV_CACHE_DIR': str(blocker / 'cache'), 'TMPDIR': str(temp)})
     assert proc.returncode == 0, proc.stderr
     fallback = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert fallback['available'] and not fallback['path'].startswith(str(blocker))
+    assert fallback['available'] and 'cache_warning' not in fallback
+    # the per-user temp folder, created private (0700), is kept as the cache for the next process
+    folder = temp / f'bioconv_timm-{os.getuid()}'
+    assert Path(fallback['path']).parent == folder / 'kernels'
+    assert all((p.stat().st_mode & 0o777) == 0o700 for p in (folder, folder / 'kernels'))
+
+
+_LOAD_SCRIPT = '''
+    import json, os, stat
+    from bioconv_timm import native
+    native.load()
+    info = native.build_info()
+    for key, path in (('file', info['path']), ('folder', os.path.dirname(info['path']))):
+        st = os.stat(path)
+        info[key + '_uid'], info[key + '_mode'] = st.st_uid, stat.S_IMODE(st.st_mode)
+    print(json.dumps(info))
+'''
+
+
+def _plant_library(path: Path, marker: Path) -> None:
+    """A shared library whose constructor writes ``marker``: what a hostile user would leave in the cache."""
+    source = path.parent.parent / 'planted.c'
+    source.write_text('#include <stdio.h>\n'
+                      '__attribute__((constructor)) static void planted(void) {\n'
+                      f'    FILE *f = fopen({json.dumps(str(marker))}, "w");\n'
+                      '    if (f) { fputs("the planted library ran", f); fclose(f); }\n'
+                      '}\n')
+    subprocess.run([native._compiler(), '-shared', '-fPIC', str(source), '-o', str(path)], check=True)
+    source.unlink()
+
+
+@needs_native
+@pytest.mark.parametrize('case', ['group-writable folder', 'world-writable file', 'foreign file owner',
+                                  'planted temp folder'])
+def test_kernel_cache_never_loads_a_library_another_user_could_have_written(tmp_path, case):
+    """A library with the kernels' file name, planted where another local user could write it, never runs:
+    the load builds the kernels in a private folder instead (or rebuilds the file in place)."""
+    assert native.available()
+    name = os.path.basename(native.build_info()['path'])  # the file name this machine's build gets
+    temp, marker, uid = tmp_path / 'tmp', tmp_path / 'planted-library-ran', os.getuid()
+    temp.mkdir()
+    env = {'BIOCONV_CACHE_DIR': str(tmp_path / 'cache'), 'TMPDIR': str(temp)}
+    if case == 'planted temp folder':  # an unwritable cache: the build falls back to <tmp>/bioconv_timm-<uid>
+        blocker = tmp_path / 'a-file'
+        blocker.write_text('the cache folder cannot be created below a file')
+        env['BIOCONV_CACHE_DIR'] = str(blocker / 'cache')
+        folder = temp / f'bioconv_timm-{uid}' / 'kernels'
+    else:
+        folder = tmp_path / 'cache' / 'kernels'
+    folder.mkdir(parents=True, mode=0o755)
+    planted = folder / name
+    _plant_library(planted, marker)
+    if case == 'group-writable folder':
+        folder.chmod(0o775)
+    elif case == 'world-writable file':
+        planted.chmod(0o666)
+    elif case == 'foreign file owner':
+        if uid != 0:
+            pytest.skip('giving a file to another user needs root')
+        os.chown(planted, 65534, 65534)  # nobody
+    else:  # another user created the per-user temp folder first, open to all
+        folder.parent.chmod(0o777)
+        if uid == 0:
+            os.chown(folder.parent, 65534, 65534)
+    content = planted.read_bytes()
+
+    proc = _run_fresh(_LOAD_SCRIPT, env)
+    assert not marker.exists(), f'the planted library in {folder} was loaded'
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info['available'] and info['cached'] is False
+    assert info['file_uid'] == info['folder_uid'] == uid
+    assert not (info['file_mode'] | info['folder_mode']) & 0o022
+    if case in ('world-writable file', 'foreign file owner'):  # a private folder: the file is rebuilt in place
+        assert info['path'] == str(planted) and 'cache_warning' not in info
+        assert planted.read_bytes() != content
+        return
+    # a folder others can write is left alone and named in a warning with the fix
+    assert planted.read_bytes() == content and not info['path'].startswith(str(folder.parent) + os.sep)
+    assert info['folder_mode'] == 0o700 and 'RuntimeWarning' in proc.stderr
+    if case == 'group-writable folder':
+        assert f'{folder} is writable by group or others (mode 775)' in info['cache_warning']
+        assert f'chmod go-w {folder}' in info['cache_warning']
+        assert info['path'] == str(temp / f'bioconv_timm-{uid}' / 'kernels' / name)
+    else:
+        assert str(folder.parent) in info['cache_warning'] and f'remove {folder.parent}' in info['cache_warning']
+        assert Path(info['path']).parent.parent == temp  # a fresh mkdtemp folder for this process
+
+
+def _lc_node(out: torch.Tensor) -> str:
+    """Name of the LC autograd node behind ``out`` (below the bias add, if any)."""
+    fn = out.grad_fn
+    return type(fn.next_functions[0][0] if type(fn).__name__ == 'AddBackward0' else fn).__name__
+
+
+def _lc_with_grads(layer, x, grad, backend):
+    xi = x.clone().requires_grad_()
+    layer.zero_grad(set_to_none=True)
+    with native.use_backend(backend):
+        out = layer(xi)
+    out.backward(grad)
+    grads = [xi.grad, layer.weight.grad] + ([layer.bias.grad] if layer.bias is not None else [])
+    return out, grads
+
+
+# Strides that differ between height and width, on odd rectangular inputs with rectangular kernels and
+# padding: a stride whose height and width are swapped in a weight-gradient kernel or in col2im changes the
+# result. Cin = 32 (a multiple of every vector width) takes lc_backward_weight and lc_backward_input; Cin = 5
+# takes lc_backward_weight_any and the torch col2im.
+STRIDE_GEOMETRIES = [
+    (3, 32, 8, (9, 7), (3, 2), (2, 1), (1, 0), True),
+    (4, 5, 6, (7, 11), (3, 2), (1, 3), (0, 1), False),
+    (2, 32, 16, (8, 11), (2, 3), (1, 3), (1, 1), False),
+    (3, 5, 8, (11, 6), (2, 3), (2, 1), (1, 1), True),
+]
+
+
+@pytest.mark.parametrize('backend', ['torch', pytest.param('native', marks=needs_native)])
+@pytest.mark.parametrize('geometry', STRIDE_GEOMETRIES, ids=lambda g: 'c{}-{}x{}-k{}x{}-s{}x{}-p{}x{}'.format(
+    g[1], *g[3], *g[4], *g[5], *g[6]))
+def test_rectangular_strides_match_a_float64_reference(geometry, backend):
+    b, cin, cout, size, kernel, stride, padding, bias = geometry
+    torch.manual_seed(6)
+    dtype = torch.float64 if backend == 'torch' else torch.float32  # native: fp32 only
+    layer = LocallyConnected2d(cin, cout, kernel, size, stride, padding, bias=bias).to(dtype)
+    x = torch.randn(b, cin, *size, dtype=torch.float64)
+    grad = torch.randn(b, cout, *layer.output_size, dtype=torch.float64)
+    params = [p.detach().double().requires_grad_() for p in (layer.weight, layer.bias) if p is not None]
+    xr = x.clone().requires_grad_()
+    ref = reference_lc(xr, params[0], stride, padding, params[1] if bias else None)
+    ref_grads = torch.autograd.grad(ref, [xr, *params], grad)
+    out, grads = _lc_with_grads(layer, x.to(dtype), grad.to(dtype), backend)
+    assert _lc_node(out) == (
+        '_LocallyConnectedFnBackward' if backend == 'torch' else '_NativeLocallyConnectedFnBackward')
+    for name, a, r in zip(('output', 'input grad', 'weight grad', 'bias grad'), (out, *grads), (ref, *ref_grads)):
+        assert a.shape == r.shape, name
+        assert _rel_err(a, r) < (1e-12 if backend == 'torch' else 2e-6), (name, _rel_err(a, r))
+
+
+@pytest.mark.parametrize('backend', ['torch', pytest.param('native', marks=needs_native)])
+@pytest.mark.parametrize('cin', [5, 16])
+def test_non_contiguous_weight_gives_the_contiguous_result(backend, cin):
+    torch.manual_seed(5)
+    layer = LocallyConnected2d(cin, 6, (3, 2), (7, 6), stride=(2, 1), padding=1, bias=True)
+    x = torch.randn(3, cin, 7, 6)
+    grad = torch.randn(3, 6, *layer.output_size)
+    weight = layer.weight.detach().clone()
+    results = []
+    for w in (weight, weight.transpose(0, 2).contiguous().transpose(0, 2)):  # same values, another layout
+        layer.weight = nn.Parameter(w)
+        results.append(_lc_with_grads(layer, x, grad, backend))
+        assert _lc_node(results[-1][0]) == (
+            '_LocallyConnectedFnBackward' if backend == 'torch' else '_NativeLocallyConnectedFnBackward')
+    assert not layer.weight.is_contiguous()
+    (out_c, grads_c), (out_n, grads_n) = results
+    assert torch.equal(out_n, out_c)
+    for a, r in zip(grads_n, grads_c):
+        assert torch.equal(a, r)
+
+
+@pytest.mark.parametrize('backend', ['torch', pytest.param('native', marks=needs_native)])
+def test_gradient_penalty_raises_the_same_clear_error_on_both_backends(backend):
+    """Both backends' backward run without a graph: a second-order term must raise, not silently vanish."""
+    torch.manual_seed(7)
+    layer = LocallyConnected2d(8, 8, 3, 6, padding=1)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    with native.use_backend(backend):
+        out = layer(x)
+        first = torch.autograd.grad(layer(x).square().sum(), (x, layer.weight))
+    expected_fn = '_LocallyConnectedFnBackward' if backend == 'torch' else '_NativeLocallyConnectedFnBackward'
+    assert type(out.grad_fn).__name__ == expected_fn
+    grads = torch.autograd.grad(out.square().sum(), (x, layer.weight), create_graph=True)
+    for g, f in zip(grads, first):  # the first-order values themselves are right
+        assert torch.equal(g, f)
+    for g in grads:  # an input-gradient penalty (WGAN-GP, R1) and a weight-gradient one
+        with pytest.raises(RuntimeError) as error:
+            g.square().sum().backward(retain_graph=True)
+        assert str(error.value) == DOUBLE_BACKWARD_ERROR
