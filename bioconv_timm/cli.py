@@ -182,13 +182,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tune_malloc_for_command() -> None:
+    """Keep large freed blocks in glibc's heap for this ``bioconv`` process (``bioconv_timm._malloc``): LC
+    training steps otherwise map, fault in and unmap their weight gradients every step. Skipped where the C
+    library is not glibc, GLIBC_TUNABLES sets malloc tunables, LD_PRELOAD loads another allocator, or
+    BIOCONV_MALLOC_TUNING=0."""
+    from ._malloc import tune_this_process
+    tune_this_process()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``bioconv`` command. Run as a command (``argv`` None: the console script, ``python -m
+    bioconv_timm.cli``) it first tunes glibc malloc for this process; ``main([...])`` called from Python leaves
+    the caller's allocator alone."""
+    if argv is None:
+        _tune_malloc_for_command()
     args = build_parser().parse_args(argv)
     from .data import DatasetError
-    from .train import CheckpointError
+    from .train import CheckpointError, ConfigError
     try:
         return args.func(args)
-    except (DatasetError, CheckpointError) as exc:
+    except (DatasetError, CheckpointError, ConfigError) as exc:
         # bad input the user can fix: one clear line, no traceback
         print(f'bioconv {args.command}: error: {exc}', file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .train import TrainConfig, train
+from .train import TrainConfig, finished_run, train
 
 __all__ = ['CompareConfig', 'CompareCell', 'compare', 'preset_config', 'PRESETS', 'cell_config', 'format_compare_table', 'DEFAULT_CELLS', 'PAPER_CIFAR10_PAD4']
 
@@ -56,8 +56,8 @@ DEFAULT_CELLS: Tuple[CompareCell, ...] = (
     CompareCell('LC - ws(100)', 'Weight Sharing', 'lc', sleep=100),
 )
 
-# Learning rates for the short CPU budget (AdamW). From the probes in DESIGN.md: sharing shrinks
-# the effective step of an LC layer, so frequent sharing wants a larger lr, not the paper's smaller
+# Learning rates for the short CPU budget (AdamW). From our Fashion-MNIST and digits probes
+# (docs/results/fashion_mnist.md): sharing shrinks the effective step of an LC layer, so frequent sharing wants a larger lr, not the paper's smaller
 # one (the paper's lrs are what `bioconv train` uses by default).
 DEFAULT_LRS = {'conv': 5e-3, 'lc': 1e-3, 'lc_ws1': 3e-3, 'lc_ws10': 1e-3, 'lc_ws100': 5e-4}
 
@@ -140,12 +140,11 @@ def compare(config: CompareConfig) -> List[Dict[str, Any]]:
         accs = []
         for seed in config.seeds:
             tc = cell_config(config, cell, seed)
-            result_file = Path(tc.output_dir) / 'result.json'
-            result = json.loads(result_file.read_text()) if result_file.exists() else None
-            if result is None or result.get('epochs') != config.epochs:
+            # reuse a finished cell only when it was trained with exactly these settings
+            result = finished_run(tc.output_dir, tc)
+            if result is None:
                 print(f'== {cell.label} ({tc.model}, reps {tc.reps}, lr {tc.lr:g}, seed {seed})', flush=True)
-                train(tc)
-                result = json.loads(result_file.read_text())
+                result = dict(final=train(tc).final)
             accs.append(result['final']['top1'])
         rows.append(dict(label=cell.label, regularizer=cell.regularizer, model=tc.model, reps=cell.reps, lr=tc.lr,
                          top1=statistics.mean(accs), top1_spread=max(accs) - min(accs), seeds=len(accs),

@@ -155,7 +155,11 @@ class ImageFileDataset(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Any, int]:
         path, label = self.samples[index]
-        return self.loader(path), label
+        try:
+            return self.loader(path), label
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL: UnidentifiedImageError, truncated files
+            raise DatasetError(f'cannot read image {path}: {exc}. Remove or replace the file (it is not a '
+                               'readable image) and run again.') from exc
 
     @property
     def targets(self) -> List[int]:

@@ -14,35 +14,74 @@ Registered with timm on ``import bioconv_timm``:
 
 Convolutions and LC layers have no bias; weights are Kaiming-normal (fan_out, ReLU gain), drawn
 independently at every location for LC (paper appendix B).
+
+Every model takes ``device=`` and ``dtype=`` (as timm's own models): ``timm.create_model('lc_resnet18_half',
+device='meta')`` allocates nothing; ``model.to_empty(device='cpu')`` then ``model.init_weights()`` gives the
+initialized model. Models are FX-traceable (``features_only=True, feature_cls='fx'``; LC layers are timm
+"no-trace" leaf modules). TorchScript is not supported (PyTorch deprecated it): ``torch.jit.script`` raises.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
-from timm.layers import create_classifier
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import create_classifier, get_device_dtype
+from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import register_notrace_module
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
 from .layers import LocallyConnected2d, conv_output_size
 
-__all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'adapt_pretrained_state_dict']
+__all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'TORCHSCRIPT_ERROR', 'adapt_pretrained_state_dict',
+           'checked_input']
 
 LayerType = str  # 'conv' or 'lc'
 
+# The LC layer's forward branches on the input's shape, dtype and device (its checks and backend choice), which
+# FX cannot trace: timm's tracers (features_only=True with feature_cls='fx', timm.models.create_feature_extractor)
+# keep it as one call_module node.
+register_notrace_module(LocallyConnected2d)
+
+TORCHSCRIPT_ERROR = (
+    'bioconv_timm models do not support TorchScript (torch.jit.script), which PyTorch has deprecated. Run them in '
+    "eager mode, or trace them with torch.fx (timm.create_model(..., features_only=True, feature_cls='fx'), "
+    'timm.models.create_feature_extractor).')
+
+
+def _init_conv_(conv: nn.Conv2d) -> None:
+    nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
+
 
 def make_conv(layer_type: LayerType, in_channels: int, out_channels: int, kernel_size: int, stride: int,
-              padding: int, input_size: Tuple[int, int]) -> nn.Module:
+              padding: int, input_size: Tuple[int, int], device: Optional[torch.device] = None,
+              dtype: Optional[torch.dtype] = None) -> nn.Module:
     """A bias-free conv or LC layer with the paper's Kaiming-normal (fan_out) initialization."""
+    dd = dict(device=device, dtype=dtype)
     if layer_type == 'lc':
-        return LocallyConnected2d(in_channels, out_channels, kernel_size, input_size, stride, padding)
+        return LocallyConnected2d(in_channels, out_channels, kernel_size, input_size, stride, padding, **dd)
     if layer_type == 'conv':
-        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
-        nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False, **dd)
+        _init_conv_(conv)
         return conv
     raise ValueError(f"layer_type must be 'conv' or 'lc', got {layer_type!r}")
+
+
+@torch.fx.wrap  # one graph node for every FX tracer (it branches on the shape); it still checks when the graph runs
+def checked_input(x: torch.Tensor, in_chans: int, img_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """Return ``x`` if it is a (B, in_chans, H, W) batch (with (H, W) == ``img_size`` when given), else raise a
+    ValueError naming the expected shape."""
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(f'expected input (B, {in_chans}, H, W), got {tuple(x.shape)}')
+    if img_size is not None and tuple(x.shape[-2:]) != tuple(img_size):
+        h, w = img_size
+        raise ValueError(
+            f'this locally connected model expects {h}x{w} inputs, got {x.shape[-2]}x{x.shape[-1]} (input shape '
+            f'{tuple(x.shape)}). Resize/crop the images to {h}x{w}, or create the model with '
+            f'img_size={tuple(x.shape[-2:])}.')
+    return x
 
 
 def _out_size(size: Tuple[int, int], kernel: int, stride: int, padding: int) -> Tuple[int, int]:
@@ -53,20 +92,22 @@ class BasicBlock(nn.Module):
     """ResNet basic block: 3x3 -> BN -> ReLU -> 3x3 -> BN, plus (projected) identity, then ReLU."""
 
     def __init__(self, in_channels: int, channels: int, stride: int, input_size: Tuple[int, int],
-                 layer_type: LayerType) -> None:
+                 layer_type: LayerType, device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.input_size = input_size
         self.output_size = _out_size(input_size, 3, stride, 1)
-        self.conv1 = make_conv(layer_type, in_channels, channels, 3, stride, 1, input_size)
-        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv1 = make_conv(layer_type, in_channels, channels, 3, stride, 1, input_size, **dd)
+        self.bn1 = nn.BatchNorm2d(channels, **dd)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = make_conv(layer_type, channels, channels, 3, 1, 1, self.output_size)
-        self.bn2 = nn.BatchNorm2d(channels)
+        self.conv2 = make_conv(layer_type, channels, channels, 3, 1, 1, self.output_size, **dd)
+        self.bn2 = nn.BatchNorm2d(channels, **dd)
         self.downsample: Optional[nn.Module] = None
         if stride != 1 or in_channels != channels:
             self.downsample = nn.Sequential(
-                make_conv(layer_type, in_channels, channels, 1, stride, 0, input_size),
-                nn.BatchNorm2d(channels),
+                make_conv(layer_type, in_channels, channels, 1, stride, 0, input_size, **dd),
+                nn.BatchNorm2d(channels, **dd),
             )
         self.act2 = nn.ReLU(inplace=True)
 
@@ -91,6 +132,8 @@ class BioResNet(nn.Module):
         img_size: input (H, W); fixed for LC models, used to size the LC layers.
         in_chans, num_classes, global_pool, drop_rate: as in timm.
         sleep_every: period N (optimizer steps) of the sleep phase for ``_wsN`` models, else None.
+        device, dtype: where and in which dtype parameters and buffers are created (as ``nn.Conv2d``);
+            ``device='meta'`` allocates nothing (then ``to_empty`` + :meth:`init_weights`).
 
     Shapes: input (B, in_chans, H, W) -> logits (B, num_classes).
     """
@@ -109,8 +152,11 @@ class BioResNet(nn.Module):
             global_pool: str = 'avg',
             drop_rate: float = 0.0,
             sleep_every: Optional[int] = None,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         if len(layers) != len(channels) or not layers:
             raise ValueError(f'layers {tuple(layers)} and channels {tuple(channels)} must be non-empty and '
                              'the same length (one entry per stage)')
@@ -141,14 +187,14 @@ class BioResNet(nn.Module):
         size = self.img_size
         stem_width = channels[0]
         if stem == 'cifar':
-            self.conv1 = make_conv(stem_type, in_chans, stem_width, 3, stem_stride, 1, size)
+            self.conv1 = make_conv(stem_type, in_chans, stem_width, 3, stem_stride, 1, size, **dd)
             size = _out_size(size, 3, stem_stride, 1)
         else:
-            self.conv1 = make_conv(stem_type, in_chans, stem_width, 7, 2, 3, size)
+            self.conv1 = make_conv(stem_type, in_chans, stem_width, 7, 2, 3, size, **dd)
             size = _out_size(size, 7, 2, 3)
         if min(size) < 1:
             raise ValueError(f'img_size={self.img_size} is too small for this network')
-        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.bn1 = nn.BatchNorm2d(stem_width, **dd)
         self.act1 = nn.ReLU(inplace=True)
         stem_reduction = stem_stride if stem == 'cifar' else 2
         self.feature_info: List[Dict[str, Any]] = [
@@ -170,7 +216,7 @@ class BioResNet(nn.Module):
                 raise ValueError(f'img_size={self.img_size} is too small: stage {i + 1} would be empty')
             blocks = []
             for j in range(depth):
-                block = BasicBlock(in_channels, width, stride if j == 0 else 1, size, layer_type)
+                block = BasicBlock(in_channels, width, stride if j == 0 else 1, size, layer_type, **dd)
                 size = block.output_size
                 in_channels = width
                 blocks.append(block)
@@ -183,8 +229,30 @@ class BioResNet(nn.Module):
         self.feature_size = size
 
         # head
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
         self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        # No init_weights() here: each layer initialized itself above (LC layers in their constructor), so
+        # construction draws every weight once, in the same order as init_weights().
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """(Re)initialize every parameter and buffer, in place, as construction does.
+
+        Conv weights: Kaiming normal (fan_out, ReLU gain); LC weights: the same, drawn independently at every
+        location (``LocallyConnected2d.reset_parameters``); BatchNorm: weight 1, bias 0, running statistics
+        reset; classifier: ``nn.Linear``'s default. Modules are visited in construction order, so after
+        ``torch.manual_seed(s)`` this draws the same weights as building the model after ``torch.manual_seed(s)``.
+        Use it after creating the model on the meta device and ``model.to_empty(device=...)``.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                _init_conv_(module)
+            elif isinstance(module, (LocallyConnected2d, nn.BatchNorm2d, nn.Linear)):
+                module.reset_parameters()
+
+    def __prepare_scriptable__(self) -> 'BioResNet':
+        # torch.jit.script calls this first: fail with a clear message instead of a TorchScript compile error
+        raise RuntimeError(TORCHSCRIPT_ERROR)
 
     # --- timm model interface -------------------------------------------------------------
     @torch.jit.ignore
@@ -200,19 +268,17 @@ class BioResNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        dd = get_device_dtype(self)  # the new head lives where the model is
         self.num_classes = num_classes
         pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type, **dd)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError naming the expected shape when ``x`` cannot go through the model."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected input (B, {self.in_chans}, H, W), got {tuple(x.shape)}')
-        if self.fixed_input_size and tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(
-                f'this locally connected model expects {self.img_size[0]}x{self.img_size[1]} inputs, got '
-                f'{x.shape[-2]}x{x.shape[-1]} (input shape {tuple(x.shape)}). Resize/crop the images to '
-                f'{self.img_size[0]}x{self.img_size[1]}, or create the model with img_size={tuple(x.shape[-2:])}.')
+        self._checked_input(x)
+
+    def _checked_input(self, x: torch.Tensor) -> torch.Tensor:
+        return checked_input(x, self.in_chans, self.img_size if self.fixed_input_size else None)
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -221,7 +287,7 @@ class BioResNet(nn.Module):
         return stage(x)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        x = self._checked_input(x)  # passed through so that FX keeps the check in the graph
         return self.act1(self.bn1(self.conv1(x)))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -281,8 +347,10 @@ class BioResNet(nn.Module):
 
 # --- creation -------------------------------------------------------------------------------
 
-# Tags whose weights have been published on the Hub. Until a tag is listed here, pretrained=True
-# refuses to fall back to random weights.
+# 'name.tag' of the pretrained tags whose weights have been published on the Hub. Only these are listed by
+# timm.list_pretrained() / list_models(pretrained=True); the others stay registered (creatable by name, listed
+# by timm.list_models(include_tags=True)), and pretrained=True with them refuses to fall back to random weights.
+# Read when the models register (on import): add a tag here when its repo is uploaded.
 PUBLISHED_TAGS: set = set()
 
 HUB_ORG = 'bioconv-timm'
@@ -357,10 +425,12 @@ def _is_unreadable_weights_error(exc: BaseException) -> bool:
 def _adapt_lc_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """Adapt a 6-D LC stem weight (out_h, out_w, Cout, kh, kw, Cin) to ``in_chans`` input channels.
 
-    Like timm's ``adapt_input_conv`` but on the last dim: to 1 channel the channels are summed (a grayscale
-    image then gives the same output as the 3-channel model on that image repeated 3 times); to more
-    channels they are repeated and scaled by Cin / in_chans (a grayscale image repeated in_chans times gives
-    the same output as the source model on the grayscale image).
+    Like timm's ``adapt_input_conv`` but on the last dim. To 1 channel the channels are summed: a grayscale
+    image gives exactly the output of the source model on that image repeated Cin times. To more channels
+    the source channels are repeated cyclically (cut to ``in_chans``) and scaled by Cin / in_chans. When
+    ``in_chans`` is a multiple of Cin, a grayscale image repeated ``in_chans`` times gives exactly the source
+    model's output on the grayscale image; otherwise some source channels are repeated once more than others
+    and that holds only approximately (the total weight is preserved only when the channels' sums agree).
     """
     src = weight.shape[-1]
     if src == in_chans:
@@ -428,6 +498,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class _TagCfg(PretrainedCfg):
+    """A pretrained cfg whose Hub repo counts as a weight source only once its tag is in ``PUBLISHED_TAGS``.
+
+    The cfg names the repo its weights will have (``hf_hub_id``), but timm lists a tag as pretrained
+    whenever it has one; ``has_weights`` is what timm's registry reads (on registration) for that.
+    """
+
+    @property
+    def has_weights(self) -> bool:
+        published = self.hf_hub_id is not None and f'{self.architecture}.{self.tag}' in PUBLISHED_TAGS
+        return bool(self.url or self.file or published)
+
+
 def _cfg(name: str, tag: str, **kwargs: Any) -> Dict[str, Any]:
     arch, layer_type, stem_type, sleep_every = _parse_variant(name)
     cfg = dict(
@@ -470,15 +553,17 @@ _EXTRA_TAGS = dict(
 )
 
 
-def _default_cfgs() -> Dict[str, Dict[str, Any]]:
+def _default_cfgs() -> Dict[str, PretrainedCfg]:
     cfgs = {}
-    for name in MODEL_NAMES:  # the first tag of a model is its default: .cifar10 / .in1k
+    for name in MODEL_NAMES:
         arch = _parse_variant(name)[0]
         tag = _DEFAULT_TAG[arch]
-        cfgs[f'{name}.{tag}'] = _cfg(name, tag)
+        # '*' keeps .cifar10 / .in1k the default tag whichever tags are published (timm would otherwise make
+        # the first tag with weights the default)
+        cfgs[f'{name}.{tag}*'] = _TagCfg(**_cfg(name, tag))
         for extra, spec in _EXTRA_TAGS.items():
             if arch in spec['archs']:
-                cfgs[f'{name}.{extra}'] = _cfg(name, extra, **spec['cfg'])
+                cfgs[f'{name}.{extra}'] = _TagCfg(**_cfg(name, extra, **spec['cfg']))
     return cfgs
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .models import _parse_variant
-from .train import TrainConfig, train
+from .train import TrainConfig, finished_run, train
 
 __all__ = ['PaperCell', 'PAPER_CELLS', 'TABLES', 'TABLE_DATASETS', 'cells', 'run_table', 'format_paper_comparison',
            'summarize_runs', 'run_dir']
@@ -39,9 +39,6 @@ TABLE_DATASETS: Dict[str, Tuple[str, ...]] = {
     '2': ('imagenet',), '13': ('imagenet',),
 }
 
-# result.json / config.json fields that must agree before a finished run is reused for a cell
-_REUSE_KEYS = ('model', 'dataset', 'pad', 'reps', 'lr', 'weight_decay', 'batch_size', 'epochs', 'lr_milestones',
-               'lr_decay', 'sleep_every', 'seed', 'split', 'train_subset', 'eval_subset')
 
 
 @dataclass(frozen=True)
@@ -280,26 +277,6 @@ def run_dir(output_root: Union[str, Path], cell: PaperCell, seed: int) -> Path:
     return Path(output_root) / cell.table / cell.dataset / f'{cell.slug}-seed{seed}'
 
 
-def _read_json(path: Path) -> Dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
-
-
-def _check_reusable(folder: Path, config: TrainConfig) -> None:
-    """Refuse to reuse a finished run that was trained with other settings (e.g. a 1-epoch smoke test)."""
-    path = folder / 'config.json'
-    if not path.exists():
-        return
-    saved = _read_json(path)
-    wanted = dataclasses.asdict(config)
-    diff = {k: (saved.get(k), wanted[k]) for k in _REUSE_KEYS
-            if k in saved and json.dumps(saved[k]) != json.dumps(wanted[k])}
-    if diff:
-        detail = ', '.join(f'{k}: {a!r} there vs {b!r} now' for k, (a, b) in diff.items())
-        raise ValueError(f'{folder} holds a finished run with other settings ({detail}); use another '
-                         'output_root, or remove that folder to retrain the cell.')
-
-
 def summarize_runs(cell: PaperCell, results: Sequence[Dict[str, Any]], seeds: Sequence[int],
                    dirs: Sequence[str], reused: int = 0) -> Dict[str, Any]:
     """One comparison row from the ``final`` metrics of a cell's runs (one per seed)."""
@@ -367,10 +344,9 @@ def run_table(table: str, dataset: Optional[str] = None,
             folder = run_dir(output_root, cell, seed)
             config = cell.train_config(data_dir=None if folder_data is None else str(folder_data), seed=seed,
                                        output_dir=str(folder), resume=True, **common)
-            result_path = folder / 'result.json'
-            if result_path.exists():
-                _check_reusable(folder, config)
-                final = _read_json(result_path)['final']
+            finished = finished_run(folder, config)  # refuses a finished run with other settings
+            if finished is not None:
+                final = finished['final']
                 reused += 1
                 if verbose:
                     print(f'[{done}/{total}] table {cell.table} {cell.dataset} {cell.label!r} seed {seed}: '

@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -47,8 +47,8 @@ from .layers import LocallyConnected2d
 from .sleep import lc_layers, weight_snr
 from .sleep_hook import OPTIMIZER_POLICIES, SLEEP_MODES, SleepHook
 
-__all__ = ['TrainConfig', 'TrainResult', 'train', 'default_lr', 'CheckpointError', 'add_train_args',
-           'config_from_args']
+__all__ = ['TrainConfig', 'TrainResult', 'train', 'default_lr', 'CheckpointError', 'ConfigError', 'add_train_args',
+           'config_from_args', 'resolve_config', 'finished_run', 'config_differences', 'RESULT_NEUTRAL_FIELDS', 'RESUMABLE_CHANGES']
 
 CHECKPOINT_VERSION = 1
 _DEFAULT_BATCH = {'digits': 64, 'fashion-mnist': 128, 'cifar10': 512, 'cifar100': 512, 'tinyimagenet': 512,
@@ -56,7 +56,12 @@ _DEFAULT_BATCH = {'digits': 64, 'fashion-mnist': 128, 'cifar10': 512, 'cifar100'
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be resumed (corrupt, or from another model/configuration)."""
+    """A checkpoint that cannot be resumed (corrupt, or from another model/configuration), or a run folder
+    that already holds another run."""
+
+
+class ConfigError(ValueError):
+    """A setting the user can fix (unknown model, bad number, a model kwarg the dataset already fixes)."""
 
 
 @dataclass
@@ -103,6 +108,37 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# TrainConfig fields that never change what a run computes: where it runs and what it prints.
+RESULT_NEUTRAL_FIELDS = frozenset({'data_dir', 'download', 'device', 'num_workers', 'output_dir', 'resume',
+                                   'progress', 'eval_every', 'snr_at_sleep'})
+# ... and those a resumed run may also change: training longer, or a different post-training evaluation.
+RESUMABLE_CHANGES = RESULT_NEUTRAL_FIELDS | {'epochs', 'final_sleep', 'refresh_bn'}
+
+
+def config_differences(saved: Dict[str, Any], config: 'TrainConfig',
+                       allowed: frozenset = RESULT_NEUTRAL_FIELDS) -> Dict[str, Tuple[Any, Any]]:
+    """``{field: (saved value, new value)}`` for every TrainConfig field outside ``allowed`` that differs.
+
+    ``saved`` is a run's stored config (config.json or a checkpoint's); ``config`` should be resolved
+    (:func:`resolve_config`) so that defaults compare as the values they stand for. A field missing from
+    ``saved`` (written by an older version) counts as its default.
+    """
+    defaults = TrainConfig().to_dict()
+    wanted = config.to_dict()
+    diff = {}
+    for name in wanted:
+        if name in allowed:
+            continue
+        before = saved.get(name, defaults[name])
+        if json.dumps(before, sort_keys=True) != json.dumps(wanted[name], sort_keys=True):
+            diff[name] = (before, wanted[name])
+    return diff
+
+
+def format_differences(diff: Dict[str, Tuple[Any, Any]]) -> str:
+    return ', '.join(f'{k}: {a!r} there vs {b!r} now' for k, (a, b) in diff.items())
 
 
 @dataclass
@@ -163,18 +199,21 @@ def _write_csv(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def _neg_log_snr(model: nn.Module) -> Dict[str, float]:
-    """-log SNR (eq. 6) per LC layer; -inf for a perfectly shared layer."""
-    out = {}
+def _neg_log_snr(model: nn.Module) -> Dict[str, Optional[float]]:
+    """-log SNR (eq. 6) per LC layer; -inf for a perfectly shared layer, None where the SNR is undefined
+    (every module of the layer holds a single location, e.g. a 1x1 output map: no variance to measure).
+    Undefined layers are logged as empty cells and left out of the means."""
+    out: Dict[str, Optional[float]] = {}
     for name, layer in lc_layers(model):
         snr = weight_snr(layer)
-        out[name] = -math.log(snr) if snr > 0 else math.inf
+        out[name] = None if math.isnan(snr) else (-math.log(snr) if snr > 0 else math.inf)
     return out
 
 
-def _mean_finite(values: Sequence[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else float('nan')
+def _mean_defined(values: Sequence[Optional[float]]) -> Any:
+    """Mean of the defined values ('' when there are none, an empty CSV cell)."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else ''
 
 
 def _is_tty() -> bool:
@@ -248,27 +287,78 @@ def _resolve(config: TrainConfig, model_sleep_every: Optional[int]) -> TrainConf
     return cfg
 
 
+# create_model arguments the dataset (or another TrainConfig field) sets; model_kwargs may not repeat them
+_DATASET_MODEL_ARGS = {'num_classes': 'the dataset', 'in_chans': 'the dataset', 'img_size': 'the dataset',
+                       'drop_rate': '--drop-rate', 'pretrained': 'nothing (training starts from scratch)'}
+
+
 def _validate(cfg: TrainConfig) -> None:
     if cfg.model not in timm.list_models():
-        raise ValueError(f'unknown model {cfg.model!r}; run `bioconv list` for the registered models')
+        raise ConfigError(f'unknown model {cfg.model!r}; run `bioconv list` for the registered models')
+    clash = sorted(set(cfg.model_kwargs) & set(_DATASET_MODEL_ARGS))
+    if clash:
+        raise ConfigError(f'model_kwargs may not set {", ".join(clash)}: it is set by '
+                          f'{_DATASET_MODEL_ARGS[clash[0]]}; remove {clash[0]}=... from --model-kwargs')
     if cfg.epochs < 1:
-        raise ValueError(f'epochs must be >= 1, got {cfg.epochs}')
+        raise ConfigError(f'epochs must be >= 1, got {cfg.epochs}')
     if cfg.eval_every < 1:
-        raise ValueError(f'eval_every must be >= 1, got {cfg.eval_every}')
+        raise ConfigError(f'eval_every must be >= 1, got {cfg.eval_every}')
     if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise ValueError(f'batch_size must be >= 1, got {cfg.batch_size}')
+        raise ConfigError(f'batch_size must be >= 1, got {cfg.batch_size}')
     if cfg.reps < 1 or (cfg.batch_size and cfg.batch_size % cfg.reps):
-        raise ValueError(f'reps={cfg.reps} must be >= 1 and divide batch_size={cfg.batch_size}')
+        raise ConfigError(f'reps={cfg.reps} must be >= 1 and divide batch_size={cfg.batch_size}')
     if cfg.pad < 0:
-        raise ValueError(f'pad must be >= 0, got {cfg.pad}')
+        raise ConfigError(f'pad must be >= 0, got {cfg.pad}')
     if cfg.split not in ('val', 'test'):
-        raise ValueError(f"split must be 'val' or 'test', got {cfg.split!r}")
+        raise ConfigError(f"split must be 'val' or 'test', got {cfg.split!r}")
     if cfg.sleep_mode not in SLEEP_MODES:
-        raise ValueError(f'unknown sleep_mode {cfg.sleep_mode!r}; available: {sorted(SLEEP_MODES)}')
+        raise ConfigError(f'unknown sleep_mode {cfg.sleep_mode!r}; available: {sorted(SLEEP_MODES)}')
     if cfg.sleep_optimizer not in OPTIMIZER_POLICIES:
-        raise ValueError(f'sleep_optimizer must be one of {OPTIMIZER_POLICIES}, got {cfg.sleep_optimizer!r}')
+        raise ConfigError(f'sleep_optimizer must be one of {OPTIMIZER_POLICIES}, got {cfg.sleep_optimizer!r}')
     if cfg.amp_dtype not in ('float16', 'bfloat16'):
-        raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {cfg.amp_dtype!r}")
+        raise ConfigError(f"amp_dtype must be 'float16' or 'bfloat16', got {cfg.amp_dtype!r}")
+
+
+def _create_model(cfg: TrainConfig, **dataset_args: Any) -> nn.Module:
+    try:
+        return timm.create_model(cfg.model, **dataset_args, **cfg.model_kwargs)
+    except TypeError as exc:  # an argument the model does not take
+        raise ConfigError(f'{cfg.model} does not accept model_kwargs {cfg.model_kwargs}: {exc}') from exc
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """``config`` with its documented defaults filled in (batch size, lr, sleep period, milestones, folder),
+    as the run folder's config.json will state them. Builds the model on the meta device (no memory)."""
+    _validate(config)
+    with torch.device('meta'):
+        model = _create_model(config)
+    return _resolve(config, getattr(model, 'sleep_every', None))
+
+
+def finished_run(folder: Union[str, Path], config: TrainConfig) -> Optional[Dict[str, Any]]:
+    """The ``result.json`` of the finished run in ``folder`` when it was trained with ``config``'s settings;
+    None when the folder holds no finished run.
+
+    Raises:
+        CheckpointError: the folder holds a finished run trained with other settings (named in the message),
+            or one whose settings cannot be read.
+    """
+    folder = Path(folder)
+    result_path, config_path = folder / 'result.json', folder / 'config.json'
+    if not result_path.exists():
+        return None
+    try:
+        saved = json.loads(config_path.read_text())
+        result = json.loads(result_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f'{folder} holds a finished run whose settings cannot be read ({exc}); use another '
+                              'output folder, or remove that one to retrain it.') from exc
+    diff = config_differences(saved, resolve_config(config))
+    if diff:
+        raise CheckpointError(f'{folder} holds a finished run with other settings ({format_differences(diff)}); '
+                              'use another output folder (--output-dir) for these settings, or remove that folder '
+                              'to retrain it.')
+    return result
 
 
 def _load_checkpoint(path: Path) -> Dict[str, Any]:
@@ -283,16 +373,22 @@ def _load_checkpoint(path: Path) -> Dict[str, Any]:
 def _check_compatible(ckpt: Dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     if ckpt.get('version') != CHECKPOINT_VERSION:
         raise CheckpointError(f'{path} is not a bioconv training checkpoint (version {ckpt.get("version")!r})')
-    saved = ckpt['config']
-    keys = ('model', 'model_kwargs', 'dataset', 'epochs', 'batch_size', 'lr', 'weight_decay', 'sleep_every', 'sleep_mode',
-            'sleep_optimizer', 'reps', 'pad', 'seed', 'lr_milestones', 'lr_decay', 'split')
-    diff = {k: (saved.get(k), getattr(cfg, k)) for k in keys
-            if json.dumps(saved.get(k)) != json.dumps(getattr(cfg, k))}
+    # every setting that changes what the run computes must match; only RESUMABLE_CHANGES may differ
+    diff = config_differences(ckpt['config'], cfg, RESUMABLE_CHANGES)
     if diff:
-        detail = ', '.join(f'{k}: checkpoint {a!r} vs now {b!r}' for k, (a, b) in diff.items())
         raise CheckpointError(
-            f'{path} was written by a different run ({detail}). Resume with the same settings, or use '
-            f'another --output-dir for a new run.')
+            f'{path} was written by a different run ({format_differences(diff)}). Resume with the same '
+            'settings, or use another --output-dir for a new run.')
+
+
+def _refuse_existing_run(out_dir: Path) -> None:
+    """A new run never overwrites an earlier one's checkpoints, weights or metrics."""
+    found = [name for name in ('last.pth', 'result.json', 'model.safetensors', 'metrics.csv')
+             if (out_dir / name).exists()]
+    if found:
+        raise CheckpointError(
+            f'{out_dir} already holds a run ({", ".join(found)}); nothing was overwritten. Pass --resume '
+            '(TrainConfig.resume=True) to continue it, or --output-dir NEW_FOLDER to start a new run.')
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -441,12 +537,12 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
     bundle = build_datasets(config.dataset, data_dir=config.data_dir, pad=config.pad, split=config.split,
                             download=config.download, seed=config.seed, train_subset=config.train_subset,
                             eval_subset=config.eval_subset, val_size=config.val_size)
-    model = timm.create_model(config.model, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
-                              img_size=bundle.img_size, drop_rate=config.drop_rate, **config.model_kwargs)
+    model = _create_model(config, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
+                          img_size=bundle.img_size, drop_rate=config.drop_rate)
     cfg = _resolve(config, getattr(model, 'sleep_every', None))
     _validate(cfg)
     if cfg.sleep_every and not any(isinstance(m, LocallyConnected2d) for m in model.modules()):
-        raise ValueError(f'{cfg.model} has no locally connected layers: sleep_every={cfg.sleep_every} would do '
+        raise ConfigError(f'{cfg.model} has no locally connected layers: sleep_every={cfg.sleep_every} would do '
                          'nothing; use an lc_* model or sleep_every=0')
     out_dir = Path(cfg.output_dir)
     progress = _is_tty() if cfg.progress is None else cfg.progress
@@ -473,12 +569,16 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
     if hook.enabled and dist_info.main:
         _wrap_sleep_with_log(hook, sleep_rows, with_snr=log_snr)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, device=device) if cfg.ema else None
+    # the weights that are evaluated, slept at the end, measured and saved: the EMA when there is one
+    record_model = ema.module if ema is not None else model
 
     history: List[Dict[str, Any]] = []
     snr_rows: List[Dict[str, Any]] = []
     start_epoch = 0
     best_top1 = -1.0
     last_path, best_path = out_dir / 'last.pth', out_dir / 'best.pth'
+    if not cfg.resume:
+        _refuse_existing_run(out_dir)
     if cfg.resume and last_path.exists():
         ckpt = _load_checkpoint(last_path)
         _check_compatible(ckpt, cfg, last_path)
@@ -519,7 +619,7 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
     eval_loader = make_loader(eval_set, cfg.batch_size, train=False, num_workers=cfg.num_workers)
     per_rank_batch = cfg.batch_size // dist_info.world_size if dist_info.enabled else cfg.batch_size
     if dist_info.enabled and (cfg.batch_size % dist_info.world_size or per_rank_batch % cfg.reps):
-        raise ValueError(f'batch_size={cfg.batch_size} must split evenly over {dist_info.world_size} processes '
+        raise ConfigError(f'batch_size={cfg.batch_size} must split evenly over {dist_info.world_size} processes '
                          f'and reps={cfg.reps}')
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -562,9 +662,8 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
         train_time = time.perf_counter() - start
         images_per_s = dist_info.all_sum([n_images / max(train_time, 1e-9)], device)[0]
         _sync_buffers(model, dist_info)
-        eval_model = ema.module if ema is not None else model
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            metrics = _evaluate(eval_model, eval_loader, device, amp_ctx, dist_info, cfg.channels_last, progress)
+            metrics = _evaluate(record_model, eval_loader, device, amp_ctx, dist_info, cfg.channels_last, progress)
         else:  # skipped: blank cells in metrics.csv
             metrics = dict(loss='', top1='', top5='')
 
@@ -573,10 +672,11 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
             train_loss=loss_m.avg, train_top1=top1_m.avg, train_top5=top5_m.avg,
             eval_loss=metrics['loss'], eval_top1=metrics['top1'], eval_top5=metrics['top5'],
             images_per_s=images_per_s, epoch_time_s=train_time)
-        layer_snr = _neg_log_snr(model)
-        row['neg_log_snr'] = _mean_finite(list(layer_snr.values())) if layer_snr else ''
+        layer_snr = _neg_log_snr(record_model)
+        row['neg_log_snr'] = _mean_defined(list(layer_snr.values()))
         for name, value in layer_snr.items():
-            snr_rows.append(dict(epoch=epoch + 1, step=hook.steps, layer=name, neg_log_snr=value))
+            snr_rows.append(dict(epoch=epoch + 1, step=hook.steps, layer=name,
+                                 neg_log_snr='' if value is None else value))
         history.append(row)
         is_best = metrics['top1'] != '' and metrics['top1'] > best_top1
         if is_best:
@@ -617,20 +717,24 @@ def _train(config, dist_info, tqdm, build_datasets, make_loader) -> TrainResult:
     # final evaluation, optionally right after one more sleep (and fresh BN statistics)
     final = dict(loss=history[-1]['eval_loss'], top1=history[-1]['eval_top1'], top5=history[-1]['eval_top5'])
     if cfg.final_sleep and hook.enabled:
-        hook.sleep()
+        if ema is None:
+            hook.sleep()
+        else:  # sleep the weights that are saved (the raw model is not)
+            SLEEP_MODES[cfg.sleep_mode](record_model)
+            hook.sleeps += 1
         if cfg.refresh_bn:
             _seed_all(_epoch_seed(cfg.seed, cfg.epochs, dist_info.rank))
             bn_loader = make_loader(bundle.train, per_rank_batch, train=True, reps=cfg.reps,
                                     num_workers=cfg.num_workers, seed=cfg.seed, epoch=cfg.epochs,
                                     distributed=dist_info.enabled)
-            refresh_batchnorm(model, bn_loader, device, cfg.channels_last)
-            _sync_buffers(model, dist_info)
-        final = _evaluate(model, eval_loader, device, amp_ctx, dist_info, cfg.channels_last, progress, 'final eval')
-    _sync_buffers(model, dist_info)
-    ranks_identical = _ranks_identical(model, dist_info, device)
+            refresh_batchnorm(record_model, bn_loader, device, cfg.channels_last)
+            _sync_buffers(record_model, dist_info)
+        final = _evaluate(record_model, eval_loader, device, amp_ctx, dist_info, cfg.channels_last, progress, 'final eval')
+    _sync_buffers(record_model, dist_info)
+    ranks_identical = _ranks_identical(record_model, dist_info, device)
     weights_path = out_dir / 'model.safetensors'
     if dist_info.main:
-        _save_safetensors(ema.module if ema is not None else model, weights_path)
+        _save_safetensors(record_model, weights_path)
         summary = dict(model=cfg.model, dataset=cfg.dataset, final=final, best_top1=best_top1,
                        steps=hook.steps, sleeps=hook.sleeps, epochs=cfg.epochs,
                        final_sleep=cfg.final_sleep, refresh_bn=cfg.refresh_bn,
@@ -672,10 +776,10 @@ def _wrap_sleep_with_log(hook: SleepHook, rows: List[Dict[str, Any]], with_snr: 
     def sleep_with_log() -> int:
         row: Dict[str, Any] = dict(step=hook.steps)
         if with_snr:
-            row['neg_log_snr_before'] = _mean_finite(list(_neg_log_snr(hook.model).values()))
+            row['neg_log_snr_before'] = _mean_defined(list(_neg_log_snr(hook.model).values()))
         count = inner()
         if with_snr:
-            row['neg_log_snr_after'] = _mean_finite(list(_neg_log_snr(hook.model).values()))
+            row['neg_log_snr_after'] = _mean_defined(list(_neg_log_snr(hook.model).values()))
         rows.append(row)
         return count
 

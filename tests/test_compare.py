@@ -57,3 +57,29 @@ def test_presets_and_cli_overrides(monkeypatch):
     config = seen['config']
     assert config.epochs == 2 and config.sleep_optimizer == 'reset' and config.train_subset == 10000
     assert config.lrs['lc_ws1'] == 3e-3
+
+
+def test_finished_cells_are_reused_only_with_the_same_settings(tmp_path, capsys):
+    """A comparison with other settings in the same folder stops and names the setting; none is trained."""
+    import dataclasses
+
+    import pytest
+
+    from bioconv_timm.cli import main as cli_main
+    from bioconv_timm.train import CheckpointError
+    cells = (CompareCell('conv', '-', 'conv'),)
+    config = CompareConfig(epochs=1, batch_size=16, train_subset=32, eval_subset=32, cells=cells,
+                           output_dir=str(tmp_path), progress=False)
+    first = compare(config)
+    with pytest.raises(CheckpointError, match='pad: 4 there vs 0 now'):
+        compare(dataclasses.replace(config, pad=0))
+    with pytest.raises(CheckpointError, match='lr: 0.005 there vs 0.5 now'):
+        compare(dataclasses.replace(config, lrs=dict(config.lrs, conv=0.5)))
+    with pytest.raises(CheckpointError, match='model_kwargs'):
+        compare(dataclasses.replace(config, model_kwargs=dict(layers=(1, 1, 1))))
+    assert compare(config)[0]['top1'] == first[0]['top1']  # same settings: reused
+    capsys.readouterr()
+    code = cli_main(['compare', '--output-dir', str(tmp_path), '--pad', '0', '--epochs', '1', '--batch-size', '16',
+                     '--train-subset', '32', '--eval-subset', '32', '--no-progress'])
+    err = capsys.readouterr().err
+    assert code == 2 and 'pad: 4 there vs 0 now' in err and '--output-dir' in err

@@ -490,3 +490,34 @@ def test_cifar_pickle_that_would_run_code_is_refused(tmp_path):
         pickle.dump({'data': _RunsCode(), 'labels': [0]}, f, protocol=2)
     with pytest.raises(DatasetError, match='refusing to load'):
         build_datasets('cifar10', data_dir=str(tmp_path))
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    write_image_folder(tmp_path, 'train', ['a', 'b'], 1, size=(40, 30))
+    write_image_folder(tmp_path, 'val', ['a', 'b'], 1, size=(40, 30))
+    bad = tmp_path / 'train' / 'b' / 'broken.JPEG'
+    bad.write_bytes(b'this is not a JPEG')
+    bundle = build_datasets('imagenet', data_dir=str(tmp_path), img_size=32)
+    index = [i for i in range(len(bundle.train)) if 'broken' in bundle.train.base.samples[int(bundle.train.indices[i])][0]]
+    with pytest.raises(DatasetError, match=f'cannot read image {bad}'):
+        bundle.train[index[0]]
+
+
+def test_tinyimagenet_pad_beyond_the_image_pads_with_the_mean(tmp_path):
+    """pad 12: the 72x72 centre crop is larger than the 64x64 image; the extra border must be the
+    normalized mean (0), not raw black, so normalization has to come before the crop."""
+    write_image_folder(tmp_path, 'train', ['n01'], 1, ext='png')
+    write_image_folder(tmp_path, 'val', ['n01'], 1, ext='png')
+    white = np.full((64, 64, 3), 255, np.uint8)
+    Image.fromarray(white).save(tmp_path / 'train' / 'n01' / 'n01_0.png')
+    bundle = build_datasets('tinyimagenet', data_dir=str(tmp_path), pad=12)
+    white_norm = ((1 - torch.tensor(D.IMAGENET_MEAN)) / torch.tensor(D.IMAGENET_STD))[:, None, None]
+    torch.manual_seed(0)
+    saw_border = False
+    for _ in range(40):
+        x, _ = bundle.train[0]
+        is_image = torch.isclose(x, white_norm.expand_as(x), atol=1e-5).all(dim=0)
+        is_mean = (x == 0).all(dim=0)
+        assert bool((is_image | is_mean).all())  # every pixel is the image or the mean, never raw black
+        saw_border |= bool(is_mean.any())
+    assert saw_border

@@ -50,7 +50,7 @@ def test_resnet18_half_lc_parameter_count():
         model = timm.create_model('lc_resnet18_half')
         convstem = timm.create_model('lc_resnet18_half_convstem')
     n = sum(p.numel() for p in model.parameters())
-    assert 480e6 < n < 486e6  # DESIGN.md: ~483M
+    assert 480e6 < n < 486e6  # ~483M: most of them in the stem and layer1 (112x112 and 56x56 locations)
     stem_lc = 112 * 112 * 3 * 32 * 49
     assert n - sum(p.numel() for p in convstem.parameters()) == stem_lc - 3 * 32 * 49
 
@@ -182,3 +182,19 @@ def test_share_weights_on_model_shares_every_lc_layer():
             kh, kw = layer.kernel_size
             w = layer.weight
             assert torch.equal(w[kh:], w[:-kh]) and torch.equal(w[:, kw:], w[:, :-kw])
+
+
+def test_adapted_lc_stem_matches_source_only_for_channel_multiples():
+    """What _adapt_lc_in_chans' docstring states: a gray image repeated in_chans times gives the source
+    model's output on the gray image repeated Cin times exactly when in_chans is 1 or a multiple of Cin."""
+    from bioconv_timm.models import _adapt_lc_in_chans
+    torch.manual_seed(0)
+    weight = torch.randn(4, 4, 5, 3, 3, 3)  # Cin = 3
+    gray = torch.randn(4, 4, 3, 3)          # a patch per location, one channel
+    def response(w):  # every input channel holds the gray patch: the channels' weights are summed
+        return torch.einsum('hwoklc,hwkl->hwo', w, gray)
+    source = response(weight)
+    for in_chans in (1, 3, 6, 9):
+        torch.testing.assert_close(response(_adapt_lc_in_chans(weight, in_chans)), source, rtol=1e-5, atol=1e-5)
+    for in_chans in (2, 4, 5):
+        assert not torch.allclose(response(_adapt_lc_in_chans(weight, in_chans)), source, atol=1e-3)

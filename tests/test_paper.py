@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from bioconv_timm.train import CheckpointError
 import timm
 
 import bioconv_timm  # noqa: F401  (registers the models)
@@ -321,7 +323,7 @@ def test_run_table_orchestration(tmp_path, monkeypatch):
     assert [r['top1'] for r in again] == [r['top1'] for r in rows]
     more = run_table('1', 'cifar10', **dict(kwargs, seeds=[0, 1, 2], labels=['LC - ws(10)']))
     assert [(c.model, c.seed) for c in seen] == [('lc_resnet20_ws10', 2)] and more[0]['reused'] == 2
-    with pytest.raises(ValueError, match='other settings'):
+    with pytest.raises(CheckpointError, match='other settings .*epochs: 1 there vs 2 now'):
         run_table('1', 'cifar10', **dict(kwargs, epochs=2))
     with pytest.raises(ValueError, match='no row'):
         run_table('1', 'cifar10', **dict(kwargs, labels=['LC - ws(5)']))

@@ -123,3 +123,19 @@ def test_weight_snr_grows_as_perturbation_shrinks():
 def test_weight_snr_rejects_non_lc():
     with pytest.raises(TypeError):
         weight_snr(nn.Conv2d(1, 1, 3))
+
+
+def test_bias_is_shared_over_its_own_module_grid():
+    """share_weights_ on a layer with bias, uneven grid (7x5 outputs, 3x3 kernel): each bias location
+    becomes the mean of its module, computed here location by location."""
+    layer = LocallyConnected2d(2, 3, 3, (7, 5), padding=1, bias=True)
+    with torch.no_grad():
+        layer.bias.normal_()
+    before = layer.bias.detach().clone()  # (Cout, H, W)
+    share_weights_(layer)
+    kh, kw = layer.kernel_size
+    for i in range(7):
+        for j in range(5):
+            members = [(a, b) for a in range(7) for b in range(5) if a % kh == i % kh and b % kw == j % kw]
+            expected = torch.stack([before[:, a, b] for a, b in members]).mean(0)
+            torch.testing.assert_close(layer.bias[:, i, j], expected, rtol=1e-6, atol=1e-7)
