@@ -1,0 +1,369 @@
+"""Fashion-MNIST, long budget: does dynamic weight sharing beat plain LC once training is long enough?
+
+Three questions, one resumable job:
+
+1. ``sweep``: learning rate of LC, ws(10) and ws(100) (``--sleep-optimizer average``) on a held-out
+   validation split (``split='val'``: 6,000 training images never trained on; the test set is never
+   looked at), one seed, the short study's 10k-image / 15-epoch budget, lr in {5e-4, 1e-3, 2e-3}.
+2. ``long``: all 60,000 training images, the full test set, evaluated every epoch: conv, LC, ws(1),
+   ws(10), ws(100) (average policy), 3 seeds each. LC / ws(10) / ws(100) use the sweep's best lr; conv
+   and ws(1) keep the short study's lrs.
+3. ``hebbian``: ws(10) with the section-4 Hebbian sleep against the instant sleep, 10k-image budget,
+   3 seeds each, the sweep's ws(10) lr.
+
+A finished run leaves a compact record (config, every epoch's metrics, final result, wall time) in
+``--records`` (committed with the report), so the study resumes across sessions and machines; an
+interrupted run resumes from its last epoch checkpoint in ``--runs-dir`` while that folder exists.
+``--jobs`` runs go at a time, one torch thread each; a number written into ``<runs-dir>/JOBS`` changes it
+while the study runs (1 leaves a core free for other work).
+
+    apt-get install dataset-fashion-mnist
+    python scripts/fashion_mnist_long.py --jobs 2        # ~3 h on a 2-core CPU
+    python scripts/fashion_mnist_long.py --report-only   # rewrite the report from the records
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+SWEEP_LRS = (5e-4, 1e-3, 2e-3)
+SWEPT = ('lc', 'lc_ws10', 'lc_ws100')
+FIXED_LRS = {'conv': 5e-3, 'lc_ws1': 3e-3}  # the short study's (bioconv compare --dataset fashion-mnist)
+LONG_CELLS = ('conv', 'lc', 'lc_ws1', 'lc_ws10', 'lc_ws100')
+LABELS = {'conv': 'conv', 'lc': 'LC', 'lc_ws1': 'LC - ws(1)', 'lc_ws10': 'LC - ws(10)', 'lc_ws100': 'LC - ws(100)'}
+# Paper Table 1 / 5: CIFAR10, ResNet20, pad 4, 200 epochs, mean of 5 runs.
+PAPER_CIFAR10_PAD4 = {'conv': 88.3, 'lc': 80.9, 'lc_ws1': 87.4, 'lc_ws10': 85.1, 'lc_ws100': 82.0}
+SEEDS = (0, 1, 2)
+SHORT_EPOCHS = 15
+SHORT_SUBSET = 10000
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str                 # record file stem, unique
+    phase: str                # sweep | long | hebbian
+    cell: str                 # conv | lc | lc_ws1 | ...
+    seed: int
+    lr_key: Optional[str] = None   # lr comes from the sweep's best for this cell (None: fixed lr below)
+    lr: Optional[float] = None
+    overrides: Dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def base_config(args: argparse.Namespace) -> Dict[str, Any]:
+    return dict(dataset='fashion-mnist', data_dir=args.data_dir, pad=4, batch_size=128, weight_decay=1e-4,
+                opt='adamw', lr_decay=0.25, model_kwargs=dict(layers=[1, 1, 1], stem_stride=2),
+                sleep_optimizer='average', progress=False, snr_at_sleep=False, resume=True)
+
+
+def all_runs(args: argparse.Namespace) -> List[Run]:
+    """Every run, in the order they should start (each lr-dependent run waits for its sweep)."""
+    sweep = [Run(f'sweep-{cell}-lr{lr:g}', 'sweep', cell, 0, lr=lr) for cell in SWEPT for lr in SWEEP_LRS]
+    long_ = [Run(f'long-{cell}-seed{seed}', 'long', cell, seed,
+                 lr_key=cell if cell in SWEPT else None, lr=FIXED_LRS.get(cell))
+             for seed in SEEDS for cell in LONG_CELLS]
+    heb = [Run(f'hebbian-lc_ws10-{mode}-seed{seed}', 'hebbian', 'lc_ws10', seed, lr_key='lc_ws10',
+               overrides=dict(sleep_mode=mode)) for seed in SEEDS for mode in ('instant', 'hebbian')]
+    # the sweep first; then conv/ws(1) long runs (no lr to wait for) fill the gaps while it finishes
+    return sweep + long_ + heb
+
+
+def train_config(run: Run, lr: float, args: argparse.Namespace) -> Dict[str, Any]:
+    cfg = base_config(args)
+    model = ('conv_resnet20' if run.cell == 'conv' else 'lc_resnet20' + run.cell[2:])
+    cfg.update(model=model, seed=run.seed, lr=lr, output_dir=str(Path(args.runs_dir) / run.name))
+    if run.phase == 'sweep':
+        cfg.update(split='val', train_subset=SHORT_SUBSET, epochs=SHORT_EPOCHS, eval_every=5)
+    elif run.phase == 'long':
+        cfg.update(split='test', epochs=args.long_epochs, eval_every=1)
+    else:
+        cfg.update(split='test', train_subset=SHORT_SUBSET, epochs=SHORT_EPOCHS, eval_every=1)
+    if run.cell != 'conv' and run.cell != 'lc':
+        cfg.update(final_sleep=True, refresh_bn=True)
+    cfg.update(run.overrides)
+    return cfg
+
+
+# --- records ----------------------------------------------------------------------------------
+
+def record_path(args: argparse.Namespace, run: Run) -> Path:
+    return Path(args.records) / f'{run.name}.json'
+
+
+def load_record(args: argparse.Namespace, run: Run) -> Optional[Dict[str, Any]]:
+    path = record_path(args, run)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def best_lrs(args: argparse.Namespace) -> Dict[str, float]:
+    """Best val top-1 per swept cell, once all of that cell's sweep runs are done."""
+    out = {}
+    for cell in SWEPT:
+        recs = [load_record(args, r) for r in all_runs(args) if r.phase == 'sweep' and r.cell == cell]
+        if all(recs):
+            out[cell] = max(recs, key=lambda r: r['top1_last_step'])['config']['lr']
+    return out
+
+
+def _run_one(cfg: Dict[str, Any], record: str, meta: Dict[str, Any]) -> Tuple[str, float]:
+    import torch
+    torch.set_num_threads(1)
+    from bioconv_timm.train import TrainConfig, train
+    tc = TrainConfig(**cfg)
+    out = Path(tc.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(out / 'train.log', 'a') as f:
+        stdout, sys.stdout = sys.stdout, f
+        try:
+            result = train(tc)
+        finally:
+            sys.stdout = stdout
+    seconds = time.perf_counter() - start
+    with open(out / 'metrics.csv') as f:
+        history = [{k: (float(v) if v not in ('', None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+    rec = dict(meta, config=cfg, seconds=seconds, history=history, final=result.final,
+               top1_last_step=history[-1]['eval_top1'], train_top1_last_epoch=history[-1]['train_top1'])
+    tmp = Path(record).with_suffix('.tmp')
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(rec, indent=1))
+    os.replace(tmp, record)
+    return record, seconds
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    path = Path(args.runs_dir) / 'JOBS'
+    try:
+        return max(1, int(path.read_text().strip()))
+    except (OSError, ValueError):
+        return args.jobs
+
+
+def run_study(args: argparse.Namespace) -> None:
+    from bioconv_timm.data import build_datasets
+    build_datasets('fashion-mnist', data_dir=args.data_dir, pad=0, split='test', train_subset=10, eval_subset=10)
+    os.environ['OMP_NUM_THREADS'] = '1'
+    Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+    running: Dict[Future, Run] = {}
+    with ProcessPoolExecutor(max(args.jobs, 2)) as pool:
+        while True:
+            lrs = best_lrs(args)
+            busy = {r.name for r in running.values()}
+            ready = []
+            for run in all_runs(args):
+                if run.name in busy or load_record(args, run) is not None:
+                    continue
+                if run.phase not in args.phases:
+                    continue
+                if run.lr_key is not None and run.lr_key not in lrs:
+                    continue
+                ready.append(run)
+            while ready and len(running) < _jobs(args):
+                run = ready.pop(0)
+                lr = lrs[run.lr_key] if run.lr_key else run.lr
+                cfg = train_config(run, lr, args)
+                meta = dict(name=run.name, phase=run.phase, cell=run.cell, seed=run.seed)
+                print(f'{time.strftime("%H:%M:%S")} start {run.name} (lr {lr:g})', flush=True)
+                running[pool.submit(_run_one, cfg, str(record_path(args, run)), meta)] = run
+            if not running:
+                break
+            done, _ = wait(list(running), timeout=60, return_when=FIRST_COMPLETED)
+            for fut in done:
+                run = running.pop(fut)
+                try:
+                    _, seconds = fut.result()
+                    rec = load_record(args, run)
+                    print(f'{time.strftime("%H:%M:%S")} done {run.name}: top-1 {rec["top1_last_step"]:.2f} '
+                          f'(train {rec["train_top1_last_epoch"]:.2f}) in {seconds / 60:.1f} min', flush=True)
+                except Exception as exc:  # report and go on with the others
+                    print(f'{time.strftime("%H:%M:%S")} FAILED {run.name}: {exc!r}', flush=True)
+            if done:
+                write_report(args)
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def _mean_sd(values: List[float]) -> Tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else float('nan'))
+
+
+def _fmt(values: List[float]) -> str:
+    m, sd = _mean_sd(values)
+    return f'{m:.2f}' + ('' if math.isnan(sd) else f' ± {sd:.2f}')
+
+
+def _records(args: argparse.Namespace, phase: str) -> List[Dict[str, Any]]:
+    out = []
+    for run in all_runs(args):
+        if run.phase == phase and (rec := load_record(args, run)) is not None:
+            out.append(rec)
+    return out
+
+
+def _curves(recs: List[Dict[str, Any]]) -> Tuple[List[float], List[List[float]]]:
+    """Steps and per-seed test top-1 at every epoch (seeds cut to the shortest history)."""
+    n = min(len(r['history']) for r in recs)
+    steps = [recs[0]['history'][i]['step'] for i in range(n)]
+    return steps, [[r['history'][i]['eval_top1'] for i in range(n)] for r in recs]
+
+
+def crossing_step(ws: List[float], lc: List[float], steps: List[float]) -> Optional[float]:
+    """First step from which the ws mean curve stays at or above LC's to the end (None: never)."""
+    for i in range(len(steps)):
+        if all(w >= c for w, c in zip(ws[i:], lc[i:])):
+            return steps[i]
+    return None
+
+
+def write_report(args: argparse.Namespace) -> Path:
+    out = Path(args.report)
+    lines = ['# Fashion-MNIST, long budget: does dynamic weight sharing beat plain LC?', '',
+             'Regenerate with `python scripts/fashion_mnist_long.py --jobs 2` (skips finished runs, whose records '
+             'are in `fashion_mnist_long/`); `--report-only` rewrites this file and the figure from the records.', '',
+             'Common setup: Fashion-MNIST, pad 4 with the training mean then random-crop 28; ResNet-8 (one basic block '
+             'per stage, 16/32/64 channels, 3x3 stride-2 stem: `model_kwargs=dict(layers=(1, 1, 1), stem_stride=2)` '
+             'on the resnet20 entrypoints), every conv locally connected in LC models (stem and shortcuts included); '
+             'AdamW, batch 128, weight decay 1e-4, lr divided by 4 at 50% and 75% of the epochs; sleeping cells '
+             'grid-average the AdamW moments with the weights (`--sleep-optimizer average`); one torch thread per '
+             'run. "top-1" is the test (or val) accuracy after the last optimizer step; "train top-1" is the '
+             'running accuracy on augmented training batches during the last epoch.', '']
+    sweep = _records(args, 'sweep')
+    lrs = best_lrs(args)
+    if sweep:
+        lines += ['## 1. Learning-rate sweep (validation split, never the test set)', '',
+                  f'{SHORT_SUBSET} training images, {SHORT_EPOCHS} epochs ({SHORT_EPOCHS * math.ceil(SHORT_SUBSET / 128)} '
+                  'steps), seed 0, evaluated on 6,000 held-out training images (`--split val`).', '',
+                  '| cell | ' + ' | '.join(f'lr {lr:g}' for lr in SWEEP_LRS) + ' | best |', '|---' * (len(SWEEP_LRS) + 2) + '|']
+        for cell in SWEPT:
+            byl = {r['config']['lr']: r for r in sweep if r['cell'] == cell}
+            vals = [f"{byl[lr]['top1_last_step']:.2f} (train {byl[lr]['train_top1_last_epoch']:.1f})" if lr in byl
+                    else '-' for lr in SWEEP_LRS]
+            lines.append(f'| {LABELS[cell]} | ' + ' | '.join(vals) + f" | {lrs[cell]:g} |" if cell in lrs
+                         else f'| {LABELS[cell]} | ' + ' | '.join(vals) + ' | (running) |')
+        lines += ['', 'conv (5e-3) and ws(1) (3e-3) keep the short study\'s learning rates.', '']
+    long_ = _records(args, 'long')
+    if long_:
+        epochs = long_[0]['config']['epochs']
+        steps = long_[0]['history'][-1]['step']
+        lines += ['## 2. Long budget (all 60,000 training images, full test set)', '',
+                  f'{epochs} epochs = {steps:.0f} optimizer steps; evaluated every epoch. Mean ± sd over seeds.', '',
+                  '| Connectivity | lr | seeds | test top-1 (%) | Diff vs conv | Diff vs LC | after final sleep + BN refresh '
+                  '| train top-1 | best epoch top-1 | paper CIFAR10 pad 4 | paper Diff | minutes per run |',
+                  '|---|---|---|---|---|---|---|---|---|---|---|---|']
+        by = {c: [r for r in long_ if r['cell'] == c] for c in LONG_CELLS}
+        conv = statistics.mean(r['top1_last_step'] for r in by['conv']) if by['conv'] else None
+        lc = statistics.mean(r['top1_last_step'] for r in by['lc']) if by['lc'] else None
+        for cell in LONG_CELLS:
+            recs = by[cell]
+            if not recs:
+                continue
+            top1 = [r['top1_last_step'] for r in recs]
+            m = statistics.mean(top1)
+            slept = _fmt([r['final']['top1'] for r in recs]) if cell not in ('conv', 'lc') else '-'
+            best = _fmt([max(h['eval_top1'] for h in r['history']) for r in recs])
+            paper = PAPER_CIFAR10_PAD4[cell]
+            pdiff = '-' if cell == 'conv' else f'{paper - PAPER_CIFAR10_PAD4["conv"]:+.1f}'
+            dconv = '-' if cell == 'conv' or conv is None else f'{m - conv:+.2f}'
+            dlc = '-' if cell == 'lc' or lc is None else f'{m - lc:+.2f}'
+            lines.append(f"| {LABELS[cell]} | {recs[0]['config']['lr']:g} | {len(recs)} | {_fmt(top1)} | {dconv} | {dlc} "
+                         f"| {slept} | {_fmt([r['train_top1_last_epoch'] for r in recs])} | {best} | {paper} | {pdiff} "
+                         f"| {statistics.mean(r['seconds'] for r in recs) / 60:.0f} |")
+        lines += ['', 'Paper: CIFAR10, ResNet20, 200 epochs, 5 runs (Table 1 / 5).', '']
+        if by['lc']:
+            _, lc_curves = _curves(by['lc'])
+            lc_mean = [statistics.mean(v) for v in zip(*lc_curves)]
+            crossings = []
+            for cell in ('lc_ws1', 'lc_ws10', 'lc_ws100'):
+                if not by[cell]:
+                    continue
+                steps_c, curves = _curves(by[cell])
+                ws_mean = [statistics.mean(v) for v in zip(*curves)]
+                n = min(len(ws_mean), len(lc_mean))
+                step = crossing_step(ws_mean[:n], lc_mean[:n], steps_c[:n])
+                crossings.append(f'{LABELS[cell]}: ' + (f'from step {step:.0f} on' if step is not None else 'never'))
+            lines += ['Where each sleeping cell\'s mean test curve rises to LC\'s mean and stays at or above it to the '
+                      'end (per-epoch evaluations): ' + '; '.join(crossings) + '.', '',
+                      '![learning curves](fashion_mnist_long.png)', '']
+        plot_curves(by, out.with_suffix('.png'))
+    heb = _records(args, 'hebbian')
+    if heb:
+        lines += ['## 3. Hebbian sleep in training (ws(10), 10k images, 15 epochs)', '',
+                  '| sleep mode | lr | seeds | test top-1 (%) | after final sleep + BN refresh | train top-1 | '
+                  'minutes per run |', '|---|---|---|---|---|---|---|']
+        for mode in ('instant', 'hebbian'):
+            recs = [r for r in heb if r['config'].get('sleep_mode') == mode]
+            if recs:
+                lines.append(f"| {mode} | {recs[0]['config']['lr']:g} | {len(recs)} | "
+                             f"{_fmt([r['top1_last_step'] for r in recs])} | {_fmt([r['final']['top1'] for r in recs])} | "
+                             f"{_fmt([r['train_top1_last_epoch'] for r in recs])} | "
+                             f"{statistics.mean(r['seconds'] for r in recs) / 60:.1f} |")
+        lines.append('')
+    if Path(args.findings).exists():
+        lines += [Path(args.findings).read_text().strip(), '']
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text('\n'.join(lines))
+    return out
+
+
+def plot_curves(by: Dict[str, List[Dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(13, 4.5))
+    colors = {'conv': 'k', 'lc': 'tab:red', 'lc_ws1': 'tab:blue', 'lc_ws10': 'tab:green', 'lc_ws100': 'tab:purple'}
+    for cell, recs in by.items():
+        if not recs:
+            continue
+        steps, curves = _curves(recs)
+        mean = [statistics.mean(v) for v in zip(*curves)]
+        lo = [min(v) for v in zip(*curves)]
+        hi = [max(v) for v in zip(*curves)]
+        for a in (ax, zoom):
+            a.plot(steps, mean, color=colors[cell], label=f'{LABELS[cell]} ({len(recs)} seeds)')
+            a.fill_between(steps, lo, hi, color=colors[cell], alpha=0.2, linewidth=0)
+    for a in (ax, zoom):
+        a.set_xlabel('optimizer step')
+        a.set_ylabel('test top-1 (%)')
+        a.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title('Fashion-MNIST, 60k images, pad 4 (line: mean, band: min-max over seeds)')
+    all_last = [h for recs in by.values() for r in recs for h in r['history'][len(r['history']) // 2:]]
+    if all_last:
+        zoom.set_ylim(min(h['eval_top1'] for h in all_last) - 0.5, max(h['eval_top1'] for h in all_last) + 0.3)
+        zoom.set_xlim(all_last and min(h['step'] for h in all_last), None)
+    zoom.set_title('second half, zoomed')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--jobs', type=int, default=2, help='runs at a time (one torch thread each)')
+    parser.add_argument('--long-epochs', type=int, default=20)
+    parser.add_argument('--phases', nargs='+', default=['sweep', 'long', 'hebbian'])
+    parser.add_argument('--data-dir', default=None)
+    parser.add_argument('--runs-dir', default='runs/fashion_mnist_long')
+    parser.add_argument('--records', default='docs/results/fashion_mnist_long')
+    parser.add_argument('--report', default='docs/results/fashion_mnist_long.md')
+    parser.add_argument('--findings', default='docs/results/fashion_mnist_long_findings.md',
+                        help='hand-written conclusions appended to the report when the file exists')
+    parser.add_argument('--report-only', action='store_true')
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        run_study(args)
+    print(write_report(args).read_text())
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
