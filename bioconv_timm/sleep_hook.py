@@ -7,7 +7,9 @@ being averaged away after N steps of learning. Unlike the authors (whose iterati
 epoch), one global counter runs over the whole run, so the period is exact across epoch boundaries and
 a resumed run continues the count. A step skipped by the AMP GradScaler (inf/nan gradients) never
 calls ``optimizer.step()``, so it fires no post-hook and is not counted. Under DDP every rank runs
-the same deterministic sleep on identical weights after the same step, so ranks stay identical.
+the same deterministic sleep on identical weights after the same step, so ranks stay identical. Under
+FSDP2 (:func:`bioconv_timm.sharding.fsdp_wrap`) every rank gathers each LC layer, and for the 'average'
+policy each AdamW moment of it, sleeps on the whole tensor and keeps its own shard of the result.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch.nn as nn
 
 from .layers import LocallyConnected2d
 from .hebbian_sleep import hebbian_share_weights_
-from .sharding import is_fsdp, is_fsdp_unit
+from .sharding import check_not_fsdp1, gathered_tensor, is_fsdp_unit
 from .sleep import grid_means, share_tensor_, share_weights_
 
 __all__ = ['SleepHook', 'SLEEP_MODES', 'OPTIMIZER_POLICIES', 'register_sleep_mode']
@@ -42,7 +44,7 @@ def register_sleep_mode(name: str, fn: SleepFn) -> None:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The module under DDP / torch.compile wrappers. FSDP is kept: the sleep gathers its shards through it."""
+    """The module under DDP / torch.compile wrappers. An FSDP2 root is kept (its class is the model's own)."""
     while not is_fsdp_unit(model):
         if hasattr(model, 'module') and isinstance(model.module, nn.Module):
             model = model.module
@@ -75,10 +77,8 @@ class SleepHook:
             raise ValueError(f'unknown sleep mode {mode!r}; available: {sorted(SLEEP_MODES)}')
         if optimizer_policy not in OPTIMIZER_POLICIES:
             raise ValueError(f'unknown optimizer policy {optimizer_policy!r}; choose one of {OPTIMIZER_POLICIES}')
+        check_not_fsdp1(model)  # before unwrapping: FSDP1's wrapper has a .module too
         self.model = _unwrap(model)
-        if optimizer_policy != 'keep' and is_fsdp(model):
-            raise ValueError(f'optimizer_policy={optimizer_policy!r} needs whole optimizer moments, which FSDP '
-                             "shards; use optimizer_policy='keep' with an FSDP model")
         self.every = int(every) if every else 0
         self.mode = mode
         self.optimizer_policy = optimizer_policy
@@ -132,11 +132,13 @@ class SleepHook:
                     if not torch.is_tensor(value) or value.shape != param.shape:
                         continue  # e.g. the step count
                     if self.optimizer_policy == 'reset':
-                        value.zero_()
-                    elif spatial_dims == (0, 1):
-                        share_tensor_(value, layer.kernel_size)
-                    else:
-                        value.copy_(grid_means(value, layer.kernel_size, spatial_dims))
+                        value.zero_()  # a sharded (DTensor) moment zeroes its own shard
+                        continue
+                    with gathered_tensor(value) as whole:  # FSDP2: the moment gathered, then this rank's shard kept
+                        if spatial_dims == (0, 1):
+                            share_tensor_(whole, layer.kernel_size)
+                        else:
+                            whole.copy_(grid_means(whole, layer.kernel_size, spatial_dims))
 
     def state_dict(self) -> Dict[str, int]:
         return dict(steps=self.steps, sleeps=self.sleeps, every=self.every)
