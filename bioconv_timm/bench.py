@@ -62,7 +62,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import native
+from . import _malloc, native
 from .layers import LocallyConnected2d, chunk_bytes
 
 __all__ = [
@@ -925,8 +925,9 @@ def format_model_table(records: Sequence[dict]) -> str:
 def format_report(result: dict) -> str:
     meta = result['meta']
     parts = [f"bioconv bench: {meta['device_name']}, {meta['precision']}, torch {meta['torch']}, "
-             f"{meta['threads']} threads, tcmalloc {'preloaded' if meta['tcmalloc'] else 'not preloaded'}, "
-             f"{meta['date']}"]
+             f"{meta['threads']} threads, {meta['date']}"]
+    if meta.get('allocator'):
+        parts.append(f"allocator: {meta['allocator']['summary']}")
     backend = meta.get('lc_backend') or {}
     if backend.get('available'):
         parts.append(f"LC layer: native kernels ({backend.get('vector_width')} floats per vector, "
@@ -1038,7 +1039,8 @@ def _meta(cfg: BenchConfig) -> dict:
         date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
         device=str(dev), device_name=f'{dev.type.upper()} {name}'.strip(), torch=torch.__version__,
         threads=torch.get_num_threads(), cpu_count=cores, omp_num_threads=os.environ.get('OMP_NUM_THREADS'),
-        tcmalloc=tcmalloc, loadavg_1min=load, precision=f'autocast {cfg.amp}' if cfg.amp else 'fp32',
+        tcmalloc=tcmalloc, allocator=_malloc.describe(), loadavg_1min=load,
+        precision=f'autocast {cfg.amp}' if cfg.amp else 'fp32',
         python=platform.python_version(), repeats=cfg.repeats, quick=cfg.quick, full=cfg.full,
         lc_backend=native.build_info() if dev.type == 'cpu' else {'backend': 'torch (CUDA)'},
         config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()})

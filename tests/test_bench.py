@@ -190,6 +190,17 @@ def test_bioconv_bench_runs_at_tiny_shapes(tmp_path, capsys):
     _check_layer_records(result['layers'], shape_set('tiny', 64), repeats=1)
 
 
+def test_bench_reports_the_allocator_it_ran_under():
+    result = run_benchmark(BenchConfig(shapes=('tiny',), impls=('conv_cl', 'lc'), modes=('fwd',), repeats=1,
+                                       memory='none', models='none'))
+    allocator = result['meta']['allocator']
+    assert {'name', 'setting', 'summary', 'glibc_tunables', 'mallopt', 'large_blocks', 'preloaded'} <= set(allocator)
+    assert allocator['setting'] in ('bioconv mallopt', 'GLIBC_TUNABLES', 'default', 'opted out', 'preloaded')
+    header = format_report(result).splitlines()[:3]
+    assert f"allocator: {allocator['summary']}" in header
+    json.dumps(result['meta'])
+
+
 def test_run_benchmark_targets_use_the_same_records():
     result = run_benchmark(BenchConfig(shapes=('tiny',), repeats=1, memory='none', models='none'))
     # relabel the tiny records as ResNet20 shapes: the targets read exactly those ratios
