@@ -4,7 +4,9 @@ Three questions, one resumable job:
 
 1. ``sweep``: learning rate of LC, ws(10) and ws(100) (``--sleep-optimizer average``) on a held-out
    validation split (``split='val'``: 6,000 training images never trained on; the test set is never
-   looked at), one seed, the short study's 10k-image / 15-epoch budget, lr in {5e-4, 1e-3, 2e-3}.
+   looked at), one seed, the short study's 10k-image / 15-epoch budget, lr in {5e-4, 1e-3, 2e-3}; when a
+   cell's best lr is the largest tried, it is also tried at twice that (up to 8e-3), so the grid's edge does
+   not choose for it.
 2. ``long``: all 60,000 training images, the full test set, evaluated every epoch: conv, LC, ws(1),
    ws(10), ws(100) (average policy), 3 seeds each. LC / ws(10) / ws(100) use the sweep's best lr; conv
    and ws(1) keep the short study's lrs.
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 SWEEP_LRS = (5e-4, 1e-3, 2e-3)
+MAX_SWEEP_LR = 8e-3  # a cell whose best lr is its largest is also tried at twice that, up to here
 SWEPT = ('lc', 'lc_ws10', 'lc_ws100')
 FIXED_LRS = {'conv': 5e-3, 'lc_ws1': 3e-3}  # the short study's (bioconv compare --dataset fashion-mnist)
 LONG_CELLS = ('conv', 'lc', 'lc_ws1', 'lc_ws10', 'lc_ws100')
@@ -65,9 +68,26 @@ def base_config(args: argparse.Namespace) -> Dict[str, Any]:
                 sleep_optimizer='average', progress=False, snr_at_sleep=False, resume=True)
 
 
+def _sweep_run(cell: str, lr: float) -> Run:
+    return Run(f'sweep-{cell}-lr{lr:g}', 'sweep', cell, 0, lr=lr)
+
+
+def sweep_lrs(args: argparse.Namespace, cell: str) -> List[float]:
+    """The learning rates to try for ``cell``: the grid, extended upwards while the best is at its top."""
+    lrs = list(SWEEP_LRS)
+    while True:
+        recs = [load_record(args, _sweep_run(cell, lr)) for lr in lrs]
+        if not all(recs):
+            return lrs
+        best = max(recs, key=lambda r: r['top1_last_step'])['config']['lr']
+        if best != lrs[-1] or lrs[-1] * 2 > MAX_SWEEP_LR:
+            return lrs
+        lrs.append(lrs[-1] * 2)
+
+
 def all_runs(args: argparse.Namespace) -> List[Run]:
     """Every run, in the order they should start (each lr-dependent run waits for its sweep)."""
-    sweep = [Run(f'sweep-{cell}-lr{lr:g}', 'sweep', cell, 0, lr=lr) for cell in SWEPT for lr in SWEEP_LRS]
+    sweep = [_sweep_run(cell, lr) for cell in SWEPT for lr in sweep_lrs(args, cell)]
     long_ = [Run(f'long-{cell}-seed{seed}', 'long', cell, seed,
                  lr_key=cell if cell in SWEPT else None, lr=FIXED_LRS.get(cell))
              for seed in SEEDS for cell in LONG_CELLS]
@@ -108,7 +128,7 @@ def best_lrs(args: argparse.Namespace) -> Dict[str, float]:
     """Best val top-1 per swept cell, once all of that cell's sweep runs are done."""
     out = {}
     for cell in SWEPT:
-        recs = [load_record(args, r) for r in all_runs(args) if r.phase == 'sweep' and r.cell == cell]
+        recs = [load_record(args, _sweep_run(cell, lr)) for lr in sweep_lrs(args, cell)]
         if all(recs):
             out[cell] = max(recs, key=lambda r: r['top1_last_step'])['config']['lr']
     return out
@@ -239,14 +259,15 @@ def write_report(args: argparse.Namespace) -> Path:
     sweep = _records(args, 'sweep')
     lrs = best_lrs(args)
     if sweep:
+        all_lrs = sorted({r['config']['lr'] for r in sweep})
         lines += ['## 1. Learning-rate sweep (validation split, never the test set)', '',
                   f'{SHORT_SUBSET} training images, {SHORT_EPOCHS} epochs ({SHORT_EPOCHS * math.ceil(SHORT_SUBSET / 128)} '
                   'steps), seed 0, evaluated on 6,000 held-out training images (`--split val`).', '',
-                  '| cell | ' + ' | '.join(f'lr {lr:g}' for lr in SWEEP_LRS) + ' | best |', '|---' * (len(SWEEP_LRS) + 2) + '|']
+                  '| cell | ' + ' | '.join(f'lr {lr:g}' for lr in all_lrs) + ' | best |', '|---' * (len(all_lrs) + 2) + '|']
         for cell in SWEPT:
             byl = {r['config']['lr']: r for r in sweep if r['cell'] == cell}
             vals = [f"{byl[lr]['top1_last_step']:.2f} (train {byl[lr]['train_top1_last_epoch']:.1f})" if lr in byl
-                    else '-' for lr in SWEEP_LRS]
+                    else '-' for lr in all_lrs]
             lines.append(f'| {LABELS[cell]} | ' + ' | '.join(vals) + f" | {lrs[cell]:g} |" if cell in lrs
                          else f'| {LABELS[cell]} | ' + ' | '.join(vals) + ' | (running) |')
         lines += ['', 'conv (5e-3) and ws(1) (3e-3) keep the short study\'s learning rates.', '']
