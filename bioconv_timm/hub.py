@@ -214,7 +214,7 @@ def split_model_tag(model_name: str) -> Tuple[str, Optional[str]]:
     if not timm.models.is_model(name):
         raise PublishError(f'unknown model {name!r} (from --model {model_name}); `bioconv list` prints the '
                            'registered bioconv models.')
-    tags = [t.split('.', 1)[1] for t in timm.list_pretrained(name + '.*')]
+    tags = [t.split('.', 1)[1] for t in timm.list_models(name + '.*', include_tags=True)]  # published or not
     if tag not in tags:
         raise PublishError(f'--model {model_name}: {name} has no pretrained tag {tag!r}; pass --model {name} or one of '
                            + ', '.join(f'{name}.{t}' for t in tags) + ' (a tag sets the input size and classes)')
@@ -472,7 +472,7 @@ def _pretrained_tag(model_name: str, repo_id: str) -> Optional[str]:
     if not repo_name.startswith(model_name + '.'):
         return None
     tag = repo_name[len(model_name) + 1:]
-    return tag if f'{model_name}.{tag}' in timm.list_pretrained(model_name + '.*') else None
+    return tag if f'{model_name}.{tag}' in timm.list_models(model_name + '.*', include_tags=True) else None
 
 
 def _check_empty_folder(out_dir: Union[str, Path]) -> Path:

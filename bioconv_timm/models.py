@@ -17,8 +17,9 @@ independently at every location for LC (paper appendix B).
 
 Every model takes ``device=`` and ``dtype=`` (as timm's own models): ``timm.create_model('lc_resnet18_half',
 device='meta')`` allocates nothing; ``model.to_empty(device='cpu')`` then ``model.init_weights()`` gives the
-initialized model. Models are FX-traceable (``features_only=True, feature_cls='fx'``; LC layers are timm
-"no-trace" leaf modules). TorchScript is not supported (PyTorch deprecated it): ``torch.jit.script`` raises.
+initialized model. Models are FX-traceable with timm's tracers (``features_only=True, feature_cls='fx'``; LC
+layers are timm "no-trace" leaf modules; the input check stays in the graph). TorchScript is not supported
+(PyTorch deprecated it): ``torch.jit.script`` raises.
 """
 from __future__ import annotations
 
@@ -35,14 +36,14 @@ from timm.models._features import feature_take_indices
 
 from .layers import LocallyConnected2d, conv_output_size
 
-__all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'TORCHSCRIPT_ERROR', 'adapt_pretrained_state_dict',
-           'checked_input']
+__all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'TORCHSCRIPT_ERROR',
+           'adapt_pretrained_state_dict', 'checked_input']
 
 LayerType = str  # 'conv' or 'lc'
 
-# The LC layer's forward branches on the input's shape, dtype and device (its checks and backend choice), which
-# FX cannot trace: timm's tracers (features_only=True with feature_cls='fx', timm.models.create_feature_extractor)
-# keep it as one call_module node.
+# LocallyConnected2d.forward checks its input's shape with Python branches, which FX cannot trace: timm's tracers
+# (features_only=True with feature_cls='fx', timm.models.create_feature_extractor, or any tracer given
+# timm.models.get_notrace_modules() as leaf modules) keep each LC layer as one call_module node.
 register_notrace_module(LocallyConnected2d)
 
 TORCHSCRIPT_ERROR = (
@@ -246,6 +247,7 @@ class BioResNet(nn.Module):
         """
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
+                module.reset_parameters()  # the draw nn.Conv2d's constructor makes, so the RNG stream matches
                 _init_conv_(module)
             elif isinstance(module, (LocallyConnected2d, nn.BatchNorm2d, nn.Linear)):
                 module.reset_parameters()

@@ -20,7 +20,9 @@ def test_all_names_registered_with_timm():
     assert set(MODEL_NAMES) == EXPECTED_NAMES
     listed = set(timm.list_models('lc_*')) | set(timm.list_models('conv_resnet*'))
     assert EXPECTED_NAMES <= listed
-    assert 'lc_resnet18_half_ws10.in1k' in timm.list_pretrained('lc_resnet18_half_ws10*')
+    # registered tags, published or not; list_pretrained() names only published ones (none yet)
+    assert 'lc_resnet18_half_ws10.in1k' in timm.list_models('lc_resnet18_half_ws10*', include_tags=True)
+    assert 'lc_resnet18_half_ws10.in1k' not in timm.list_pretrained('lc_resnet18_half_ws10*')
 
 
 def _lc_param_count(cin, cout, k, out_hw):
