@@ -238,7 +238,7 @@ def _card_tags():
 
 
 def test_model_cards_match_registered_tags():
-    registered = set(timm.list_pretrained('*resnet*'))
+    registered = set(timm.list_models('*resnet*', include_tags=True))
     tags = _card_tags()
     assert {f'{m}.digits' for m in ('conv_resnet20', 'lc_resnet20', 'lc_resnet20_ws1', 'lc_resnet20_ws10',
                                     'lc_resnet20_ws100')} <= set(tags)
@@ -265,7 +265,7 @@ def test_model_cards_match_registered_tags():
 
 def test_every_tag_with_trained_weights_has_a_card():
     # .digits tags are the ones trained here and published (dry run); .cifar10 / .in1k need data and GPUs
-    digits = [t for t in timm.list_pretrained('*') if t.endswith('.digits')]
+    digits = [t for t in timm.list_models('*', include_tags=True) if t.endswith('.digits')]
     assert len(digits) == 5
     missing = [t for t in digits if not (MODEL_CARDS / f'{t}.md').exists()]
     assert not missing, f'no model card for {missing}'
@@ -403,7 +403,7 @@ def test_no_text_calls_the_authors_code_mit(published):
     exported = json.loads((out / 'config.json').read_text())['pretrained_cfg']
     cfgs = {'exported config.json': exported}
     cfgs.update({tag: timm.models.get_pretrained_cfg(tag).to_dict()
-                 for name in bio_models.MODEL_NAMES for tag in timm.list_pretrained(name + '.*')})
+                 for name in bio_models.MODEL_NAMES for tag in timm.list_models(name + '.*', include_tags=True)})
     assert len(cfgs) == len(bio_models.MODEL_NAMES) + 5 + 1  # a default tag each, 5 .digits tags, the export
     for where, cfg in cfgs.items():
         assert cfg['license'] == "MIT (this project's code and weights)", (where, cfg['license'])
