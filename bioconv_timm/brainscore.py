@@ -10,8 +10,11 @@ Paper section 5.4 / Table 3 scored the ImageNet-trained 0.5x ResNet18s (conv, LC
   ``brainscore_plugin/`` folder from it (``bioconv brainscore plugins``), so the folders cannot drift.
 * ``score(model_name, weights=...)`` -- builds brainscore_vision's ``ModelCommitment`` around a timm model and
   runs the public benchmarks (``BENCHMARKS``) on data already in ``BRAINIO_HOME``; before anything expensive it
-  checks that every data file is there (``missing_benchmark_data``) and stops with a message naming the
-  missing ones. Without weights it scores a random-init model and says so loudly.
+  checks that every data file is there (``missing_benchmark_data``, and the ImageNet file of the layer
+  selection) and stops with a message naming the missing ones. Without weights it scores a random-init model
+  and says so loudly. Each region's layer is chosen the way brainscore_vision chooses it, and every candidate
+  layer's score is kept: the output holds a per-layer table (JSON, CSV, Markdown), a plot of score against
+  depth per region (PNG) and ``region_layer_map/<identifier>.json`` in the plugin folder format.
 * ``build_submission(...)`` / ``check_submission_zip(...)`` -- the zip brain-score.org accepts: one root
   folder holding ``models/<identifier>/`` with ``__init__.py`` and ``test.py`` (explicit directory entries,
   as the website's upload check reads them), at most 50 MB, no weight files (weights are downloaded from the
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import csv
 import dataclasses
 import functools
 import hashlib
@@ -45,9 +49,11 @@ __all__ = [
     'PLUGIN_MODELS', 'BENCHMARKS', 'TABLE_COLUMNS', 'PAPER_TABLE3', 'VISUAL_DEGREES', 'BEHAVIORAL_READOUT_LAYER',
     'MAX_SUBMISSION_BYTES', 'INSTALL_HINT', 'BrainScoreError', 'MissingBenchmarkData', 'SubmissionError',
     'plugin_identifier', 'model_name_from_identifier', 'candidate_layers', 'activations_model', 'model_commitment',
-    'DataFile', 'benchmark_data_files', 'missing_benchmark_data', 'brainio_home', 'ScoreResult', 'score',
-    'format_score_table', 'plugin_files', 'write_plugins', 'build_submission', 'check_submission_zip',
-    'add_brainscore_args', 'run_cli',
+    'DataFile', 'benchmark_data_files', 'missing_benchmark_data', 'brainio_home', 'imagenet_pca_file',
+    'SELECTION_PCA_COMPONENTS', 'ScoreResult', 'score', 'layer_scores', 'format_score_table',
+    'format_layer_table', 'plot_layer_scores', 'region_layer_map_path', 'committed_region_layer_map',
+    'plugin_files', 'write_plugins',
+    'build_submission', 'check_submission_zip', 'add_brainscore_args', 'run_cli',
 ]
 
 PathLike = Union[str, 'os.PathLike[str]']
@@ -99,11 +105,13 @@ class BrainScoreError(RuntimeError):
 
 
 class MissingBenchmarkData(BrainScoreError):
-    """Benchmark data files are not in BRAINIO_HOME (raised before any model is built)."""
+    """Benchmark data files are not in BRAINIO_HOME, or the layer selection's ImageNet file is missing (raised
+    before any model is built)."""
 
-    def __init__(self, message: str, missing: Sequence['DataFile']) -> None:
+    def __init__(self, message: str, missing: Sequence['DataFile'], missing_selection: Optional[Path] = None) -> None:
         super().__init__(message)
         self.missing = list(missing)
+        self.missing_selection = missing_selection  # the ImageNet file of the layer selection, if it is missing
 
 
 class SubmissionError(BrainScoreError):
@@ -291,31 +299,57 @@ def missing_benchmark_data(keys: Iterable[str], home: Optional[PathLike] = None)
     return missing
 
 
-def _missing_data_message(missing: Mapping[str, List[DataFile]], home: Path) -> str:
+# brainscore_vision chooses a region's layer on PCA-reduced activations: per layer, the principal components of
+# its responses to 1000 ImageNet validation images (model_helpers/activations/pca.py), read from one HDF5 file.
+SELECTION_PCA_COMPONENTS = 1000
+
+
+def imagenet_pca_file() -> Path:
+    """The ImageNet validation file brainscore_vision's layer selection reads: ``$MT_IMAGENET_PATH``, default
+    ``$MT_HOME/imagenet2012.hdf5`` (``MT_HOME`` default ``~/.model-tools``); it downloads it there when missing."""
+    home = os.path.expanduser(os.environ.get('MT_HOME', '~/.model-tools'))
+    return Path(os.path.expanduser(os.environ.get('MT_IMAGENET_PATH', os.path.join(home, 'imagenet2012.hdf5'))))
+
+
+def _missing_data_message(missing: Mapping[str, List[DataFile]], home: Path,
+                          selection: Sequence[str] = (), selection_file: Optional[Path] = None) -> str:
     by_file: Dict[DataFile, List[str]] = {}
     for key, files in missing.items():
         for f in files:
             by_file.setdefault(f, []).append(key)
     lines = [f'Brain-Score benchmark data is missing from BRAINIO_HOME={home} (nothing was computed; the model was '
              'not built). brainscore_vision would download these files from the Brain-Score S3 store, which this '
-             'run does not do (offline; pass --download where a network exists). Missing:']
+             'run does not do (offline; pass --download where a network exists). Missing:'
+             if missing else 'Brain-Score data is missing (nothing was computed; the model was not built):']
     for f, keys in by_file.items():
         used_by = ', '.join(f'{k} ({BENCHMARKS[k]})' for k in keys)
         lines.append(f'  - {f.kind} {f.name}: {f.path(home)}  [needed by {used_by}]')
-    datasets = sorted({BENCHMARK_DATASETS[k] for k in missing})
-    lines.append('Fetch them on a machine with internet access, e.g. with the [brainscore] extra installed: '
-                 f'python -c "import brainscore_vision as b; [b.load_dataset(d) for d in {datasets!r}]" '
-                 '(or `bioconv brainscore score ... --download`), then copy its BRAINIO_HOME folder (~/.brainio) here '
-                 'or point BRAINIO_HOME at it; or score only the benchmarks you have with --benchmarks.')
+    if missing:
+        datasets = sorted({BENCHMARK_DATASETS[k] for k in missing})
+        lines.append('Fetch them on a machine with internet access, e.g. with the [brainscore] extra installed: '
+                     f'python -c "import brainscore_vision as b; [b.load_dataset(d) for d in {datasets!r}]" '
+                     '(or `bioconv brainscore score ... --download`), then copy its BRAINIO_HOME folder (~/.brainio) '
+                     'here or point BRAINIO_HOME at it; or score only the benchmarks you have with --benchmarks.')
+    if selection_file is not None:
+        lines.append(f'  - ImageNet validation images (imagenet2012-val.hdf5) of the layer selection: '
+                     f'{selection_file}  [needed to choose the layer of {", ".join(selection)}]')
+        lines.append('brainscore_vision chooses a region\'s layer on the principal components of each layer\'s '
+                     'responses to ImageNet images and downloads that file on first use (run once with --download '
+                     'where a network exists, then copy it, or set MT_IMAGENET_PATH to a copy); or fix the layers '
+                     'with --region-layer-map (e.g. the region_layer_map/<identifier>.json of an earlier run).')
     return '\n'.join(lines)
 
 
-def _check_data(keys: Sequence[str]) -> None:
+def _check_data(keys: Sequence[str], selection: Sequence[str] = ()) -> None:
+    """Raise MissingBenchmarkData naming every missing file: the benchmarks' data, and the layer selection's
+    ImageNet file when a region's layer is to be chosen (``selection``)."""
     home = brainio_home()
     missing = missing_benchmark_data(keys, home)
-    if missing:
-        raise MissingBenchmarkData(_missing_data_message(missing, home),
-                                   sorted({f for files in missing.values() for f in files}, key=lambda f: f.filename))
+    selection_file = imagenet_pca_file() if selection and not imagenet_pca_file().is_file() else None
+    if missing or selection_file is not None:
+        raise MissingBenchmarkData(_missing_data_message(missing, home, selection, selection_file),
+                                   sorted({f for files in missing.values() for f in files}, key=lambda f: f.filename),
+                                   selection_file)
 
 
 # --- local scoring ---------------------------------------------------------------------------------
@@ -334,6 +368,9 @@ class ScoreResult:
     raw: Dict[str, Optional[float]] = field(default_factory=dict)
     ceilings: Dict[str, Optional[float]] = field(default_factory=dict)
     region_layer_map: Dict[str, str] = field(default_factory=dict)
+    # region -> {candidate layer: score} in depth order, for the regions whose layer was chosen here
+    layer_scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    layer_choice: Dict[str, str] = field(default_factory=dict)  # region -> 'chosen' | 'given'
     seconds: Dict[str, float] = field(default_factory=dict)
     brainscore_vision_version: Optional[str] = None
     files: List[str] = field(default_factory=list)
@@ -350,6 +387,13 @@ class ScoreResult:
 
     def to_dict(self) -> Dict[str, Any]:
         return {**dataclasses.asdict(self), 'average': self.average}
+
+    def layer_rows(self) -> List[Dict[str, Any]]:
+        """One row per (region, candidate layer): region, depth (0 = the stem), layer, score, chosen."""
+        return [dict(region=region, depth=depth, layer=layer, score=value,
+                     chosen=self.region_layer_map.get(region) == layer)
+                for region, scores in self.layer_scores.items()
+                for depth, (layer, value) in enumerate(scores.items())]
 
 
 def _parse_benchmarks(benchmarks: Union[str, Sequence[str]]) -> List[str]:
@@ -389,7 +433,11 @@ def _check_weights(weights: Optional[PathLike]) -> Optional[Path]:
     return path
 
 
-def _load_region_layer_map(source: Union[None, PathLike, Mapping[str, str]], layers: Sequence[str]) -> Optional[Dict[str, str]]:
+def _load_region_layer_map(source: Union[None, PathLike, Mapping[str, str]], layers: Optional[Sequence[str]],
+                           complete: bool = False) -> Optional[Dict[str, str]]:
+    """{region: layer} from a mapping or a JSON file (a plain map, or a score JSON's ``region_layer_map``), checked
+    against the candidate ``layers`` (unless None). ``complete``: all of V1, V2, V4 and IT must be there (a
+    committed map)."""
     if source is None:
         return None
     if isinstance(source, Mapping):
@@ -406,8 +454,15 @@ def _load_region_layer_map(source: Union[None, PathLike, Mapping[str, str]], lay
     for region, layer in mapping.items():
         if region not in REGIONS:
             raise BrainScoreError(f'region-layer map: unknown region {region!r}; regions are {", ".join(REGIONS)}')
-        if layer not in layers:
+        if layers is not None and layer not in layers:
             raise BrainScoreError(f'region-layer map: {region} -> {layer!r} is not a candidate layer ({", ".join(layers)})')
+    absent = [r for r in REGIONS if r not in mapping]
+    if complete and absent:
+        raise BrainScoreError(
+            f'the region-layer map names {", ".join(r for r in REGIONS if r in mapping)} but not {", ".join(absent)}: a '
+            'committed map replaces Brain-Score\'s layer selection for every region, so the benchmarks of the '
+            f'missing ones would fail. Score {",".join(absent)} too (`bioconv brainscore score --benchmarks '
+            f'{",".join(absent)} --region-layer-map <this map>` adds them) or leave the map out.')
     return {r: mapping[r] for r in REGIONS if r in mapping}
 
 
@@ -429,22 +484,31 @@ def score(model_name: str, weights: Optional[PathLike] = None,
         benchmarks: Table 3 columns ('V1', 'V2', 'V4', 'IT', 'behavior'; comma-separated or a list) or their
             benchmark identifiers.
         output_dir: where ``brainscore-<model>.json`` and ``.md`` go (None: write nothing).
-        region_layer_map: {region: layer} or a JSON file (a previous run's JSON works); default: brainscore_vision
-            picks each region's layer on that region's public benchmark.
+        region_layer_map: {region: layer} or a JSON file (a previous run's JSON or ``region_layer_map/<id>.json``
+            works); the regions it names keep their layer. Every other scored region gets its layer chosen as
+            brainscore_vision chooses it (:func:`layer_scores`: each candidate layer scored on that region's public
+            benchmark, the best kept), and all those per-layer scores are recorded.
         download: let brainscore_vision download missing data (needs a network); default: stop before any work
-            with a ``MissingBenchmarkData`` naming the files missing from ``BRAINIO_HOME``.
+            with a ``MissingBenchmarkData`` naming the files missing from ``BRAINIO_HOME`` (and the ImageNet file
+            the layer selection reads, when a layer is to be chosen).
 
     Checks the extra, the data and the weights file before building the model (a ResNet18-half LC model
-    holds 483M parameters), so a missing piece fails in seconds.
+    holds 483M parameters), so a missing piece fails in seconds. Writes (``output_dir``):
+    ``brainscore-<model>-<weights>.json`` (scores, raw scores, ceilings, region -> layer, every layer's score),
+    ``.md`` (Table-3-shaped table and the per-layer table), ``-layers.csv`` (region, depth, layer, score, chosen),
+    ``-layers.png`` (score against depth, one line per region) and, for trained weights,
+    ``brainscore-<model>-<weights>/region_layer_map/<identifier>.json`` (the plugin folder's format).
     """
     _check_model_name(model_name)
     keys = _parse_benchmarks(benchmarks)
     _require_brainscore()
+    given = _load_region_layer_map(region_layer_map, None) or {}
+    to_choose = [k for k in keys if k in REGIONS and k not in given]
     if not download:
-        _check_data(keys)
+        _check_data(keys, selection=to_choose)
     weights_path = _check_weights(weights)
     layers = candidate_layers(model_name)
-    mapping = _load_region_layer_map(region_layer_map, layers)
+    mapping = _load_region_layer_map(given or None, layers) or {}
     os.environ.setdefault('BS_INSTALL_DEPENDENCIES', 'no')  # the extra installed what the metrics need; never pip
 
     import timm
@@ -467,7 +531,6 @@ def score(model_name: str, weights: Optional[PathLike] = None,
             raise
         raise BrainScoreError(f'cannot load {weights_path} into {model_name}: {exc}') from exc
     wrapper = activations_model(model, identifier, batch_size=batch_size)
-    commitment = model_commitment(identifier, wrapper, layers, mapping)
 
     import brainscore_vision
     from brainscore_core.benchmarks import score_benchmark
@@ -475,24 +538,65 @@ def score(model_name: str, weights: Optional[PathLike] = None,
     result = ScoreResult(model=model_name, identifier=identifier, weights=str(weights_path) if weights_path else None,
                          weights_sha1=weights_sha1, random_init=weights_path is None, seed=seed,
                          benchmarks={k: BENCHMARKS[k] for k in keys}, scores={},
+                         layer_choice={r: 'given' for r in REGIONS if r in mapping},
                          brainscore_vision_version=_version('brainscore-vision'))
+    loaded = {key: brainscore_vision.load_benchmark(BENCHMARKS[key]) for key in keys}
+    for region in to_choose:
+        start = time.time()
+        if progress:
+            print(f'[{region}] choosing a layer: {len(layers)} candidate layers on {BENCHMARKS[region]} ...',
+                  file=sys.stderr, flush=True)
+        per_layer = layer_scores(wrapper, layers, loaded[region], region)
+        result.layer_scores[region] = per_layer
+        mapping[region] = max(per_layer, key=per_layer.__getitem__)  # the first best, in depth order
+        result.layer_choice[region] = 'chosen'
+        result.seconds[f'{region} layers'] = round(time.time() - start, 1)
+        if progress:
+            print(f'[{region}] ' + ', '.join(f'{layer} {v:.3f}' for layer, v in per_layer.items())
+                  + f' -> {mapping[region]}', file=sys.stderr, flush=True)
+    commitment = model_commitment(identifier, wrapper, layers, {r: mapping[r] for r in REGIONS if r in mapping})
     for key in keys:
         start = time.time()
         if progress:
             print(f'[{key}] {BENCHMARKS[key]} ...', file=sys.stderr, flush=True)
-        benchmark = brainscore_vision.load_benchmark(BENCHMARKS[key])
-        value = score_benchmark(benchmark, commitment)
+        value = score_benchmark(loaded[key], commitment)
         result.scores[key] = float(value.values)
         result.raw[key] = _attr_float(value, 'raw')
         result.ceilings[key] = _attr_float(value, 'ceiling')
         result.seconds[key] = round(time.time() - start, 1)
         if progress:
             print(f'[{key}] score {result.scores[key]:.3f} ({result.seconds[key]:.0f} s)', file=sys.stderr, flush=True)
-    region_map = commitment.layer_model.region_layer_map
-    result.region_layer_map = {r: str(dict.__getitem__(region_map, r)) for r in REGIONS if r in region_map}
+    # the given regions (scored or not) and the chosen ones: runs on a few regions at a time add up to a full map
+    result.region_layer_map = {r: mapping[r] for r in REGIONS if r in mapping}
     if output_dir is not None:
         result.files = _write_score(result, Path(output_dir))
     return result
+
+
+def layer_scores(wrapper: Any, layers: Sequence[str], benchmark: Any, region: str) -> Dict[str, float]:
+    """{layer: score} of every candidate layer on a region's benchmark, in ``layers`` (depth) order.
+
+    These are the numbers brainscore_vision's layer selection (``LayerSelection``) ranks and then throws away:
+    each layer alone is committed to the region and scored on the benchmark, its activations reduced to their
+    first ``SELECTION_PCA_COMPONENTS`` principal components on ImageNet validation images (brainscore_vision's
+    ``LayerPCA``, which reads :func:`imagenet_pca_file`). The best layer is the one Brain-Score would commit;
+    its final score (``score``) uses the full activations, so it can differ from its entry here.
+    """
+    from brainscore_vision.model_helpers.activations.pca import LayerPCA
+    from brainscore_vision.model_helpers.brain_transformation.neural import LayerScores
+
+    suffix = f'-pca_{SELECTION_PCA_COMPONENTS}'
+    identifier = wrapper.identifier
+    handle = LayerPCA.hook(wrapper, n_components=SELECTION_PCA_COMPONENTS)
+    wrapper.identifier = identifier + suffix  # cached activations of the reduced model under their own name
+    try:
+        scoring = LayerScores(model_identifier=identifier + suffix, activations_model=wrapper,
+                              visual_degrees=VISUAL_DEGREES)
+        scores = scoring(benchmark=benchmark, layers=list(layers), benchmark_identifier=region, prerun=True)
+    finally:
+        handle.remove()
+        wrapper.identifier = identifier
+    return {str(layer): float(scores.sel(layer=layer).values) for layer in layers}
 
 
 def _attr_float(score_value: Any, attr: str) -> Optional[float]:
@@ -531,19 +635,95 @@ def format_score_table(results: Sequence[ScoreResult], with_paper: bool = True) 
     return '\n'.join(lines)
 
 
+def format_layer_table(result: ScoreResult) -> str:
+    """Markdown table of every candidate layer's score per region (rows: layers in depth order; * = chosen)."""
+    regions = list(result.layer_scores)
+    if not regions:
+        return ''
+    layers = list(dict.fromkeys(layer for scores in result.layer_scores.values() for layer in scores))
+    lines = ['| depth | layer | ' + ' | '.join(regions) + ' |', '|' + '---|' * (len(regions) + 2)]
+    for depth, layer in enumerate(layers):
+        cells = []
+        for region in regions:
+            value = result.layer_scores[region].get(layer)
+            mark = '*' if result.region_layer_map.get(region) == layer else ''
+            cells.append('-' if value is None else f'{value:.3f}{mark}')
+        lines.append(f'| {depth} | {layer} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def plot_layer_scores(result: ScoreResult) -> Any:
+    """A matplotlib Figure: each region's layer scores against depth (x = candidate layers in depth order, one
+    line per region, the chosen layer ringed). Built without pyplot, so no display or backend is needed."""
+    from matplotlib.figure import Figure
+
+    layers = list(dict.fromkeys(layer for scores in result.layer_scores.values() for layer in scores))
+    figure = Figure(figsize=(max(6.0, 0.55 * len(layers) + 2), 4.2), layout='constrained')
+    ax = figure.add_subplot()
+    for region, scores in result.layer_scores.items():
+        xs = [layers.index(layer) for layer in scores]
+        (line,) = ax.plot(xs, list(scores.values()), marker='o', label=region)
+        chosen = result.region_layer_map.get(region)
+        if chosen in scores:
+            ax.plot([layers.index(chosen)], [scores[chosen]], marker='o', markersize=13, markerfacecolor='none',
+                    markeredgecolor=line.get_color(), linestyle='none')
+    ax.set_xticks(range(len(layers)), layers, rotation=45, ha='right')
+    ax.set_xlabel('layer (depth order)')
+    ax.set_ylabel('score (layer selection: ImageNet PCA)')
+    tag = 'RANDOM INIT' if result.random_init else f'weights {result.weights_sha1[:8]}'
+    ax.set_title(f'{result.model} ({tag}): score of each layer per region; ringed: chosen')
+    ax.grid(alpha=0.3)
+    if result.layer_scores:
+        ax.legend(title='region')
+    return figure
+
+
+def region_layer_map_path(output_dir: PathLike, result: ScoreResult) -> Path:
+    """Where ``score`` writes the run's region -> layer map: ``<output_dir>/<run>/region_layer_map/<identifier>.json``,
+    the plugin folder's own layout (copy the ``region_layer_map`` folder into ``brainscore_plugin/<identifier>/``)."""
+    return Path(output_dir) / _run_stem(result) / 'region_layer_map' / f'{plugin_identifier(result.model)}.json'
+
+
+def _run_stem(result: ScoreResult) -> str:
+    suffix = 'randominit' if result.random_init else f'weights{result.weights_sha1[:8]}'
+    return f'brainscore-{result.model}-{suffix}'
+
+
+def _region_layer_map_text(mapping: Mapping[str, str]) -> str:
+    """The JSON Brain-Score reads from ``region_layer_map/<identifier>.json``: {region: layer}."""
+    return json.dumps({r: mapping[r] for r in REGIONS if r in mapping}, indent=4) + '\n'
+
+
 def _write_score(result: ScoreResult, output_dir: Path) -> List[str]:
     output_dir.mkdir(parents=True, exist_ok=True)
-    suffix = 'randominit' if result.random_init else f'weights{result.weights_sha1[:8]}'
-    stem = output_dir / f'brainscore-{result.model}-{suffix}'
+    stem = output_dir / _run_stem(result)
     json_path, md_path = stem.with_suffix('.json'), stem.with_suffix('.md')
-    result.files = [str(json_path), str(md_path)]
-    json_path.write_text(json.dumps(result.to_dict(), indent=2) + '\n')
+    files = [json_path, md_path]
     note = ('\n\nLocal scores on Brain-Score\'s *public* benchmarks; the paper\'s Table 3 (and the leaderboard) use '
             'the private halves of the data on brain-score.org, so the numbers are not directly comparable.')
     if result.random_init:
         note += ' **This model was randomly initialized (no weights given).**'
     layers = ', '.join(f'{k}: {v}' for k, v in result.region_layer_map.items())
-    md_path.write_text(format_score_table([result]) + note + (f'\n\nRegion -> layer: {layers}.' if layers else '') + '\n')
+    text = format_score_table([result]) + note + (f'\n\nRegion -> layer: {layers}.' if layers else '')
+    if result.layer_scores:
+        text += ('\n\nScore of every candidate layer per region (the layer selection\'s scores: activations '
+                 f'of wider layers reduced to {SELECTION_PCA_COMPONENTS} ImageNet principal components; * = chosen):\n\n'
+                 + format_layer_table(result))
+        csv_path, png_path = Path(f'{stem}-layers.csv'), Path(f'{stem}-layers.png')
+        with open(csv_path, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=['region', 'depth', 'layer', 'score', 'chosen'])
+            writer.writeheader()
+            writer.writerows(result.layer_rows())
+        plot_layer_scores(result).savefig(png_path, dpi=120)
+        files += [csv_path, png_path]
+    if result.region_layer_map and not result.random_init:  # a random network's layers are nothing to commit
+        map_path = region_layer_map_path(output_dir, result)
+        map_path.parent.mkdir(parents=True, exist_ok=True)
+        map_path.write_text(_region_layer_map_text(result.region_layer_map))
+        files.append(map_path)
+    md_path.write_text(text + '\n')
+    result.files = [str(f) for f in files]
+    json_path.write_text(json.dumps(result.to_dict(), indent=2) + '\n')
     return result.files
 
 
@@ -565,12 +745,15 @@ def plugin_files(model_name: str, region_layer_map: Optional[Mapping[str, str]] 
 
     ``model.py`` builds the model with ``timm.create_model('hf-hub:<hub_repo>', pretrained=True)`` (default repo:
     the model's registered tag, ``bioconv-timm/<model>.in1k``), so the weights live on the Hugging Face Hub,
-    never in the plugin. ``region_layer_map`` ({region: layer}) adds ``region_layer_map/<id>.json``;
-    without it Brain-Score picks each region's layer itself on the public benchmarks.
+    never in the plugin. ``region_layer_map`` ({region: layer} for all of V1, V2, V4, IT, or a JSON file such as
+    the ``region_layer_map/<id>.json`` that ``score`` writes) adds ``region_layer_map/<id>.json``, which
+    Brain-Score reads instead of choosing the layers; without it Brain-Score picks each region's layer itself on
+    the public benchmarks. ``test.py`` marks the tests that build the model (a Hub download) ``travis_slow``, as
+    brainscore_vision's own model plugins do.
     """
     identifier = plugin_identifier(model_name)
     layers = candidate_layers(model_name)
-    mapping = _load_region_layer_map(region_layer_map, layers)
+    mapping = _load_region_layer_map(region_layer_map, layers, complete=True)
     hub_repo = hub_repo or _default_hub_repo(model_name)
     if not re.fullmatch(r'[\w.-]+/[\w.-]+', hub_repo):
         raise BrainScoreError(f'hub repo must be ORG/NAME, got {hub_repo!r}')
@@ -641,23 +824,46 @@ if __name__ == '__main__':
     from brainscore_vision.model_helpers.check_submission import check_models
     check_models.check_base_models(__name__)
 '''
-    files['test.py'] = f'''"""Plugin tests run by Brain-Score's CI. {_GENERATED}"""
+    files['test.py'] = f'''"""Plugin tests run by Brain-Score's CI. {_GENERATED}
+
+The tests that build the model download its weights from the Hugging Face Hub: marked travis_slow, as
+Brain-Score's own model plugins mark theirs. The first test builds nothing.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
 import brainscore_vision
 
+from .model import BEHAVIORAL_READOUT_LAYER, IDENTIFIER, LAYERS
 
+REGIONS = ('V1', 'V2', 'V4', 'IT')
+
+
+def test_layers_and_region_layer_map():
+    assert LAYERS[0] == {layers[0]!r} and LAYERS[-1] == BEHAVIORAL_READOUT_LAYER == {BEHAVIORAL_READOUT_LAYER!r}
+    path = Path(__file__).parent / 'region_layer_map' / f'{{IDENTIFIER}}.json'
+    if path.exists():  # a committed map: every region, each on a candidate layer
+        mapping = json.loads(path.read_text())
+        assert sorted(mapping) == sorted(REGIONS) and all(layer in LAYERS for layer in mapping.values())
+
+
+@pytest.mark.travis_slow
 def test_has_identifier():
     model = brainscore_vision.load_model('{identifier}')
     assert model.identifier == '{identifier}'
 
 
+@pytest.mark.travis_slow
 def test_layers_and_readout():
     model = brainscore_vision.load_model('{identifier}')
-    assert model.layers[0] == {layers[0]!r} and model.layers[-1] == {BEHAVIORAL_READOUT_LAYER!r}
+    assert model.layers == LAYERS
     assert model.activations_model.image_size == 224
 '''
     files['requirements.txt'] = f'{requirement.strip()}\ntimm>=1.0.31\nsafetensors>=0.4\n'
     if mapping:
-        files[f'region_layer_map/{identifier}.json'] = json.dumps(mapping, indent=4) + '\n'
+        files[f'region_layer_map/{identifier}.json'] = _region_layer_map_text(mapping)
     return files
 
 
@@ -677,19 +883,32 @@ One `brainscore_vision` model plugin folder per model of paper Table 3 (0.5x Res
 Each folder is what brain-score.org expects under `models/`: `__init__.py` registers
 `model_registry['<identifier>']` as a `ModelCommitment`, `model.py` builds the network with
 `timm.create_model('hf-hub:bioconv-timm/<model>.in1k', pretrained=True)` (weights on the Hugging Face Hub),
-`test.py` is run by Brain-Score's CI, `requirements.txt` installs bioconv-timm and timm. No
-`region_layer_map/` is committed: Brain-Score chooses each region's layer on its public benchmarks.
+`test.py` is run by Brain-Score's CI (the tests that download the weights are marked `travis_slow`, as in
+Brain-Score's own plugins), `requirements.txt` installs bioconv-timm and timm.
+
+Layers: without `region_layer_map/`, Brain-Score chooses each region's layer on its public benchmarks. To
+commit them, copy the `region_layer_map/` folder a `bioconv brainscore score` run writes (all of V1, V2, V4
+and IT) into the model's folder here; `bioconv brainscore plugins` keeps it and `bioconv brainscore
+submission` puts it in the zip.
 
 Build an upload with `bioconv brainscore submission --model lc_resnet18_half_ws10` (see the top-level README,
 "Brain-Score"); the weights must be published on the Hub first.
 '''
 
 
+def committed_region_layer_map(plugin_dir: PathLike, model_name: str) -> Optional[Path]:
+    """``<plugin_dir>/<identifier>/region_layer_map/<identifier>.json`` if that file exists, else None."""
+    identifier = plugin_identifier(model_name)
+    path = Path(plugin_dir) / identifier / 'region_layer_map' / f'{identifier}.json'
+    return path if path.is_file() else None
+
+
 def write_plugins(output_dir: PathLike = 'brainscore_plugin', models: Sequence[str] = PLUGIN_MODELS) -> List[Path]:
-    """(Re)write the committed plugin folders (and their README) from ``plugin_files``; returns the files."""
+    """(Re)write the committed plugin folders (and their README) from ``plugin_files``; returns the files.
+    A folder's ``region_layer_map/<identifier>.json`` is kept (checked: all regions, candidate layers)."""
     root = Path(output_dir)
     written = []
-    expected = _plugin_tree(models)
+    expected = _plugin_tree(models, root)
     for rel, text in expected.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -698,23 +917,37 @@ def write_plugins(output_dir: PathLike = 'brainscore_plugin', models: Sequence[s
     return written
 
 
-def _plugin_tree(models: Sequence[str] = PLUGIN_MODELS) -> Dict[str, str]:
+def _plugin_tree(models: Sequence[str] = PLUGIN_MODELS, plugin_dir: Optional[PathLike] = None,
+                 problems: Optional[List[str]] = None) -> Dict[str, str]:
+    """{path: text} of the plugin folders; with ``plugin_dir``, each folder's committed region-layer map is
+    part of it. An invalid map raises, or is listed in ``problems`` (and left out) when that list is given."""
     tree = {'README.md': _plugin_readme(models)}
     for name in models:
-        for rel, text in plugin_files(name).items():
+        committed = committed_region_layer_map(plugin_dir, name) if plugin_dir is not None else None
+        try:
+            files = plugin_files(name, region_layer_map=committed)
+        except BrainScoreError as exc:
+            if problems is None or committed is None:
+                raise
+            problems.append(f'{committed.relative_to(plugin_dir).as_posix()} (invalid: {exc})')
+            files = plugin_files(name)
+        for rel, text in files.items():
             tree[f'{plugin_identifier(name)}/{rel}'] = text
     return tree
 
 
 def stale_plugin_files(plugin_dir: PathLike = 'brainscore_plugin', models: Sequence[str] = PLUGIN_MODELS) -> List[str]:
-    """Relative paths under ``plugin_dir`` that differ from the template (missing, changed or extra)."""
+    """Relative paths under ``plugin_dir`` that differ from the template (missing, changed or extra). A
+    committed ``region_layer_map/<identifier>.json`` belongs to the template when it is valid."""
     root = Path(plugin_dir)
-    expected = _plugin_tree(models)
+    invalid: List[str] = []
+    expected = _plugin_tree(models, root, invalid)
     present = {p.relative_to(root).as_posix() for p in root.rglob('*')
                if p.is_file() and '__pycache__' not in p.parts and not p.name.endswith('.pyc')}
     stale = sorted(rel for rel, text in expected.items()
                    if rel not in present or (root / rel).read_text() != text)
-    return stale + sorted(present - set(expected))
+    invalid_paths = {problem.split(' ', 1)[0] for problem in invalid}
+    return invalid + stale + sorted(present - set(expected) - invalid_paths)
 
 
 # --- submission zip --------------------------------------------------------------------------------
@@ -724,12 +957,15 @@ SUBMISSION_ROOT = 'bioconv_brainscore'
 
 def build_submission(models: Union[str, Sequence[str]], output: Optional[PathLike] = None,
                      region_layer_map: Union[None, PathLike, Mapping[str, str]] = None,
-                     hub_repo: Optional[str] = None, requirement: str = DEFAULT_REQUIREMENT) -> Path:
+                     hub_repo: Optional[str] = None, requirement: str = DEFAULT_REQUIREMENT,
+                     plugin_dir: Optional[PathLike] = 'brainscore_plugin') -> Path:
     """Write the zip brain-score.org's upload form accepts and check it with ``check_submission_zip``.
 
     Layout: ``bioconv_brainscore/models/<identifier>/{__init__.py, model.py, test.py, requirements.txt}`` (plus
-    ``region_layer_map/<identifier>.json`` if a map is given), with explicit directory entries. ``hub_repo``
-    and ``region_layer_map`` apply to a single model only.
+    ``region_layer_map/<identifier>.json``), with explicit directory entries. The map is ``region_layer_map``
+    when given (a {region: layer} for all four regions, or a JSON file such as the one ``score`` writes), else
+    the one committed in ``plugin_dir/<identifier>/region_layer_map/`` when that file exists; without either,
+    Brain-Score chooses the layers. ``hub_repo`` and ``region_layer_map`` apply to a single model only.
     """
     names = [models] if isinstance(models, str) else list(models)
     if not names:
@@ -743,7 +979,10 @@ def build_submission(models: Union[str, Sequence[str]], output: Optional[PathLik
     for name in names:
         base = f'{SUBMISSION_ROOT}/models/{plugin_identifier(name)}/'
         entries[base] = None
-        files = plugin_files(name, region_layer_map=region_layer_map, hub_repo=hub_repo, requirement=requirement)
+        mapping = region_layer_map
+        if mapping is None and plugin_dir is not None:
+            mapping = committed_region_layer_map(plugin_dir, name)
+        files = plugin_files(name, region_layer_map=mapping, hub_repo=hub_repo, requirement=requirement)
         for rel in sorted(files):
             parts = rel.split('/')
             for i in range(1, len(parts)):
@@ -778,7 +1017,7 @@ def check_submission_zip(path: PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, 
     ``model.py`` and ``requirements.txt``; the identifier has no hyphens (letters, digits, '_'), equals the
     folder name and is registered exactly once with ``model_registry['<identifier>']``; no weight files
     (by suffix, or any file over 1 MB): weights are downloaded from elsewhere; a ``region_layer_map`` JSON
-    maps V1/V2/V4/IT to layers. Every entry is a plain file or folder with a relative path inside the root,
+    maps each of V1, V2, V4 and IT to a layer. Every entry is a plain file or folder with a relative path inside the root,
     named once: no symbolic links (``unzip`` recreates them, e.g. pointing at ``../../../../root/.ssh``), no
     device or pipe entries, no duplicate names (which copy ``unzip`` keeps is up to the tool), no absolute
     paths, drive letters or ``..``.
@@ -847,10 +1086,11 @@ def check_submission_zip(path: PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, 
                     else:
                         try:
                             mapping = json.loads(archive.read(name))
-                            assert isinstance(mapping, dict) and mapping and set(mapping) <= set(REGIONS) \
+                            assert isinstance(mapping, dict) and set(mapping) == set(REGIONS) \
                                 and all(isinstance(v, str) for v in mapping.values())
                         except Exception:
-                            problems.append(f'{name} must be a JSON object mapping V1/V2/V4/IT to layer names')
+                            problems.append(f'{name} must be a JSON object mapping each of V1, V2, V4 and IT to a '
+                                            'layer name (a committed map replaces the layer selection of every region)')
         for info in infos:
             if info.is_dir():
                 continue
@@ -880,10 +1120,12 @@ def add_brainscore_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument('--model', required=True, help='e.g. lc_resnet18_half_ws10')
     p.add_argument('--weights', default=None, help='a .safetensors file; without it a RANDOM-INIT model is scored')
     p.add_argument('--benchmarks', default=','.join(BENCHMARKS), help=f'comma-separated, default {",".join(BENCHMARKS)}')
-    p.add_argument('--output-dir', default='runs/brainscore', help='where the .json and .md table go')
+    p.add_argument('--output-dir', default='runs/brainscore',
+                   help='where the results go: .json, .md, -layers.csv, -layers.png, <run>/region_layer_map/')
     p.add_argument('--seed', type=int, default=0, help='seed of the random init (without --weights)')
     p.add_argument('--region-layer-map', default=None, metavar='JSON',
-                   help='{"V1": layer, ...} (or a previous score JSON) instead of choosing layers on the benchmarks')
+                   help='{"V1": layer, ...} (or a previous score JSON or region_layer_map file): these regions keep '
+                        'their layer; the others are chosen on the benchmarks, with every layer\'s score recorded')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--download', action='store_true',
                    help='let brainscore_vision download missing benchmark data (needs a network)')
@@ -895,8 +1137,11 @@ def add_brainscore_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument('--requirement', default=DEFAULT_REQUIREMENT,
                    help='pip requirement that installs bioconv-timm on Brain-Score\'s side (e.g. a git URL)')
     p.add_argument('--region-layer-map', default=None, metavar='JSON',
-                   help='commit regions to layers (e.g. a `bioconv brainscore score` JSON) instead of letting '
-                        'Brain-Score choose')
+                   help='commit all four regions to layers (e.g. the region_layer_map/<identifier>.json of a '
+                        '`bioconv brainscore score` run) instead of letting Brain-Score choose; default: the map '
+                        'committed in --plugin-dir, if any')
+    p.add_argument('--plugin-dir', default='brainscore_plugin',
+                   help='plugin folders whose region_layer_map/<identifier>.json is used when present')
     p = sub.add_parser('plugins', help='(re)write the brainscore_plugin/ folders from the template')
     p.add_argument('--output-dir', default='brainscore_plugin')
     p.add_argument('--check', action='store_true', help='only report folders that differ from the template')
@@ -911,19 +1156,36 @@ def run_cli(args: argparse.Namespace) -> int:
         print(format_score_table([result]))
         print('\nLocal scores on the public benchmarks; the paper (and the leaderboard) used brain-score.org\'s '
               'private data, so they differ.' + (' RANDOM-INIT MODEL: no weights were given.' if result.random_init else ''))
+        if result.layer_scores:
+            print('\nScore of every candidate layer per region (layer selection, ImageNet PCA; * = chosen):')
+            print(format_layer_table(result))
         if result.region_layer_map:
-            print('region -> layer: ' + ', '.join(f'{k}: {v}' for k, v in result.region_layer_map.items()))
+            print('region -> layer: ' + ', '.join(f'{k}: {v} ({result.layer_choice.get(k, "given")})'
+                                                  for k, v in result.region_layer_map.items()))
         print('written: ' + ', '.join(result.files))
+        map_file = region_layer_map_path(args.output_dir, result)
+        if str(map_file) in result.files:
+            identifier = plugin_identifier(result.model)
+            absent = [r for r in REGIONS if r not in result.region_layer_map]
+            if absent:
+                print(f'{map_file} names no layer for {", ".join(absent)}; to commit the layers, add them: '
+                      f'--benchmarks {",".join(absent)} --region-layer-map {map_file}')
+            else:
+                print(f'To commit these layers in the submission: cp -r {map_file.parent} brainscore_plugin/{identifier}/ '
+                      f'(or pass --region-layer-map {map_file} to `bioconv brainscore submission`)')
         return 0
     if command == 'submission':
         models = [m.strip() for item in args.model for m in item.split(',') if m.strip()]
         path = build_submission(models, args.output, region_layer_map=args.region_layer_map, hub_repo=args.hub_repo,
-                                requirement=args.requirement)
+                                requirement=args.requirement, plugin_dir=args.plugin_dir)
         with zipfile.ZipFile(path) as archive:
             listing = [i.filename for i in archive.infolist() if not i.is_dir()]
         print(f'wrote {path} ({path.stat().st_size / 1e3:.1f} kB, checked: layout, identifiers, no weights, <= 50 MB):')
         for name in listing:
             print(f'  {name}')
+        committed = [n.split('/')[2] for n in listing if '/region_layer_map/' in n]
+        print('layers committed by region_layer_map/ for: ' + ', '.join(committed) if committed else
+              'no region_layer_map/: Brain-Score chooses each region\'s layer on its public benchmarks')
         print('Upload it at brain-score.org (profile -> submit a vision plugin). The plugins download their weights '
               'from the Hugging Face Hub and pip-install the requirement line: publish both first.')
         return 0

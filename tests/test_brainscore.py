@@ -22,6 +22,7 @@ if importlib.util.find_spec('brainscore_vision') is None:
 _HOME = tempfile.mkdtemp(prefix='bioconv-brainscore-test-')
 _ENV = dict(RESULTCACHING_HOME=os.path.join(_HOME, 'resultcaching'), BRAINSCORE_HOME=os.path.join(_HOME, 'brainscore'),
             BRAINIO_HOME=os.path.join(_HOME, 'brainio'),
+            MT_HOME=os.path.join(_HOME, 'model-tools'),  # the layer selection's ImageNet file (absent unless a test makes one)
             BS_INSTALL_DEPENDENCIES='no',  # never pip-install plugin requirements
             RESULTCACHING_DISABLE='1')     # every call computes: no stale activations between models
 _SAVED_ENV = {k: os.environ.get(k) for k in _ENV}
@@ -111,7 +112,8 @@ def build(model_name: str, seed: int, **kwargs):
 
 
 def synthetic_benchmark(wrapper, layer: str, stimuli: StimulusSet, region: str = 'IT', n_neuroids: int = 40,
-                        n_components: int = 10, repetitions: int = 4, noise: float = 0.7, seed: int = 0):
+                        n_components: int = 10, repetitions: int = 4, noise: float = 0.7, seed: int = 0,
+                        splits: int = 10):
     """A NeuralBenchmark whose 'recordings' are a population read out of one model's layer, plus trial noise.
 
     Each neuroid is a random mixture of the top principal components of the layer's features on the stimuli,
@@ -142,7 +144,8 @@ def synthetic_benchmark(wrapper, layer: str, stimuli: StimulusSet, region: str =
     ceiler = brainscore_vision.load_ceiling('internal_consistency')
     return NeuralBenchmark(
         identifier=f'bioconv-synthetic.{region}-pls', version=1, assembly=averaged, parent=region, bibtex=None,
-        similarity_metric=brainscore_vision.load_metric('pls', crossvalidation_kwargs=dict(stratification_coord='object_name')),
+        similarity_metric=brainscore_vision.load_metric('pls', crossvalidation_kwargs=dict(
+            stratification_coord='object_name', splits=splits)),
         ceiling_func=lambda: ceiler(assembly), visual_degrees=bs.VISUAL_DEGREES, number_of_trials=1)
 
 
@@ -180,6 +183,7 @@ def test_data_table_matches_installed_brainscore(record_fetches):
 
 def test_score_offline_fails_fast_naming_the_missing_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('BRAINIO_HOME', str(tmp_path / 'brainio'))
+    monkeypatch.setenv('MT_IMAGENET_PATH', str(tmp_path / 'imagenet2012.hdf5'))
 
     def no_model(*args, **kwargs):
         raise AssertionError('the model must not be built when benchmark data is missing')
@@ -192,7 +196,8 @@ def test_score_offline_fails_fast_naming_the_missing_data(tmp_path, monkeypatch,
     assert err.startswith('bioconv brainscore score: error: Brain-Score benchmark data is missing from BRAINIO_HOME=')
     for text in ('FreemanZiemba2013.public', 'assy_movshon_FreemanZiemba2013_public.nc', 'hvm-public',
                  'stimulus_hvm-public.zip', 'Rajalingham2018.public', 'objectome.public', 'MajajHong2015public.IT-pls',
-                 'Rajalingham2018public-i2n', 'model was not built'):
+                 'Rajalingham2018public-i2n', 'model was not built',
+                 f'{tmp_path / "imagenet2012.hdf5"}  [needed to choose the layer of V1, V2, V4, IT]'):
         assert text in err, text
 
     # with the MajajHong2015 files present, V4/IT pass the check and only V1's data is reported
@@ -202,9 +207,18 @@ def test_score_offline_fails_fast_naming_the_missing_data(tmp_path, monkeypatch,
     with pytest.raises(bs.MissingBenchmarkData) as info:
         bs.score('lc_resnet18_half_ws10', benchmarks='V1,IT', output_dir=None)
     assert {f.name for f in info.value.missing} == {'FreemanZiemba2013.public', 'FreemanZiemba2013.aperture-public'}
-    assert 'hvm-public' not in str(info.value)
+    assert 'hvm-public' not in str(info.value) and info.value.missing_selection == tmp_path / 'imagenet2012.hdf5'
+    # with every layer given, nothing is chosen and the ImageNet file is not needed; IT's data alone is complete
+    with pytest.raises(bs.MissingBenchmarkData) as info:
+        bs.score('lc_resnet18_half_ws10', benchmarks='V1,IT', output_dir=None,
+                 region_layer_map={'V1': 'maxpool', 'IT': 'layer4.0'})
+    assert info.value.missing_selection is None and 'ImageNet' not in str(info.value)
+    with pytest.raises(bs.MissingBenchmarkData, match=r'^Brain-Score data is missing .*\n  - ImageNet') as info:
+        bs.score('lc_resnet18_half_ws10', benchmarks='IT', output_dir=None)
+    assert info.value.missing == []
     with pytest.raises(bs.BrainScoreError, match='does not exist'):  # a bad weights path also fails before any work
-        bs.score('lc_resnet18_half_ws10', benchmarks='IT', weights=tmp_path / 'nope.safetensors', output_dir=None)
+        bs.score('lc_resnet18_half_ws10', benchmarks='IT', weights=tmp_path / 'nope.safetensors', output_dir=None,
+                 region_layer_map={'IT': 'layer4.0'})
 
 
 # --- brainscore_vision's machinery on our models --------------------------------------------------
@@ -317,13 +331,128 @@ def test_score_runs_the_benchmarks_with_local_weights(noise_stimuli, tmp_path, m
     assert result['weights_sha1'] and result['identifier'].endswith(result['weights_sha1'][:12])
 
     with pytest.raises(bs.BrainScoreError, match='cannot load'):  # weights of another architecture
-        bs.score('lc_resnet20', weights=weights, benchmarks='IT', output_dir=None, progress=False)
+        bs.score('lc_resnet20', weights=weights, benchmarks='IT', output_dir=None, progress=False,
+                 region_layer_map=map_file)
     random_init = bs.score('conv_resnet20', benchmarks='IT', seed=1, region_layer_map={'IT': 'layer3.0'},
                            output_dir=tmp_path / 'out', progress=False)
     err = capsys.readouterr().err
     assert 'RANDOMLY INITIALIZED conv_resnet20' in err and random_init.random_init
     assert result['scores']['IT'] > 0.6 and result['scores']['IT'] > random_init.scores['IT'] + 0.4
     assert (tmp_path / 'out' / 'brainscore-conv_resnet20-randominit.md').read_text().count('RANDOM INIT') == 1
+    assert not (tmp_path / 'out' / 'brainscore-conv_resnet20-randominit').exists()  # no layers to commit from it
+    assert (tmp_path / 'out' / trained.stem / 'region_layer_map' / 'bioconv_conv_resnet20.json').is_file()
+
+
+def make_imagenet_file(path: Path, n_images: int, size: int = 32, seed: int = 5) -> Path:
+    """The HDF5 file brainscore_vision's layer selection reads its ImageNet images from (``val/images``), here
+    pixel noise at the rows ``_get_imagenet_val(n_images)`` picks (rows 0, 50, 100, ... for n_images < 1000)."""
+    import h5py
+    rng = np.random.default_rng(seed)
+    rows = [50 * i for i in range(n_images)]
+    with h5py.File(path, 'w') as f:
+        images = f.create_dataset('val/images', shape=(rows[-1] + 1, size, size, 3), dtype='uint8',
+                                  chunks=(1, size, size, 3))  # rows never written take no space
+        for row in rows:
+            images[row] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return path
+
+
+def test_score_chooses_each_layer_and_writes_every_layer_score(noise_stimuli, tmp_path, monkeypatch, capsys):
+    """`bioconv brainscore score` without a region-layer map: every candidate layer scored on the region's
+    benchmark as brainscore_vision's layer selection does (ImageNet PCA), the best committed, and all of it written."""
+    home = tmp_path / 'brainio'
+    monkeypatch.setenv('BRAINIO_HOME', str(home))
+    for f in bs.benchmark_data_files('IT'):
+        f.path(home).parent.mkdir(parents=True, exist_ok=True)
+        f.path(home).write_bytes(b'')
+    monkeypatch.setattr(bs, 'SELECTION_PCA_COMPONENTS', 40)  # Brain-Score's 1000 ImageNet images, scaled down
+    imagenet = make_imagenet_file(tmp_path / 'imagenet2012.hdf5', 40)
+    monkeypatch.setenv('MT_IMAGENET_PATH', str(imagenet))
+    model, generator = build('conv_resnet20', seed=0)
+    weights = tmp_path / 'model.safetensors'
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    benchmark = synthetic_benchmark(generator, 'layer3.0', noise_stimuli, splits=3)  # 3 PLS fits per layer, not 10
+    monkeypatch.setattr(brainscore_vision, 'load_benchmark', lambda identifier: benchmark)
+    out_dir = tmp_path / 'out'
+
+    assert main(['brainscore', 'score', '--model', 'conv_resnet20', '--weights', str(weights), '--benchmarks', 'IT',
+                 '--output-dir', str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    layers = bs.candidate_layers('conv_resnet20')
+    result = json.loads(next(out_dir.glob('brainscore-conv_resnet20-weights*.json')).read_text())
+    per_layer = result['layer_scores']['IT']
+    assert list(per_layer) == layers  # every candidate layer, in depth order
+    assert len(set(per_layer.values())) == len(layers) and all(-1 < v <= 1.5 for v in per_layer.values())
+    chosen = result['region_layer_map']['IT']
+    assert chosen == max(per_layer, key=per_layer.get) == 'layer3.0'  # the layer the recordings came from
+    assert result['layer_choice'] == {'IT': 'chosen'} and result['scores']['IT'] > 0.6
+
+    stem = out_dir / f'brainscore-conv_resnet20-weights{result["weights_sha1"][:8]}'
+    import csv
+    with open(f'{stem}-layers.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['region'], int(r['depth']), r['layer']) for r in rows] == [('IT', d, layer) for d, layer in enumerate(layers)]
+    assert [r['layer'] for r in rows if r['chosen'] == 'True'] == ['layer3.0']
+    assert [float(r['score']) for r in rows] == pytest.approx(list(per_layer.values()))
+    with Image.open(f'{stem}-layers.png') as png:
+        assert png.format == 'PNG' and png.size[0] > 600
+    map_file = stem / 'region_layer_map' / 'bioconv_conv_resnet20.json'
+    assert json.loads(map_file.read_text()) == {'IT': 'layer3.0'} and str(map_file) in result['files']
+    assert '| 7 | layer3.0 |' in out and f'{per_layer["layer3.0"]:.3f}* |' in out
+    assert f'{map_file} names no layer for V1, V2, V4' in out  # a map to commit needs all four regions
+    assert 'layer3.0' in Path(f'{stem}.md').read_text().split('Score of every candidate layer')[1]
+
+    # the written map fixes the layer next time: no sweep, so no ImageNet file needed
+    imagenet.unlink()
+    again = bs.score('conv_resnet20', weights=weights, benchmarks='IT', region_layer_map=map_file,
+                     output_dir=tmp_path / 'again', progress=False)
+    assert again.layer_choice == {'IT': 'given'} and again.layer_scores == {} and again.scores['IT'] == result['scores']['IT']
+    assert not list((tmp_path / 'again').glob('*-layers.*'))
+
+
+def test_brainscore_fails_the_regions_a_committed_map_leaves_out(noise_stimuli):
+    """Why a committed region_layer_map must name all four regions: brainscore_vision then uses it for every
+    region instead of choosing layers, and a region it leaves out cannot be recorded."""
+    model, wrapper = build('conv_resnet20', seed=0)
+    commitment = bs.model_commitment('test-partial-map', wrapper, bs.candidate_layers(model), {'IT': 'layer3.0'})
+    commitment.start_task(BrainModel.Task.passive)
+    commitment.start_recording('V1', time_bins=[TIME_BIN])
+    with pytest.raises(KeyError, match='V1'):
+        commitment.look_at(noise_stimuli)
+
+
+def test_plugin_tests_use_brainscores_markers_and_run_fast_without_them(tmp_path):
+    """Our plugins' test.py marks what brainscore_vision's own model plugins mark, and run the way Brain-Score's
+    CI runs plugin tests (brainscore_core's test_plugin.sh marker filter) it builds no model (no Hub download)
+    and checks a committed region_layer_map."""
+    import re
+    import subprocess
+    import brainscore_core
+    script = (Path(brainscore_core.__file__).parent / 'plugin_management' / 'test_plugin.sh').read_text()
+    ci_filter = re.search(r'TRAVIS_PYTEST_SETTINGS=\$\{PYTEST_SETTINGS:-"([^"]+)"\}', script).group(1)
+    assert 'not travis_slow' in ci_filter
+    installed = Path(brainscore_vision.__file__).parent / 'models'
+    theirs = {m for path in installed.glob('*/test.py') for m in re.findall(r'@pytest\.mark\.(\w+)', path.read_text())}
+    identifier = 'bioconv_lc_resnet18_half_ws10'
+    source = (REPO / 'brainscore_plugin' / identifier / 'test.py').read_text()
+    ours = set(re.findall(r'@pytest\.mark\.(\w+)', source))
+    assert ours == {'travis_slow'} and ours <= theirs
+
+    maps = {identifier: {'V1': 'maxpool', 'V2': 'layer1.1', 'V4': 'layer3.0', 'IT': 'layer4.0'},
+            'bioconv_lc_resnet18_half_ws1': {'V1': 'maxpool', 'V2': 'layer1.1', 'V4': 'layer3.0', 'IT': 'no.such.layer'}}
+    tests = []
+    for name, mapping in maps.items():
+        plugin = tmp_path / 'models' / name
+        shutil.copytree(REPO / 'brainscore_plugin' / name, plugin)
+        (plugin / 'region_layer_map').mkdir()
+        (plugin / 'region_layer_map' / f'{name}.json').write_text(json.dumps(mapping))
+        tests.append(str(plugin / 'test.py'))
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}
+    run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--rootdir', str(tmp_path),
+                          '-m', ci_filter, *tests],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert '1 failed, 1 passed, 4 deselected' in run.stdout, run.stdout + run.stderr  # the bad layer name is caught
+    assert 'FAILED models/bioconv_lc_resnet18_half_ws1/test.py::test_layers_and_region_layer_map' in run.stdout
 
 
 def test_committed_plugin_builds_a_model_commitment(tinted_stimuli, tmp_path, monkeypatch):

@@ -72,12 +72,35 @@ def test_plugin_files_follow_brainscore_layout():
     assert namespace['VISUAL_DEGREES'] == 8 and namespace['BEHAVIORAL_READOUT_LAYER'] == 'global_pool'
     assert 'bioconv-timm' in files['requirements.txt'] and 'timm>=1.0.31' in files['requirements.txt']
 
-    mapped = bs.plugin_files('lc_resnet18_half_ws10', region_layer_map={'V1': 'maxpool', 'IT': 'layer4.0'})
-    assert json.loads(mapped['region_layer_map/bioconv_lc_resnet18_half_ws10.json']) == {'V1': 'maxpool', 'IT': 'layer4.0'}
+    full = {'V1': 'maxpool', 'V2': 'layer1.1', 'V4': 'layer2.1', 'IT': 'layer4.0'}
+    mapped = bs.plugin_files('lc_resnet18_half_ws10', region_layer_map=full)
+    assert json.loads(mapped['region_layer_map/bioconv_lc_resnet18_half_ws10.json']) == full
     with pytest.raises(bs.BrainScoreError, match='not a candidate layer'):
-        bs.plugin_files('lc_resnet18_half_ws10', region_layer_map={'V1': 'fc'})
+        bs.plugin_files('lc_resnet18_half_ws10', region_layer_map={**full, 'V1': 'fc'})
     with pytest.raises(bs.BrainScoreError, match='unknown region'):
-        bs.plugin_files('lc_resnet18_half_ws10', region_layer_map={'V5': 'maxpool'})
+        bs.plugin_files('lc_resnet18_half_ws10', region_layer_map={**full, 'V5': 'maxpool'})
+    # Brain-Score uses a committed map for every region: one that leaves regions out would fail their benchmarks
+    with pytest.raises(bs.BrainScoreError, match='names V1, IT but not V2, V4.*--benchmarks V2,V4'):
+        bs.plugin_files('lc_resnet18_half_ws10', region_layer_map={'V1': 'maxpool', 'IT': 'layer4.0'})
+
+
+def _decorators(source):
+    """{test function: [decorator source]} of a test.py."""
+    import ast
+    tree = ast.parse(source)
+    return {node.name: [ast.unparse(d) for d in node.decorator_list]
+            for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith('test')}
+
+
+def test_plugin_tests_that_build_the_model_are_marked_travis_slow():
+    """As in brainscore_vision's own model plugins: a test that loads the model (here a Hub download of up to
+    2 GB of weights) carries @pytest.mark.travis_slow; the committed folders carry the same test.py."""
+    for name in bs.PLUGIN_MODELS:
+        source = (PLUGIN_DIR / bs.plugin_identifier(name) / 'test.py').read_text()
+        decorators = _decorators(source)
+        assert decorators == {'test_layers_and_region_layer_map': [], 'test_has_identifier': ['pytest.mark.travis_slow'],
+                              'test_layers_and_readout': ['pytest.mark.travis_slow']}, (name, decorators)
+        assert source.count('load_model(') == 2 and 'import pytest' in source
 
 
 def _website_accepts(path):
@@ -106,12 +129,13 @@ def test_submission_zip_passes_the_rules(tmp_path, capsys):
 
     # several models in one zip, and a region-layer map taken from a score JSON
     score_json = tmp_path / 'score.json'
-    score_json.write_text(json.dumps({'model': 'conv_resnet18_half', 'region_layer_map': {'V1': 'layer1.0', 'V4': 'layer3.0'}}))
+    full = {'V1': 'layer1.0', 'V2': 'layer1.1', 'V4': 'layer3.0', 'IT': 'layer4.1'}
+    score_json.write_text(json.dumps({'model': 'conv_resnet18_half', 'region_layer_map': full}))
     single = bs.build_submission('conv_resnet18_half', tmp_path / 'one.zip', region_layer_map=score_json)
     with zipfile.ZipFile(single) as archive:
         mapping = json.loads(archive.read('bioconv_brainscore/models/bioconv_conv_resnet18_half/region_layer_map/'
                                           'bioconv_conv_resnet18_half.json'))
-    assert mapping == {'V1': 'layer1.0', 'V4': 'layer3.0'}
+    assert mapping == full
     both = bs.build_submission(list(bs.PLUGIN_MODELS), tmp_path / 'all.zip')
     assert bs.check_submission_zip(both) == [] and _website_accepts(both)
     with pytest.raises(bs.BrainScoreError, match='one model'):
@@ -147,6 +171,8 @@ def test_check_submission_zip_rejects_broken_submissions(tmp_path):
         'no root folder': ([e for e in _entries() if e[0] != 'root/'], 'root folder'),
         'no models folder': ([('root/', ''), ('root/x.py', '')], 'models/'),
         'bad map': (_entries(extra=[('root/models/bioconv_x/region_layer_map/bioconv_x.json', '{"V9": 1}')]), 'JSON object'),
+        'partial map': (_entries(extra=[('root/models/bioconv_x/region_layer_map/bioconv_x.json', '{"IT": "a"}')]),
+                        'each of V1, V2, V4 and IT'),
         'escape': (_entries(extra=[('root/../evil.py', '')]), 'unsafe path'),
     }
     for label, (entries, message) in cases.items():
@@ -235,3 +261,67 @@ def test_check_submission_zip_refuses_links_duplicates_and_unsafe_paths(tmp_path
                    bs.check_submission_zip(unsafe, raise_on_error=False)), name
     # plain files and folders from build_submission (and mode-less entries from non-Unix tools) still pass
     assert bs.check_submission_zip(_zip_with(tmp_path / 'ok.zip', [(_info(base + 'util.py', 0), '')])) == []
+
+
+def test_committed_region_layer_map_is_kept_checked_and_submitted(tmp_path, capsys):
+    """The region_layer_map/ folder a score run writes, copied into a plugin folder: the template keeps it,
+    the submission builder puts it in the zip, and a map that leaves regions out is refused everywhere."""
+    plugins = tmp_path / 'brainscore_plugin'
+    assert main(['brainscore', 'plugins', '--output-dir', str(plugins)]) == 0
+    identifier = 'bioconv_lc_resnet18_half_ws10'
+    committed = plugins / identifier / 'region_layer_map' / f'{identifier}.json'
+    committed.parent.mkdir()
+    full = {'V1': 'maxpool', 'V2': 'layer1.1', 'V4': 'layer3.0', 'IT': 'layer4.0'}
+    committed.write_text(json.dumps(full, indent=4) + '\n')
+    assert bs.stale_plugin_files(plugins) == [] and bs.committed_region_layer_map(plugins, 'lc_resnet18_half_ws10') == committed
+    assert main(['brainscore', 'plugins', '--output-dir', str(plugins)]) == 0 and json.loads(committed.read_text()) == full
+
+    capsys.readouterr()
+    out = tmp_path / 'sub.zip'
+    assert main(['brainscore', 'submission', '--model', 'lc_resnet18_half_ws10', '--plugin-dir', str(plugins),
+                 '--output', str(out)]) == 0
+    assert f'layers committed by region_layer_map/ for: {identifier}' in capsys.readouterr().out
+    with zipfile.ZipFile(out) as archive:
+        assert json.loads(archive.read(f'bioconv_brainscore/models/{identifier}/region_layer_map/{identifier}.json')) == full
+    assert bs.check_submission_zip(out) == []
+    other = bs.build_submission('lc_resnet18_half_ws1', tmp_path / 'ws1.zip', plugin_dir=plugins)  # it has no map
+    with zipfile.ZipFile(other) as archive:
+        assert not any('region_layer_map' in n for n in archive.namelist())
+    assert main(['brainscore', 'submission', '--model', 'lc_resnet18_half_ws1', '--plugin-dir', str(plugins),
+                 '--output', str(tmp_path / 'ws1b.zip')]) == 0
+    assert "no region_layer_map/: Brain-Score chooses each region's layer" in capsys.readouterr().out
+
+    committed.write_text(json.dumps({'V4': 'layer3.0', 'IT': 'layer4.0'}))  # scored on V4 and IT only
+    assert main(['brainscore', 'plugins', '--check', '--output-dir', str(plugins)]) == 1
+    assert f'{identifier}/region_layer_map/{identifier}.json (invalid: the region-layer map names V4, IT but not V1, V2' \
+        in capsys.readouterr().out
+    assert main(['brainscore', 'submission', '--model', 'lc_resnet18_half_ws10', '--plugin-dir', str(plugins),
+                 '--output', str(tmp_path / 'bad.zip')]) == 2
+    assert 'but not V1, V2' in capsys.readouterr().err and not (tmp_path / 'bad.zip').exists()
+
+
+def test_layer_scores_table_rows_and_depth_plot():
+    """What `bioconv brainscore score` writes about every candidate layer, from a result with four regions."""
+    layers = bs.candidate_layers('lc_resnet18_half_ws10')
+    scores = {region: {layer: round(0.1 + 0.05 * ((depth * (i + 1)) % 7), 3) for depth, layer in enumerate(layers)}
+              for i, region in enumerate(bs.REGIONS)}
+    chosen = {region: max(s, key=s.get) for region, s in scores.items()}
+    result = bs.ScoreResult(model='lc_resnet18_half_ws10', identifier='x', weights='m.safetensors', weights_sha1='ab' * 20,
+                            random_init=False, seed=0, benchmarks={}, scores={}, region_layer_map=chosen,
+                            layer_scores=scores, layer_choice={r: 'chosen' for r in bs.REGIONS})
+    rows = result.layer_rows()
+    assert len(rows) == 4 * len(layers) and rows[0] == dict(region='V1', depth=0, layer='maxpool',
+                                                            score=scores['V1']['maxpool'], chosen=chosen['V1'] == 'maxpool')
+    assert [r['region'] for r in rows if r['chosen']] == list(bs.REGIONS)
+    table = bs.format_layer_table(result).splitlines()
+    assert table[0] == '| depth | layer | V1 | V2 | V4 | IT |' and len(table) == 2 + len(layers)
+    assert table[2 + layers.index(chosen['IT'])].endswith(f'| {scores["IT"][chosen["IT"]]:.3f}* |')
+
+    figure = bs.plot_layer_scores(result)
+    ax = figure.axes[0]
+    lines = [line for line in ax.get_lines() if line.get_label() in bs.REGIONS]  # one line per region
+    assert [line.get_label() for line in lines] == list(bs.REGIONS)
+    for line, region in zip(lines, bs.REGIONS):
+        assert list(line.get_xdata()) == list(range(len(layers)))  # x: depth order
+        assert list(line.get_ydata()) == list(scores[region].values())
+    assert [t.get_text() for t in ax.get_xticklabels()] == layers
