@@ -11,18 +11,24 @@ Two backends compute it (:mod:`bioconv_timm.native` chooses; ``BIOCONV_LC_BACKEN
 - **native** (CPU, fp32; the default where a C compiler exists): ``csrc/lc_cpu.c``, register-tiled SIMD
   kernels that read the patches in place from the channels-last activations (a kernel row of a patch is
   one contiguous run), so nothing is ever unfolded or repacked; outputs and gradients are written
-  channels-last directly. Only the input is saved for backward.
+  channels-last directly.
 - **torch** (CUDA, bf16/fp16, or no compiler): the patches are gathered from a batch-innermost padded
   copy of the input a few output rows at a time into one reused buffer (cache-sized on CPU, up to 1 GiB
   on CUDA: :func:`chunk_bytes`), and multiplied with ``torch.bmm``; at most that one buffer of unfolded
-  patches exists. Backward re-gathers the patches from the padded input and reuses the same buffer for
-  the patch gradients (col2im).
+  patches exists. Backward pads the input again, re-gathers the patches from it and reuses the same
+  buffer for the patch gradients (col2im).
 
-Both give the same results up to fp32 rounding (the summation order differs).
+Both give the same results up to fp32 rounding (the summation order differs). Only the input and the
+weight are saved for backward.
+
+The layer is three ``torch.library`` operators, ``torch.ops.bioconv.lc_forward``, ``lc_backward_input``
+and ``lc_backward_weight`` (:func:`lc_forward` and its autograd formula), each with a shape function
+(FakeTensor, meta), so ``torch.compile(model, fullgraph=True)`` and ``torch.export.export`` trace an LC model
+as one node per layer; the backend is chosen inside the operator when it runs.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import math
 import os
 from typing import Optional, Sequence, Tuple, Union
@@ -34,7 +40,8 @@ from . import native
 
 IntPair = Union[int, Tuple[int, int], Sequence[int]]
 
-__all__ = ['DOUBLE_BACKWARD_ERROR', 'LocallyConnected2d', 'chunk_bytes', 'conv_output_size', 'locally_connected2d']
+__all__ = ['DOUBLE_BACKWARD_ERROR', 'LocallyConnected2d', 'chunk_bytes', 'conv_output_size', 'lc_backward_input',
+           'lc_backward_weight', 'lc_forward', 'locally_connected2d', 'resolve_backend']
 
 
 def _pair(value: IntPair, name: str) -> Tuple[int, int]:
@@ -52,13 +59,31 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def _hwcb(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> contiguous (H, W, C, B) ("batch innermost")."""
+    b, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last):
+        # Channels-last (B, H*W*C) -> (H*W*C, B) is one 2-d transpose, which torch copies in cache blocks:
+        # about 3x faster on CPU than the same permutation as a 4-d strided copy.
+        return x.permute(0, 2, 3, 1).reshape(b, h * w * c).t().contiguous().view(h, w, c, b)
+    return x.permute(2, 3, 1, 0).contiguous()
+
+
+def _from_hwcb(t: torch.Tensor) -> torch.Tensor:
+    """(H, W, C, B), any strides -> a new (B, C, H, W) tensor in channels-last memory format."""
+    h, w, c, b = t.shape
+    # contiguous() first (a plain copy, or nothing) so that the layout change is one 2-d transpose (see _hwcb)
+    out = t.contiguous().view(h * w * c, b).t().contiguous()
+    return out.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
 def _to_hwcb(x: torch.Tensor, padding: Tuple[int, int]) -> torch.Tensor:
     """(B, C, H, W) -> zero-padded (H + 2ph, W + 2pw, C, B), contiguous ("batch innermost")."""
     b, c, h, w = x.shape
     ph, pw = padding
-    x_hwcb = x.permute(2, 3, 1, 0)
+    x_hwcb = _hwcb(x)
     if ph == 0 and pw == 0:
-        return x_hwcb.contiguous()
+        return x_hwcb
     padded = x.new_zeros(h + 2 * ph, w + 2 * pw, c, b)
     padded[ph:ph + h, pw:pw + w] = x_hwcb
     return padded
@@ -163,171 +188,316 @@ DOUBLE_BACKWARD_ERROR = (
     'with create_graph=True are correct; only differentiating them raises this')
 
 
-class _NoDoubleBackward(torch.autograd.Function):
-    """Carries an LC gradient computed under create_graph=True; differentiating it raises (both backends'
-    backward run without a graph, so a second-order term would otherwise be silently missing)."""
+# --- the two backends: plain tensor functions without autograd (the operators below carry it) ---------------
 
-    @staticmethod
-    def forward(ctx, grad, anchor):
-        return grad.clone()  # a fresh tensor: a view or input returned here would restrict later in-place ops
-
-    @staticmethod
-    def backward(ctx, *unused):
-        raise RuntimeError(DOUBLE_BACKWARD_ERROR)
+def _torch_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int],
+                   padding: Tuple[int, int]) -> torch.Tensor:
+    """(B, Cin, H, W) any layout, (out_h, out_w, Cout, kh, kw, Cin) -> (B, Cout, out_h, out_w) channels-last."""
+    weight = weight.contiguous()  # the row chunks are views of it
+    out = _lc_rows(_to_hwcb(x, padding), weight, stride)  # (out_h, out_w, Cout, B)
+    return _from_hwcb(out)
 
 
-def _mark_first_order(grad: torch.Tensor) -> torch.Tensor:
-    # The anchor is a throwaway leaf that makes the marked gradient require grad whatever the inputs do.
-    return _NoDoubleBackward.apply(grad, grad.new_zeros(()).requires_grad_())
+def _torch_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Tuple[int, int],
+                          stride: Tuple[int, int], padding: Tuple[int, int]) -> torch.Tensor:
+    """(B, Cout, out_h, out_w) output gradient -> (B, Cin, H, W) channels-last input gradient: the patch
+    gradients of a few output rows at a time, scatter-added (col2im) into the padded input's gradient."""
+    (h, w), (ph, pw) = input_size, padding
+    b, cin = grad_out.shape[0], weight.shape[5]
+    grad_rows = _hwcb(grad_out)  # (out_h, out_w, Cout, B)
+    grad_padded = _col2im_rows(grad_rows, weight.contiguous(), torch.Size((h + 2 * ph, w + 2 * pw, cin, b)), stride)
+    return _from_hwcb(grad_padded[ph:ph + h, pw:pw + w])
 
 
-def _first_order_only(backward):
-    """Wrap an LC backward ``(ctx, grad_out) -> (grad_x, grad_w, None, None)``: it runs without a graph, and
-    under create_graph=True a gradient that has a second-order dependence is marked so that differentiating
-    it raises :data:`DOUBLE_BACKWARD_ERROR` instead of silently missing that term."""
-
-    @functools.wraps(backward)
-    def wrapper(ctx, grad_out):
-        with torch.no_grad():
-            grad_x, grad_w, *rest = backward(ctx, grad_out)
-        if torch.is_grad_enabled():  # create_graph=True
-            # grad_x = f(grad_out, weight) and grad_w = g(grad_out, x): each is differentiable when one of its
-            # factors requires grad.
-            x_needs, w_needs = ctx.needs_input_grad[:2]
-            if grad_x is not None and (grad_out.requires_grad or w_needs):
-                grad_x = _mark_first_order(grad_x)
-            if grad_w is not None and (grad_out.requires_grad or x_needs):
-                grad_w = _mark_first_order(grad_w)
-        return (grad_x, grad_w, *rest)
-
-    return wrapper
-
-
-class _LocallyConnectedFn(torch.autograd.Function):
-    """out[b, o, y, x] = sum_{u, v, i} x_pad[b, i, s*y + u, s*x + v] * w[y, x, o, u, v, i].
-
-    Internally activations are laid out (H, W, C, B). Nothing larger than the input is kept for
-    backward (the padded input), which re-gathers the patches chunk by chunk; the input gradient
-    is formed chunk by chunk too and scatter-added (col2im) in contiguous (C, B) runs.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, stride, padding):
-        padded = _to_hwcb(x, padding)
-        weight = weight.contiguous()  # backward views its gradient (same layout) per row chunk
-        out = _lc_rows(padded, weight, stride)
-        ctx.save_for_backward(padded, weight)
-        ctx.geometry = (tuple(x.shape), stride, padding)
-        # (out_h, out_w, Cout, B) -> (B, Cout, out_h, out_w), channels-last: one output-sized copy.
-        return out.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
-
-    @staticmethod
-    @_first_order_only
-    def backward(ctx, grad_out):
-        padded, weight = ctx.saved_tensors
-        (b, c, h, w), stride, (ph, pw) = ctx.geometry
-        out_h, out_w, cout, kh, kw, cin = weight.shape
-        k = kh * kw * cin
-        grad_rows = grad_out.permute(2, 3, 1, 0).contiguous()  # (out_h, out_w, Cout, B)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.empty_like(weight)
-            for r0, r1, n, patches in _chunk_buffers(padded, weight.shape, b):
-                patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
-                torch.bmm(grad_rows[r0:r1].view(n, cout, b), patches.view(n, k, b).transpose(1, 2),
-                          out=grad_w[r0:r1].view(n, cout, k))
-        if ctx.needs_input_grad[0]:
-            grad_padded = _col2im_rows(grad_rows, weight, padded.shape, stride)
-            grad_x = grad_padded[ph:ph + h, pw:pw + w].permute(3, 2, 0, 1)
-            grad_x = grad_x.contiguous(memory_format=torch.channels_last)
-        return grad_x, grad_w, None, None
-
-
-def _native_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether this call runs on the native kernels (CPU fp32, backend not 'torch', kernels built)."""
-    backend = native.get_backend()
-    if backend == 'torch' or x.device.type != 'cpu' or x.dtype != torch.float32 or weight.dtype != torch.float32:
-        return False
-    if weight.shape[3] * weight.shape[4] > native.MAX_TAPS:
-        return False
-    try:
-        native.load()
-    except native.NativeBuildError:
-        if backend == 'native':
-            raise
-        native.warn_unavailable_once()
-        return False
-    return True
+def _torch_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Tuple[int, int],
+                           stride: Tuple[int, int], padding: Tuple[int, int]) -> torch.Tensor:
+    """(B, Cout, out_h, out_w) output gradient, (B, Cin, H, W) input -> (out_h, out_w, Cout, kh, kw, Cin)
+    weight gradient, re-gathering the patches chunk by chunk from the padded input."""
+    b, cout, out_h, out_w = grad_out.shape
+    (kh, kw), cin = kernel_size, x.shape[1]
+    k = kh * kw * cin
+    padded = _to_hwcb(x, padding)
+    grad_rows = _hwcb(grad_out)  # (out_h, out_w, Cout, B)
+    grad_w = grad_out.new_empty(out_h, out_w, cout, kh, kw, cin)
+    for r0, r1, n, patches in _chunk_buffers(padded, grad_w.shape, b):
+        patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
+        torch.bmm(grad_rows[r0:r1].view(n, cout, b), patches.view(n, k, b).transpose(1, 2),
+                  out=grad_w[r0:r1].view(n, cout, k))
+    return grad_w
 
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-class _NativeLocallyConnectedFn(torch.autograd.Function):
-    """The same product on the C kernels of :mod:`bioconv_timm.native` (fp32, CPU).
+def _native_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int],
+                    padding: Tuple[int, int]) -> torch.Tensor:
+    """The forward on the C kernels (CPU, fp32): written channels-last directly, (B, Cout, out_h, out_w)."""
+    lib, threads = native.load(), torch.get_num_threads()
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = weight.contiguous()
+    b, c, h, w = x.shape
+    out_h, out_w, cout, kh, kw, _ = weight.shape
+    out = x.new_empty(b, out_h, out_w, cout)
+    if lib.lc_forward(x.data_ptr(), weight.data_ptr(), out.data_ptr(), b, h, w, c, *padding,
+                      out_h, out_w, cout, kh, kw, stride[0], stride[1], threads) != 0:
+        raise MemoryError('LocallyConnected2d: the native forward could not allocate its per-thread '
+                          'kernel buffer')
+    return out.permute(0, 3, 1, 2)
 
-    Saves the channels-last input (usually the tensor the previous activation keeps anyway) and the weight.
-    """
 
-    @staticmethod
-    def forward(ctx, x, weight, stride, padding):
-        lib, threads = native.load(), torch.get_num_threads()
-        x = x.contiguous(memory_format=torch.channels_last)
-        weight = weight.contiguous()
-        b, c, h, w = x.shape
-        out_h, out_w, cout, kh, kw, _ = weight.shape
-        out = x.new_empty(b, out_h, out_w, cout)
-        if lib.lc_forward(x.data_ptr(), weight.data_ptr(), out.data_ptr(), b, h, w, c, *padding,
-                          out_h, out_w, cout, kh, kw, stride[0], stride[1], threads) != 0:
-            raise MemoryError('LocallyConnected2d: the native forward could not allocate its per-thread '
-                              'kernel buffer')
-        ctx.save_for_backward(x, weight)
-        ctx.geometry = (stride, padding)
-        return out.permute(0, 3, 1, 2)  # (B, Cout, out_h, out_w), channels-last
+def _native_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Tuple[int, int],
+                           stride: Tuple[int, int], padding: Tuple[int, int]) -> torch.Tensor:
+    """The input gradient on the C kernels, (B, Cin, H, W) channels-last."""
+    lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
+    out_h, out_w, cout, kh, kw, c = weight.shape
+    if c % vw != 0:  # channel counts that are not a multiple of the vector width: the torch backend's col2im
+        return _torch_backward_input(grad_out, weight, input_size, stride, padding)
+    weight = weight.contiguous()
+    grad = grad_out.contiguous(memory_format=torch.channels_last)
+    b, (h, w) = grad.shape[0], input_size
+    grad_x = grad.new_empty(b, h, w, c)
+    lib.lc_backward_input(grad.data_ptr(), weight.data_ptr(), grad_x.data_ptr(), b, h, w, c, *padding,
+                          out_h, out_w, cout, kh, kw, stride[0], stride[1], threads)
+    return grad_x.permute(0, 3, 1, 2)
 
-    @staticmethod
-    @_first_order_only
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        stride, padding = ctx.geometry
-        lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
-        b, c, h, w = x.shape
-        out_h, out_w, cout, kh, kw, _ = weight.shape
-        geometry = (out_h, out_w, cout, kh, kw, stride[0], stride[1])
-        grad = grad_out.contiguous(memory_format=torch.channels_last)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.empty_like(weight)
-            if c % vw == 0:
-                lib.lc_backward_weight(x.data_ptr(), grad.data_ptr(), grad_w.data_ptr(), b, h, w, c, *padding,
-                                       *geometry, threads)
-            else:  # e.g. the RGB stem: vectorize over output channels instead
-                cout_padded = _round_up(cout, vw)
-                grad_cl = grad.permute(0, 2, 3, 1)  # (B, out_h, out_w, Cout), contiguous
-                if cout_padded != cout:
-                    grad_cl = torch.nn.functional.pad(grad_cl, (0, cout_padded - cout))
-                lib.lc_backward_weight_any(x.data_ptr(), grad_cl.data_ptr(), grad_w.data_ptr(), b, h, w, c,
-                                           *padding, out_h, out_w, cout, cout_padded, kh, kw, stride[0],
-                                           stride[1], threads)
-        if ctx.needs_input_grad[0]:
-            if c % vw == 0:
-                grad_x = x.new_empty(b, h, w, c)
-                lib.lc_backward_input(grad.data_ptr(), weight.data_ptr(), grad_x.data_ptr(), b, h, w, c, *padding,
-                                      *geometry, threads)
-                grad_x = grad_x.permute(0, 3, 1, 2)
-            else:  # channel counts that are not a multiple of the vector width: the torch path's col2im
-                ph, pw = padding
-                grad_padded = _col2im_rows(grad.permute(2, 3, 1, 0).contiguous(), weight,
-                                           torch.Size((h + 2 * ph, w + 2 * pw, c, b)), stride)
-                grad_x = grad_padded[ph:ph + h, pw:pw + w].permute(3, 2, 0, 1)
-                grad_x = grad_x.contiguous(memory_format=torch.channels_last)
-        return grad_x, grad_w, None, None
+
+def _native_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Tuple[int, int],
+                            stride: Tuple[int, int], padding: Tuple[int, int]) -> torch.Tensor:
+    """The weight gradient on the C kernels, (out_h, out_w, Cout, kh, kw, Cin)."""
+    lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
+    x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the activations of an LC model
+    grad = grad_out.contiguous(memory_format=torch.channels_last)
+    b, c, h, w = x.shape
+    _, cout, out_h, out_w = grad.shape
+    kh, kw = kernel_size
+    grad_w = x.new_empty(out_h, out_w, cout, kh, kw, c)
+    if c % vw == 0:
+        lib.lc_backward_weight(x.data_ptr(), grad.data_ptr(), grad_w.data_ptr(), b, h, w, c, *padding,
+                               out_h, out_w, cout, kh, kw, stride[0], stride[1], threads)
+    else:  # e.g. the RGB stem: vectorize over output channels instead
+        cout_padded = _round_up(cout, vw)
+        grad_cl = grad.permute(0, 2, 3, 1)  # (B, out_h, out_w, Cout), contiguous
+        if cout_padded != cout:
+            grad_cl = torch.nn.functional.pad(grad_cl, (0, cout_padded - cout))
+        lib.lc_backward_weight_any(x.data_ptr(), grad_cl.data_ptr(), grad_w.data_ptr(), b, h, w, c, *padding,
+                                   out_h, out_w, cout, cout_padded, kh, kw, stride[0], stride[1], threads)
+    return grad_w
+
+
+def _resolve(t: torch.Tensor, taps: int, backend: str) -> str:
+    backend = native._check_backend(backend) if backend else native.get_backend()
+    if backend == 'torch' or t.device.type != 'cpu' or t.dtype != torch.float32:
+        return 'torch'
+    if taps > native.MAX_TAPS:
+        return 'torch'
+    try:
+        native.load()
+    except native.NativeBuildError:
+        if backend == 'native':
+            raise
+        native.warn_unavailable_once()
+        return 'torch'
+    return 'native'
+
+
+def resolve_backend(x: torch.Tensor, weight: torch.Tensor, backend: str = '') -> str:
+    """The backend, ``'native'`` or ``'torch'``, that an LC call on ``x`` and ``weight`` runs on when
+    ``backend`` is requested (``'auto'``, ``'native'``, ``'torch'``; ``''``: :func:`bioconv_timm.native.get_backend`):
+    native for CPU fp32 where the kernels build (``'native'`` raises
+    :class:`~bioconv_timm.native.NativeBuildError` if they do not), else torch."""
+    if weight.dtype != x.dtype:
+        return 'torch'
+    return _resolve(x, weight.shape[3] * weight.shape[4], backend)
+
+
+# --- the operators: bioconv::lc_forward and the two halves of its backward ----------------------------------
+# Registered with torch.library so that torch.compile, torch.export and FakeTensor/meta tracing see one
+# operator with known output shapes instead of a ctypes call on data pointers. Each one dispatches to the
+# native kernels or the torch backend when it runs, for its ``backend`` argument: 'auto', 'native', 'torch',
+# or '' for the process's choice at run time (native.get_backend()). The backward ops get the forward's, so
+# a backward outside a use_backend block runs on the backend its forward ran on.
+
+def _require(cond, message) -> None:
+    """torch._check for the symbolic sizes of FakeTensor tracing; a plain test for real sizes (cheaper: the
+    operators run it on every call)."""
+    if cond is True:
+        return
+    if cond is False:
+        raise RuntimeError(message())
+    torch._check(cond, message)
+
+
+def _without_autocast(device_type: str):
+    # The arithmetic is in the inputs' dtype: the layer casts for autocast before it calls the op.
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _check_geometry(name: str, x_shape: Sequence, weight_shape: Sequence, stride: Sequence[int],
+                    padding: Sequence[int]) -> None:
+    """Input (B, Cin, H, W) and weight (out_h, out_w, Cout, kh, kw, Cin) agree with stride and padding (also
+    for the symbolic sizes of torch.compile and torch.export)."""
+    _require(len(stride) == 2 and len(padding) == 2,
+                 lambda: f'{name}: stride and padding must be pairs, got {list(stride)}, {list(padding)}')
+    _require(len(x_shape) == 4 and len(weight_shape) == 6, lambda: (
+        f'{name}: expects input (B, Cin, H, W) and weight (out_h, out_w, Cout, kh, kw, Cin), got '
+        f'{tuple(x_shape)} and {tuple(weight_shape)}'))
+    out_h, out_w, _, kh, kw, cin = weight_shape
+    _require(min(stride) >= 1 and min(padding) >= 0,
+                 lambda: f'{name}: invalid stride {list(stride)} or padding {list(padding)}')
+    _require(x_shape[1] == cin, lambda: f'{name}: input has {x_shape[1]} channels, the weight {cin}')
+    expected = tuple(conv_output_size(n, k, s, p) for n, k, s, p in zip(x_shape[2:], (kh, kw), stride, padding))
+    for n, m in zip(expected, (out_h, out_w)):
+        _require(n == m, lambda: (
+            f'{name}: a {tuple(x_shape[2:])} input with kernel {(kh, kw)}, stride {tuple(stride)} and padding '
+            f'{tuple(padding)} gives a {expected} output, but the weight has {(out_h, out_w)} locations'))
+
+
+def _check_tensors(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    _require(a.dtype == b.dtype and a.device == b.device,
+                 lambda: f'{name}: tensors on {a.device}/{a.dtype} and {b.device}/{b.dtype}; they must match')
+
+
+def _check_grad(name: str, grad_out: torch.Tensor, x_shape: Sequence, weight_shape: Sequence) -> None:
+    expected = (x_shape[0], weight_shape[2], weight_shape[0], weight_shape[1])  # (B, Cout, out_h, out_w)
+    _require(grad_out.dim() == 4, lambda: f'{name}: output gradient of shape {tuple(grad_out.shape)}')
+    for n, m in zip(grad_out.shape, expected):
+        _require(n == m, lambda: f'{name}: output gradient of shape {tuple(grad_out.shape)}, expected {expected}')
+
+
+def _forward_checks(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int]) -> None:
+    _check_tensors('lc_forward', x, weight)
+    _check_geometry('lc_forward', x.shape, weight.shape, stride, padding)
+
+
+def _backward_input_checks(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Sequence[int],
+                           stride: Sequence[int], padding: Sequence[int]) -> tuple:
+    """Checks the arguments of lc_backward_input; returns the input's shape (B, Cin, H, W)."""
+    _check_tensors('lc_backward_input', grad_out, weight)
+    _require(len(input_size) == 2, lambda: f'lc_backward_input: input_size must be a pair, got {input_size}')
+    x_shape = (grad_out.shape[0], weight.shape[-1], *input_size)
+    _check_geometry('lc_backward_input', x_shape, weight.shape, stride, padding)
+    _check_grad('lc_backward_input', grad_out, x_shape, weight.shape)
+    return x_shape
+
+
+def _backward_weight_checks(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Sequence[int],
+                            stride: Sequence[int], padding: Sequence[int]) -> tuple:
+    """Checks the arguments of lc_backward_weight; returns the weight's shape (out_h, out_w, Cout, kh, kw, Cin)."""
+    _check_tensors('lc_backward_weight', grad_out, x)
+    _require(len(kernel_size) == 2 and grad_out.dim() == 4, lambda: (
+        f'lc_backward_weight: kernel_size must be a pair and the gradient 4-d, got {kernel_size}, '
+        f'{tuple(grad_out.shape)}'))
+    weight_shape = (*grad_out.shape[2:], grad_out.shape[1], *kernel_size, x.shape[1])
+    _check_geometry('lc_backward_weight', x.shape, weight_shape, stride, padding)
+    _check_grad('lc_backward_weight', grad_out, x.shape, weight_shape)
+    return weight_shape
+
+
+@torch.library.custom_op('bioconv::lc_forward', mutates_args=())
+def lc_forward(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
+               backend: str = '') -> torch.Tensor:
+    """The LC product without bias, ``torch.ops.bioconv.lc_forward``: (B, Cin, H, W) input and
+    (out_h, out_w, Cout, kh, kw, Cin) weight -> (B, Cout, out_h, out_w) in channels-last memory format.
+    ``backend``: ``'auto'``, ``'native'``, ``'torch'``, or ``''`` for :func:`bioconv_timm.native.get_backend`
+    when it runs. Differentiable (first order) in ``x`` and ``weight``."""
+    _forward_checks(x, weight, stride, padding)
+    stride, padding = _pair(stride, 'stride'), _pair(padding, 'padding')
+    with _without_autocast(x.device.type):
+        if resolve_backend(x, weight, backend) == 'native':
+            return _native_forward(x, weight, stride, padding)
+        return _torch_forward(x, weight, stride, padding)
+
+
+@lc_forward.register_fake
+def _lc_forward_fake(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
+                     backend: str = '') -> torch.Tensor:
+    _forward_checks(x, weight, stride, padding)
+    out_h, out_w, cout = weight.shape[:3]
+    return x.new_empty(x.shape[0], out_h, out_w, cout).permute(0, 3, 1, 2)  # channels-last, like the kernels
+
+
+@torch.library.custom_op('bioconv::lc_backward_input', mutates_args=())
+def lc_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Sequence[int],
+                      stride: Sequence[int], padding: Sequence[int], backend: str = '') -> torch.Tensor:
+    """Input gradient of :func:`lc_forward`: (B, Cout, out_h, out_w) output gradient and the weight ->
+    (B, Cin, H, W) channels-last, for an input of spatial size ``input_size`` (H, W)."""
+    _backward_input_checks(grad_out, weight, input_size, stride, padding)
+    input_size, stride, padding = _pair(input_size, 'input_size'), _pair(stride, 'stride'), _pair(padding, 'padding')
+    with _without_autocast(grad_out.device.type):
+        if resolve_backend(grad_out, weight, backend) == 'native':
+            return _native_backward_input(grad_out, weight, input_size, stride, padding)
+        return _torch_backward_input(grad_out, weight, input_size, stride, padding)
+
+
+@lc_backward_input.register_fake
+def _lc_backward_input_fake(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Sequence[int],
+                            stride: Sequence[int], padding: Sequence[int], backend: str = '') -> torch.Tensor:
+    b, cin, h, w = _backward_input_checks(grad_out, weight, input_size, stride, padding)
+    return grad_out.new_empty(b, h, w, cin).permute(0, 3, 1, 2)
+
+
+@torch.library.custom_op('bioconv::lc_backward_weight', mutates_args=())
+def lc_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Sequence[int],
+                       stride: Sequence[int], padding: Sequence[int], backend: str = '') -> torch.Tensor:
+    """Weight gradient of :func:`lc_forward`: (B, Cout, out_h, out_w) output gradient and the (B, Cin, H, W)
+    input -> (out_h, out_w, Cout, kh, kw, Cin), contiguous, for a kernel of ``kernel_size`` (kh, kw)."""
+    _backward_weight_checks(grad_out, x, kernel_size, stride, padding)
+    kernel_size, stride = _pair(kernel_size, 'kernel_size'), _pair(stride, 'stride')
+    padding = _pair(padding, 'padding')
+    with _without_autocast(x.device.type):
+        if _resolve(x, kernel_size[0] * kernel_size[1], backend) == 'native':
+            return _native_backward_weight(grad_out, x, kernel_size, stride, padding)
+        return _torch_backward_weight(grad_out, x, kernel_size, stride, padding)
+
+
+@lc_backward_weight.register_fake
+def _lc_backward_weight_fake(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Sequence[int],
+                             stride: Sequence[int], padding: Sequence[int], backend: str = '') -> torch.Tensor:
+    return x.new_empty(_backward_weight_checks(grad_out, x, kernel_size, stride, padding))
+
+
+def _lc_forward_setup_context(ctx, inputs, output) -> None:
+    x, weight, stride, padding, backend = inputs
+    # Only the input and the weight are kept (no patches); for the native kernels a channels-last input is
+    # usually the tensor the previous activation keeps anyway.
+    ctx.save_for_backward(x, weight)
+    ctx.geometry = (tuple(x.shape[2:]), tuple(weight.shape[3:5]), list(stride), list(padding), backend)
+
+
+def _lc_forward_backward(ctx, grad_out: torch.Tensor):
+    x, weight = ctx.saved_tensors
+    input_size, kernel_size, stride, padding, backend = ctx.geometry
+    grad_x = grad_w = None
+    if ctx.needs_input_grad[0]:
+        grad_x = lc_backward_input(grad_out, weight, list(input_size), stride, padding, backend)
+    if ctx.needs_input_grad[1]:
+        grad_w = lc_backward_weight(grad_out, x, list(kernel_size), stride, padding, backend)
+    return grad_x, grad_w, None, None, None
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(DOUBLE_BACKWARD_ERROR)
+
+
+def _nothing_to_save(ctx, inputs, output) -> None:
+    pass
+
+
+lc_forward.register_autograd(_lc_forward_backward, setup_context=_lc_forward_setup_context)
+# The backward ops have no derivative of their own: under create_graph=True their results are correct
+# first-order gradients that require grad, and differentiating them raises the clear error instead of
+# silently missing the second-order term.
+lc_backward_input.register_autograd(_no_double_backward, setup_context=_nothing_to_save)
+lc_backward_weight.register_autograd(_no_double_backward, setup_context=_nothing_to_save)
 
 
 def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                         stride: IntPair = 1, padding: IntPair = 0) -> torch.Tensor:
-    """Functional locally connected layer.
+    """Functional locally connected layer, on the operator ``torch.ops.bioconv.lc_forward`` (so it runs under
+    ``torch.compile(fullgraph=True)``, ``torch.export`` and on meta tensors).
 
     Runs on the native CPU kernels for fp32 CPU tensors (unless ``BIOCONV_LC_BACKEND=torch`` or
     :func:`bioconv_timm.native.set_backend`), else on the torch backend (CUDA, bf16/fp16 autocast).
@@ -339,10 +509,9 @@ def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     Returns:
         (B, Cout, out_h, out_w), channels-last memory format.
     """
-    out_h, out_w, cout, kh, kw, cin = weight.shape
     stride, padding = _pair(stride, 'stride'), _pair(padding, 'padding')
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         # Run in the autocast dtype like nn.Conv2d does; the cast is differentiable, so the fp32
         # master weight still receives fp32 gradients.
         dtype = torch.get_autocast_dtype(device_type)
@@ -351,11 +520,11 @@ def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     elif x.dtype != weight.dtype:
         raise TypeError(f'input dtype {x.dtype} does not match weight dtype {weight.dtype}; '
                         'cast one of them or use torch.autocast')
-    fn = _NativeLocallyConnectedFn if _native_applies(x, weight) else _LocallyConnectedFn
-    with torch.autocast(device_type, enabled=False):
-        out = fn.apply(x, weight, stride, padding)
-        if bias is not None:
-            out = out + bias.unsqueeze(0)
+    # set_backend/use_backend's choice is an argument of the op (its backward follows it; torch.compile
+    # guards on it); without one, the op reads BIOCONV_LC_BACKEND when it runs.
+    out = lc_forward(x, weight, list(stride), list(padding), native._chosen_backend())
+    if bias is not None:
+        out = out + bias.unsqueeze(0)
     return out
 
 

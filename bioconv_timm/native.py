@@ -87,6 +87,13 @@ def get_backend() -> str:
     return _check_backend(os.environ.get('BIOCONV_LC_BACKEND', 'auto').strip().lower() or 'auto')
 
 
+def _chosen_backend() -> str:
+    """set_backend's or use_backend's choice, or '' when none is in force (then ``$BIOCONV_LC_BACKEND``
+    decides when the LC operator runs). The LC layer passes this to its operator: torch.compile guards on
+    it, so a compiled model follows use_backend, and still reads the environment variable at run time."""
+    return _backend or ''
+
+
 def set_backend(name: Optional[str]) -> None:
     """Choose the LC backend for this process: ``'auto'``, ``'native'``, ``'torch'``; ``None`` goes back to
     the environment variable."""
@@ -96,7 +103,8 @@ def set_backend(name: Optional[str]) -> None:
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Run the enclosed forward passes on backend ``name`` (their backward follows the forward's choice)."""
+    """Run the enclosed forward passes on backend ``name`` (their backward follows the forward's choice; a
+    ``torch.compile``'d model recompiles for it)."""
     global _backend
     previous, _backend = _backend, _check_backend(name)
     try:
