@@ -528,6 +528,22 @@ def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     return out
 
 
+def checked_lc_input(x: torch.Tensor, in_channels: int, input_size: Tuple[int, int]) -> torch.Tensor:
+    """``x`` itself when it is (B, in_channels, *input_size); else a ValueError that says what to do."""
+    if x.dim() != 4 or x.shape[1] != in_channels or tuple(x.shape[-2:]) != tuple(input_size):
+        raise ValueError(
+            f'LocallyConnected2d expects input (B, {in_channels}, {input_size[0]}, {input_size[1]}), got '
+            f'{tuple(x.shape)}. An LC layer has a fixed input size: resize the images or rebuild the '
+            'layer/model with the matching input_size/img_size.')
+    return x
+
+
+# FX: both are leaf calls of a symbolic trace (their Python shape logic runs when the graph runs), so
+# torch.fx.symbolic_trace and torchvision's feature extraction need no leaf-module list for LC models.
+torch.fx.wrap('checked_lc_input')
+torch.fx.wrap('locally_connected2d')
+
+
 class LocallyConnected2d(nn.Module):
     """Conv2d semantics with an independent kernel at every output location.
 
@@ -610,11 +626,7 @@ class LocallyConnected2d(nn.Module):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels or tuple(x.shape[-2:]) != self.input_size:
-            raise ValueError(
-                f'LocallyConnected2d expects input (B, {self.in_channels}, {self.input_size[0]}, '
-                f'{self.input_size[1]}), got {tuple(x.shape)}. An LC layer has a fixed input size: '
-                f'resize the images or rebuild the layer/model with the matching input_size/img_size.')
+        x = checked_lc_input(x, self.in_channels, self.input_size)
         return locally_connected2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self) -> str:

@@ -243,12 +243,22 @@ def test_plain_symbolic_trace_of_conv_models(name):
         graph(torch.randn(1, 1, *x.shape[-2:]))
 
 
-@pytest.mark.xfail(strict=True, raises=torch.fx.proxy.TraceError,
-                   reason="LocallyConnected2d.forward checks its input's shape with Python branches (layers.py): "
-                          "tracers need it as a leaf module (timm's get_notrace_modules()); plain symbolic_trace "
-                          "has no such list. Remove this xfail once that check is FX-wrapped in layers.py")
 def test_plain_symbolic_trace_of_lc_models():
-    torch.fx.symbolic_trace(_create('lc_resnet20'))
+    """No leaf list: the LC input check and op are FX-wrapped calls, and the eager check still raises."""
+    model = _create('lc_resnet20').eval()
+    graph = torch.fx.symbolic_trace(model)
+    x = _input(model)
+    with torch.no_grad():
+        assert torch.equal(graph(x), model(x))
+    wrong = list(x.shape)
+    wrong[-1] += 4
+    with pytest.raises(ValueError):
+        graph(torch.randn(wrong))
+    # and torchvision's feature extraction needs no leaf list either
+    from torchvision.models.feature_extraction import create_feature_extractor
+    features = create_feature_extractor(model, return_nodes=['layer3'])
+    with torch.no_grad():
+        assert torch.equal(features(x)['layer3'], model.forward_features(x))
 
 
 def test_symbolic_trace_with_lc_leaves():
