@@ -6,7 +6,7 @@ Networks" (Pogodin et al., NeurIPS 2021) as timm models.
 """
 from .layers import LocallyConnected2d, locally_connected2d, conv_output_size
 from .sleep import share_weights_, share_layer_, grid_means, weight_snr, lc_layers
-from .hebbian_sleep import hebbian_share_weights_, hebbian_share_layer_, HebbianSleepConfig
+from .sleep import hebbian_share_weights_, hebbian_share_layer_, HebbianSleepConfig
 from . import models  # registers the models with timm
 from .models import BioResNet, MODEL_NAMES, PUBLISHED_TAGS
 

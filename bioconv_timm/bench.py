@@ -8,7 +8,7 @@ the order, so that all of them see the same machine load):
   the same at 48x48 for TinyImageNet, the 0.5x ResNet18 at 224 with B=32), four implementations of the same
   layer: ``conv_nchw`` (``nn.Conv2d``, NCHW), ``conv_cl`` (``nn.Conv2d``, channels-last input and weight),
   ``lc`` (:class:`bioconv_timm.layers.LocallyConnected2d`, imported, not copied; channels-last input as in
-  the LC models; on CPU fp32 its native kernels, :mod:`bioconv_timm.native`), ``lc_torch`` (the same layer
+  the LC models; on CPU fp32 its native kernels, :mod:`bioconv_timm.layers.native`), ``lc_torch`` (the same layer
   forced onto its torch backend: what CUDA, bf16/fp16 and machines without a C compiler run) and ``einsum``
   (:class:`UnfoldEinsumLC`, the authors' layout, the same weights as ``lc``),
   each in two modes: ``fwd`` (under ``torch.no_grad``) and ``fwd+bwd`` (forward, then backward of a fixed
@@ -42,7 +42,6 @@ Nothing here asserts speed: the tests check the records' shape and the numerics,
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import datetime
@@ -62,15 +61,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _malloc, native
+from . import _malloc
+from .layers import native
 from .layers import LocallyConnected2d, chunk_bytes
+from .sharding import estimate_model_bytes
 
 __all__ = [
     'IMPLS', 'MODES', 'SHAPE_SETS', 'MODEL_PAIRS', 'TARGETS', 'LayerCase', 'BenchConfig', 'UnfoldEinsumLC',
     'resnet20_cases', 'tinyimagenet_cases', 'resnet18_half_cases', 'shape_set', 'estimate_case_bytes',
     'estimate_model_bytes', 'bench_layers', 'summarize_layers', 'bench_models', 'check_targets',
     'run_benchmark', 'format_layer_table', 'format_summary_table', 'format_model_table', 'format_report',
-    'add_bench_args', 'config_from_args', 'run_from_args', 'main',
+
     # the first version's API, kept for scripts that use it
     'RESNET20_SHAPES', 'LayerTiming', 'bench_resnet20_layers', 'format_timings', 'timings_as_dicts',
 ]
@@ -667,15 +668,6 @@ def _model_info(name: str, **kwargs) -> Tuple[int, Tuple[int, int]]:
     return sum(p.numel() for p in model.parameters()), tuple(model.img_size)
 
 
-def estimate_model_bytes(params: int, batch: int, img_size: Tuple[int, int], amp: Optional[str] = None) -> int:
-    """Rough estimate (bytes) of a training step: fp32 parameters, gradients and two AdamW moments, the
-    autocast copy of the weights, and ~150 activation values per input value (ResNets keep ~60-130)."""
-    act_bytes = 2 if amp else 4
-    weights = params * (16 + (act_bytes if amp else 0))
-    acts = batch * 3 * img_size[0] * img_size[1] * 150 * act_bytes
-    return int(1.25 * (weights + acts))
-
-
 def _make_adamw(model: nn.Module, impl: str) -> Tuple[torch.optim.Optimizer, str]:
     """timm's AdamW (``create_optimizer_v2(opt='adamw')``), fused where this torch and device have it,
     else the multi-tensor ``foreach`` version."""
@@ -1089,84 +1081,6 @@ def run_benchmark(cfg: BenchConfig, progress: Optional[Callable[[str], None]] = 
     return result
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-
-def _shape_sets_arg(value: str) -> str:
-    if value not in SHAPE_SETS and value != 'none':
-        raise argparse.ArgumentTypeError(f'invalid shape set {value!r} (choose from {", ".join(PUBLIC_SHAPE_SETS)}, '
-                                         'none)')
-    return value
-
-
-def add_bench_args(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``bioconv bench`` (also ``scripts/bench_lc.py`` and ``python -m bioconv_timm.bench``)."""
-    p = parser.add_argument
-    p('--quick', action='store_true',
-      help='ResNet20 shapes at B=64, 15 repeats, and the ResNet20 training step (a few minutes on 2 CPU cores)')
-    p('--full', action='store_true',
-      help='also the 0.5x ResNet18 training step on CPU (B=32; the LC model has 483M parameters)')
-    p('--device', default='cpu', help="'cpu' (default) or 'cuda' ('cuda:1', ...)")
-    p('--amp', default=None, choices=('bf16', 'fp16'), help='torch.autocast dtype (default: fp32)')
-    p('--shapes', nargs='+', type=_shape_sets_arg, default=None, metavar='SET',
-      help=f'layer shape sets: {", ".join(PUBLIC_SHAPE_SETS)}, or none (default: resnet20 with --quick, else all)')
-    p('--batch-size', type=int, default=None,
-      help='layer batch size for every shape set (default: the paper\'s, 128 / 128 / 32; 64 with --quick)')
-    p('--repeats', type=int, default=None, help='timed repeats per measurement (default 7; CUDA 10; --quick 15)')
-    p('--warmup', type=int, default=1, help='untimed calls before timing (default 1)')
-    p('--impls', nargs='+', choices=IMPLS, default=list(IMPLS), help='implementations to time (default: all)')
-    p('--modes', nargs='+', choices=MODES, default=list(MODES), help='fwd and/or fwd+bwd (default: both)')
-    p('--memory', default='auto', choices=('auto', 'subprocess', 'inprocess', 'none'),
-      help='peak memory: auto = CUDA allocator peak, or CPU peak RSS in a subprocess per shape')
-    p('--max-memory-gib', type=float, default=None,
-      help='skip cases estimated to need more (default: 80%% of the available memory)')
-    p('--min-repeat-ms', type=float, default=None,
-      help='back-to-back calls per timed repeat until this long (default: 20 on CUDA, 0 on CPU)')
-    p('--models', default='auto', choices=('auto', 'none', 'resnet20', 'resnet18_half', 'all'),
-      help='training-step pairs (default: resnet20; all on CUDA or with --full)')
-    p('--model-batch-size', type=int, default=None,
-      help='training-step batch (default: ResNet20 128; ResNet18-half 256 on CUDA, 32 on CPU)')
-    p('--model-img-size', type=int, default=None, help=argparse.SUPPRESS)  # smoke tests only
-    p('--steps', type=int, default=None, dest='model_steps', help='timed training steps (default 10)')
-    p('--optimizer', default='auto', choices=('auto', 'fused', 'foreach'),
-      help='AdamW implementation (default: fused where available, else foreach)')
-    p('--threads', type=int, default=None, help='torch.set_num_threads (default: torch\'s, = OMP_NUM_THREADS)')
-    p('--json', dest='json_path', default=None, metavar='PATH', help='also write all records as JSON')
-
-
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    shapes = args.shapes
-    if shapes is not None:
-        shapes = tuple(s for s in shapes if s != 'none')
-    return BenchConfig(
-        quick=args.quick, full=args.full, device=args.device, amp=args.amp, shapes=shapes,
-        batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup, impls=tuple(args.impls),
-        modes=tuple(args.modes), memory=args.memory, max_memory_gib=args.max_memory_gib,
-        min_repeat_ms=args.min_repeat_ms, models=args.models, model_batch_size=args.model_batch_size,
-        model_img_size=args.model_img_size, model_steps=args.model_steps, optimizer=args.optimizer,
-        threads=args.threads, json_path=args.json_path)
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the benchmark from parsed flags, print the report (progress on stderr); exit status 0."""
-    cfg = config_from_args(args)
-    if torch.device(cfg.device).type == 'cuda' and not torch.cuda.is_available():
-        print('bioconv bench: error: --device cuda, but torch sees no CUDA device', file=sys.stderr)
-        return 2
-    result = run_benchmark(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    print(format_report(result))
-    if cfg.json_path:
-        print(f'\nJSON: {cfg.json_path}')
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description='LC layer vs Conv2d (NCHW, channels-last) vs the unfold + einsum baseline at the paper\'s '
-                    'shapes, and LC vs conv training steps (the same as `bioconv bench`).')
-    add_bench_args(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
 # ------------------------------------------------------------------------- the first version's API
 
 # (in_channels, out_channels, input size, stride): the 3x3 convolutions of CIFAR ResNet20 at B=128.
@@ -1222,6 +1136,3 @@ def format_timings(rows: Sequence[LayerTiming]) -> str:
 def timings_as_dicts(rows: Sequence[LayerTiming]) -> List[dict]:
     return [asdict(r) for r in rows]
 
-
-if __name__ == '__main__':
-    sys.exit(main())

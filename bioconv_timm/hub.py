@@ -24,17 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from .models import model_spec
+from .paper import CITATION, PAPER_CELLS, label_for_model, reported_top1
+
 __all__ = ['PublishError', 'PublishResult', 'read_source', 'split_model_tag', 'build_model', 'export_folder',
            'render_model_card', 'publish', 'paper_cell_for', 'UPLOAD_FILES', 'LICENSE_TEXT']
 
+PAPER_CIFAR10_PAD4 = reported_top1('cifar10', pad=4)  # paper Table 1, by row label
 UPLOAD_FILES = ('model.safetensors', 'config.json', 'README.md')
-
-CITATION = """@inproceedings{pogodin2021towards,
-  title     = {Towards Biologically Plausible Convolutional Networks},
-  author    = {Pogodin, Roman and Mehta, Yash and Lillicrap, Timothy P. and Latham, Peter E.},
-  booktitle = {Advances in Neural Information Processing Systems},
-  year      = {2021}
-}"""
 
 # The sections a card must have (tests/test_hub.py checks every card in model_cards/).
 CARD_SECTIONS = ('## Model details', '## Usage', '## Training', '## Results', '## Limitations', '## Citation',
@@ -302,24 +299,11 @@ def paper_cell_for(model_name: str, dataset: Optional[str], pad: Optional[int], 
     """The paper's cell (bioconv_timm.paper.PAPER_CELLS) for the same model, dataset, padding and reps."""
     if not dataset:
         return None
-    from .paper import PAPER_CELLS
     for cell in PAPER_CELLS:
         if cell.model == model_name and cell.dataset == dataset and (pad is None or cell.pad == pad) \
                 and cell.reps == (reps or 1):
             return cell
     return None
-
-
-def _compare_label(model_name: str, reps: int = 1) -> Optional[str]:
-    from .models import _parse_variant
-    arch, layer, stem, sleep = _parse_variant(model_name)
-    if layer == 'conv':
-        return 'conv'
-    if stem != layer:
-        return None
-    if sleep:
-        return f'LC - ws({sleep})'
-    return 'LC - 4 reps' if reps == 4 else 'LC'
 
 
 def _fmt(value: Any) -> str:
@@ -348,12 +332,11 @@ def _describe_arch(model, name: str, run_kwargs: Dict[str, Any]) -> str:
 
 def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
     """The README.md model card for ``model`` trained as described by ``source`` (see read_source)."""
-    from .models import _parse_variant
-
     name = source['model']
     config = source['config']
     result = source['result']
-    arch, layer, stem, sleep = _parse_variant(name)
+    spec = model_spec(name)
+    arch, layer, stem, sleep = spec.arch, spec.layer_type, spec.stem_type, spec.sleep_every
     cfg = model.pretrained_cfg
     in_chans, img_h, img_w = model.in_chans, *model.img_size
     mean = config.get('mean') or cfg.get('mean')
@@ -407,7 +390,7 @@ def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
         if dataset == 'digits':
             training_text += ('\n\n**Data:** `digits` is scikit-learn\'s 1,797 real handwritten 8x8 digits, '
                               'enlarged 2x and pasted at a fixed random position on a 24x24 canvas (1,437 train / '
-                              '360 test), embedded in the package (`bioconv_timm.data`).')
+                              '360 test), embedded in the package (`bioconv_timm.train.data`).')
     else:
         training_text = ('Published from a bare weights file: the training data and hyperparameters were not '
                          'recorded with it.')
@@ -427,8 +410,7 @@ def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
         if run_kwargs:
             results_text += f' or for this architecture ({name} with {_fmt_kwargs(run_kwargs)})'
         elif arch == 'resnet20':
-            from .compare import PAPER_CIFAR10_PAD4
-            label = _compare_label(name, config.get('reps') or 1)
+            label = label_for_model(name, config.get('reps') or 1)
             if label in PAPER_CIFAR10_PAD4:
                 results_text += (f'; for context, the same cell ("{label}") on CIFAR10 with padding 4 reached '
                                  f'{PAPER_CIFAR10_PAD4[label]:.1f}% top-1 there (paper Table 1)')

@@ -23,6 +23,7 @@ layers are timm "no-trace" leaf modules; the input check stays in the graph). To
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -30,8 +31,8 @@ import torch.fx
 import torch.nn as nn
 from timm.layers import create_classifier, get_device_dtype
 from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models import register_notrace_module
-from timm.models._builder import resolve_pretrained_cfg
+from timm.models import checkpoint_seq, register_notrace_module, resolve_pretrained_cfg
+# timm exports no public name for it (timm's own models import it from here too)
 from timm.models._features import feature_take_indices
 
 from .layers import LocallyConnected2d, conv_output_size
@@ -284,7 +285,6 @@ class BioResNet(nn.Module):
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            from timm.models._manipulate import checkpoint_seq
             return checkpoint_seq(stage, x)
         return stage(x)
 
@@ -363,11 +363,47 @@ _ARCHS = dict(
 )
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a registered name stands for: the architecture, the layer type of the body and of the stem, and the
+    sleep period (optimizer steps between sleeps; None: no sleep)."""
+    arch: str                           # 'resnet20' or 'resnet18_half' (_ARCHS)
+    layer_type: LayerType               # 'conv' or 'lc'
+    stem_type: LayerType                # the first layer's type: Table 13's conv-stem variants differ here
+    sleep_every: Optional[int] = None
+
+    def model_args(self) -> Dict[str, Any]:
+        """The BioResNet arguments of this spec (its architecture's defaults)."""
+        args = {k: v for k, v in _ARCHS[self.arch].items() if k != 'num_classes'}
+        return dict(args, layer_type=self.layer_type, stem_type=self.stem_type, sleep_every=self.sleep_every)
+
+
+def _specs() -> Dict[str, ModelSpec]:
+    specs = {}
+    for arch in ('resnet20', 'resnet18_half'):
+        specs[f'conv_{arch}'] = ModelSpec(arch, 'conv', 'conv')
+        for n in (None, 1, 10, 100):
+            specs[f'lc_{arch}' + (f'_ws{n}' if n else '')] = ModelSpec(arch, 'lc', 'lc', n)
+    for n in (None, 1, 10, 100):  # paper Table 13: LC with a convolutional first layer
+        specs['lc_resnet18_half_convstem' + (f'_ws{n}' if n else '')] = ModelSpec('resnet18_half', 'lc', 'conv', n)
+    return specs
+
+
+# Every registered name and what it stands for; the entrypoints below build exactly these.
+MODEL_SPECS: Dict[str, ModelSpec] = _specs()
+
+
+def model_spec(model_name: str) -> ModelSpec:
+    """The spec of a registered name ('lc_resnet20_ws10', also with a pretrained tag: 'lc_resnet20_ws10.digits')."""
+    name = model_name.split('.', 1)[0]
+    if name not in MODEL_SPECS:
+        raise ValueError(f'unknown bioconv model {model_name!r}; the registered ones are {", ".join(MODEL_SPECS)} '
+                         '(`bioconv list`)')
+    return MODEL_SPECS[name]
+
+
 def _create_bioresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> BioResNet:
-    arch, layer_type, stem_type, sleep_every = _parse_variant(variant)
-    model_args = dict(_ARCHS[arch])
-    model_args.pop('num_classes')
-    model_args.update(layer_type=layer_type, stem_type=stem_type, sleep_every=sleep_every)
+    model_args = MODEL_SPECS[variant].model_args()
     source = None
     cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
     # a tag with another input size (e.g. '.digits', 1x24x24) builds its LC layers at that size; timm itself
@@ -474,20 +510,6 @@ def adapt_pretrained_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.M
     return state_dict
 
 
-def _parse_variant(variant: str) -> Tuple[str, LayerType, LayerType, Optional[int]]:
-    """'lc_resnet18_half_convstem_ws10' -> ('resnet18_half', 'lc', 'conv', 10)."""
-    parts = variant.split('_')
-    layer_type = parts[0]
-    sleep_every = None
-    if parts[-1].startswith('ws'):
-        sleep_every = int(parts.pop()[2:])
-    stem_type = layer_type
-    if parts[-1] == 'convstem':
-        parts.pop()
-        stem_type = 'conv'
-    return '_'.join(parts[1:]), layer_type, stem_type, sleep_every
-
-
 PAPER = dict(
     paper_name='Towards Biologically Plausible Convolutional Networks (Pogodin et al., NeurIPS 2021)',
     paper_ids='arXiv:2106.13031',
@@ -514,7 +536,8 @@ class _TagCfg(PretrainedCfg):
 
 
 def _cfg(name: str, tag: str, **kwargs: Any) -> Dict[str, Any]:
-    arch, layer_type, stem_type, sleep_every = _parse_variant(name)
+    spec = MODEL_SPECS[name]
+    arch, layer_type, stem_type = spec.arch, spec.layer_type, spec.stem_type
     cfg = dict(
         hf_hub_id=f'{HUB_ORG}/{name}.{tag}',  # one Hub repo per pretrained tag
         num_classes=_ARCHS[arch]['num_classes'],
@@ -531,22 +554,11 @@ def _cfg(name: str, tag: str, **kwargs: Any) -> Dict[str, Any]:
     return cfg
 
 
-def _variant_names() -> List[str]:
-    names = []
-    for arch in ('resnet20', 'resnet18_half'):
-        names.append(f'conv_{arch}')
-        names.append(f'lc_{arch}')
-        names.extend(f'lc_{arch}_ws{n}' for n in (1, 10, 100))
-    names.append('lc_resnet18_half_convstem')
-    names.extend(f'lc_resnet18_half_convstem_ws{n}' for n in (1, 10, 100))
-    return names
-
-
-MODEL_NAMES: Tuple[str, ...] = tuple(_variant_names())
+MODEL_NAMES: Tuple[str, ...] = tuple(MODEL_SPECS)
 _DEFAULT_TAG = dict(resnet20='cifar10', resnet18_half='in1k')
 
 
-# Extra (non-default) pretrained tags: small runs on the embedded digits data (bioconv_timm.data), 1x24x24.
+# Extra (non-default) pretrained tags: small runs on the embedded digits data (bioconv_timm.train.data), 1x24x24.
 DIGITS_MEAN = (0.1357,)
 DIGITS_STD = (0.2931,)
 _EXTRA_TAGS = dict(
@@ -558,7 +570,7 @@ _EXTRA_TAGS = dict(
 def _default_cfgs() -> Dict[str, PretrainedCfg]:
     cfgs = {}
     for name in MODEL_NAMES:
-        arch = _parse_variant(name)[0]
+        arch = MODEL_SPECS[name].arch
         tag = _DEFAULT_TAG[arch]
         # '*' keeps .cifar10 / .in1k the default tag whichever tags are published (timm would otherwise make
         # the first tag with weights the default)
@@ -570,6 +582,28 @@ def _default_cfgs() -> Dict[str, PretrainedCfg]:
 
 
 default_cfgs = generate_default_cfgs(_default_cfgs())
+
+
+def model_table(pattern: str = '*') -> List[dict]:
+    """One row per registered bioconv model: name, input size, parameter count, sleep period."""
+    import fnmatch
+
+    import timm
+
+    rows = []
+    for name in MODEL_NAMES:
+        if not fnmatch.fnmatch(name, pattern):
+            continue
+        with torch.device('meta'):  # count parameters without allocating ~500M floats
+            model = timm.create_model(name)
+        rows.append(dict(
+            name=name,
+            input_size='x'.join(str(s) for s in model.pretrained_cfg['input_size']),
+            params=sum(p.numel() for p in model.parameters()),
+            sleep_every=model.sleep_every,
+            layer_type=model.layer_type if model.stem_type == model.layer_type else f'{model.layer_type} (conv stem)',
+        ))
+    return rows
 
 
 # --- entrypoints ----------------------------------------------------------------------------

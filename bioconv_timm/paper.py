@@ -1,10 +1,13 @@
-"""The paper's experiment grid as data, and a runner that reproduces one table.
+"""The paper's facts as data: every reported number, row label, hyperparameter and the citation.
+
+This module is the one source the rest of the package reads for them; it runs nothing (the runner that
+trains a table is ``bioconv_timm.train.paper_runs``).
 
 Every cell of the result tables of Pogodin et al. 2021 is a ``PaperCell``: which model, which data
 (dataset, padding, "n reps"), the AdamW hyperparameters the authors chose for it (appendix B, Tables
 10-12 and the ImageNet "Final hyperparameters" paragraph) and the accuracy they report (Tables 4-6 and
 13, mean of 5 runs for CIFAR10/100 and TinyImageNet, 1 run for ImageNet; max-min over runs from Tables
-7-9). ``cell.train_config(...)`` is the exact ``TrainConfig`` of that cell.
+7-9). ``bioconv_timm.train.paper_runs.cell_train_config(cell)`` is the exact ``TrainConfig`` of a cell.
 
 Tables (``TABLES``):
   * ``'4'``, ``'5'``, ``'6'``: CIFAR10, CIFAR100, TinyImageNet with padding 0, 4, 8 (ResNet20).
@@ -12,25 +15,25 @@ Tables (``TABLES``):
   * ``'13'``: ImageNet, 0.5x ResNet18, conv / LC / LC with a conv first layer.
   * ``'2'``: the main-text ImageNet table; the first five rows of Table 13.
 
-``run_table('5', 'cifar10', data_dir=..., seeds=[0, 1, 2, 3, 4], output_root='paper_runs')`` trains
-every cell that has no ``result.json`` yet and returns one row per cell (measured vs paper);
-``scripts/run_paper_table.py`` is its command line.
+Row labels and model names map one to one through :func:`model_for_label` and :func:`label_for_model`.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
-from .models import _parse_variant
-from .train import TrainConfig, finished_run, train
+from .models import model_spec
 
-__all__ = ['PaperCell', 'PAPER_CELLS', 'TABLES', 'TABLE_DATASETS', 'cells', 'run_table', 'format_paper_comparison',
-           'summarize_runs', 'run_dir']
+__all__ = ['CITATION', 'PaperCell', 'PAPER_CELLS', 'TABLES', 'TABLE_DATASETS', 'cells', 'model_for_label',
+           'label_for_model', 'cifar10_pad4_lr', 'reported_top1']
+
+CITATION = """@inproceedings{pogodin2021towards,
+  title     = {Towards Biologically Plausible Convolutional Networks},
+  author    = {Pogodin, Roman and Mehta, Yash and Lillicrap, Timothy P. and Latham, Peter E.},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2021}
+}"""
 
 TABLES: Tuple[str, ...] = ('1', '2', '4', '5', '6', '13')
 SMALL_DATASETS: Tuple[str, ...] = ('cifar10', 'cifar100', 'tinyimagenet')
@@ -64,41 +67,13 @@ class PaperCell:
 
     @property
     def sleep_every(self) -> int:
-        """Optimizer steps between sleeps ("ws(n)"), read from the model name; 0 for no sharing."""
-        return _parse_variant(self.model)[3] or 0
+        """Optimizer steps between sleeps ("ws(n)") of the cell's model; 0 for no sharing."""
+        return model_spec(self.model).sleep_every or 0
 
     @property
     def slug(self) -> str:
         """Folder name of the cell inside ``<root>/<table>/<dataset>/``, e.g. 'lc_resnet20-reps4'."""
         return self.model + (f'-reps{self.reps}' if self.reps > 1 else '')
-
-    def train_config(self, **overrides: Any) -> TrainConfig:
-        """The ``TrainConfig`` of this cell; ``overrides`` replace any of its fields.
-
-        Overriding ``epochs`` without ``lr_milestones`` compresses the schedule proportionally (the
-        paper's own shortcut for grid search: 50 epochs -> decays at 25 and 37, 20 -> 10 and 15).
-        """
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise TypeError(f'unknown TrainConfig field(s) {unknown}; available: {sorted(names)}')
-        epochs = overrides.get('epochs', self.epochs)
-        milestones = self.lr_milestones
-        if 'lr_milestones' not in overrides and epochs != self.epochs:
-            milestones = _compress_milestones(self.lr_milestones, self.epochs, epochs)
-        config = TrainConfig(
-            model=self.model, dataset=self.dataset, split='test', pad=self.pad, reps=self.reps,
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            opt='adamw', lr_milestones=milestones, lr_decay=self.lr_decay,
-            # explicit, so config.json states the period even though the model name carries it too
-            sleep_every=self.sleep_every)
-        return dataclasses.replace(config, **overrides)
-
-
-def _compress_milestones(milestones: Sequence[int], epochs: int, new_epochs: int) -> Tuple[int, ...]:
-    scaled = {m * new_epochs // epochs for m in milestones}
-    # a milestone at epoch 0 would just lower the initial lr; one past the end never fires
-    return tuple(sorted(m for m in scaled if 0 < m < new_epochs))
 
 
 # --- the numbers, transcribed from the paper --------------------------------------------------
@@ -215,19 +190,35 @@ _IMAGENET: Tuple[Tuple[str, str, float, float, float], ...] = (
 _IMAGENET_TABLE2_ROWS = 5  # Table 2 = the plain 0.5x ResNet18 rows of Table 13
 
 
-def _small_model(label: str) -> Tuple[str, int]:
-    """'LC - ws(10)' -> ('lc_resnet20_ws10', 1); 'LC - 4 reps' -> ('lc_resnet20', 4); 'conv' -> ('conv_resnet20', 1)."""
+_CONV_STEM = 'LC + 1st layer conv'
+
+
+def model_for_label(label: str, arch: str = 'resnet20') -> Tuple[str, int]:
+    """A paper row label -> (registered model name, "n reps"): the one mapping from labels to models.
+
+    'conv' -> ('conv_resnet20', 1); 'LC - ws(10)' -> ('lc_resnet20_ws10', 1); 'LC - 4 reps' -> ('lc_resnet20', 4);
+    'LC + 1st layer conv - ws(1)' with arch 'resnet18_half' -> ('lc_resnet18_half_convstem_ws1', 1).
+    """
     if label == 'conv':
-        return 'conv_resnet20', 1
-    if label == 'LC':
-        return 'lc_resnet20', 1
-    m = re.fullmatch(r'LC - ws\((\d+)\)', label)
-    if m:
-        return f'lc_resnet20_ws{m.group(1)}', 1
-    m = re.fullmatch(r'LC - (\d+) reps', label)
-    if m:
-        return 'lc_resnet20', int(m.group(1))
-    raise ValueError(f'unrecognised row label {label!r}')
+        return f'conv_{arch}', 1
+    m = re.fullmatch(rf'(LC|{re.escape(_CONV_STEM)})(?: - ws\((\d+)\)| - (\d+) reps)?', label)
+    if m is None:
+        raise ValueError(f"unrecognised paper row label {label!r}; labels look like 'conv', 'LC', 'LC - ws(10)', "
+                         f"'LC - 4 reps' or '{_CONV_STEM} - ws(1)'")
+    name = f'lc_{arch}' + ('_convstem' if m.group(1) == _CONV_STEM else '') + (f'_ws{m.group(2)}' if m.group(2) else '')
+    return name, int(m.group(3) or 1)
+
+
+def label_for_model(model_name: str, reps: int = 1) -> str:
+    """The inverse of :func:`model_for_label`: 'lc_resnet20_ws10' -> 'LC - ws(10)'; ('lc_resnet20', 4) ->
+    'LC - 4 reps'. The label names the cell whatever the architecture."""
+    spec = model_spec(model_name)
+    if spec.layer_type == 'conv':
+        return 'conv'
+    label = 'LC' if spec.stem_type == spec.layer_type else _CONV_STEM
+    if spec.sleep_every:
+        return f'{label} - ws({spec.sleep_every})'
+    return f'{label} - {reps} reps' if reps > 1 else label
 
 
 def _small_cells(table: str, pad: int) -> List[PaperCell]:
@@ -238,7 +229,7 @@ def _small_cells(table: str, pad: int) -> List[PaperCell]:
             lr, wd = _HPARAMS[pad][label][d]
             # columns: CIFAR10 top-1 | CIFAR100 top-1, top-5 | TinyImageNet top-1, top-5
             top1_col, top5_col = {'cifar10': (0, None), 'cifar100': (1, 2), 'tinyimagenet': (3, 4)}[dataset]
-            model, reps = _small_model(label)
+            model, reps = model_for_label(label, 'resnet20')
             out.append(PaperCell(
                 table=table, dataset=dataset, pad=pad, label=label, model=model, reps=reps, lr=lr,
                 weight_decay=wd, batch_size=512, paper_top1=mean[top1_col],
@@ -270,154 +261,15 @@ def cells(table: str, dataset: Optional[str] = None) -> List[PaperCell]:
     return [c for c in PAPER_CELLS if c.table == table and (dataset is None or c.dataset == dataset)]
 
 
-# --- running a table ---------------------------------------------------------------------------
-
-def run_dir(output_root: Union[str, Path], cell: PaperCell, seed: int) -> Path:
-    """``<output_root>/<table>/<dataset>/<cell slug>-seed<seed>``: one training run's folder."""
-    return Path(output_root) / cell.table / cell.dataset / f'{cell.slug}-seed{seed}'
-
-
-def summarize_runs(cell: PaperCell, results: Sequence[Dict[str, Any]], seeds: Sequence[int],
-                   dirs: Sequence[str], reused: int = 0) -> Dict[str, Any]:
-    """One comparison row from the ``final`` metrics of a cell's runs (one per seed)."""
-    top1 = [float(r['top1']) for r in results]
-    top5 = [float(r['top5']) for r in results if r.get('top5') is not None]
-    row: Dict[str, Any] = dict(
-        table=cell.table, dataset=cell.dataset, pad=cell.pad, label=cell.label, model=cell.model, reps=cell.reps,
-        lr=cell.lr, weight_decay=cell.weight_decay, seeds=list(seeds), top1_runs=top1, top5_runs=top5,
-        top1=sum(top1) / len(top1), top1_spread=max(top1) - min(top1),
-        top5=sum(top5) / len(top5) if top5 else None, top5_spread=max(top5) - min(top5) if top5 else None,
-        paper_top1=cell.paper_top1, paper_top5=cell.paper_top5, paper_spread=cell.paper_spread,
-        paper_spread_top5=cell.paper_spread_top5, paper_runs=cell.runs, run_dirs=list(dirs), reused=reused)
-    row['diff_top1'] = row['top1'] - cell.paper_top1
-    row['diff_top5'] = row['top5'] - cell.paper_top5 if row['top5'] is not None and cell.paper_top5 is not None \
-        else None
-    return row
+def cifar10_pad4_lr(model_name: str) -> float:
+    """The AdamW learning rate of Table 11 (CIFAR10, padding 4) for the model's row: conv 1e-2, LC and ws(1) 1e-3,
+    ws(10) and ws(100) 5e-4. A conv-stem model takes its LC row's."""
+    spec = model_spec(model_name)
+    label = 'conv' if spec.layer_type == 'conv' else 'LC' + (f' - ws({spec.sleep_every})' if spec.sleep_every else '')
+    return _HPARAMS[4][label][0][0]
 
 
-def run_table(table: str, dataset: Optional[str] = None,
-              data_dir: Union[None, str, Path, Mapping[str, Union[str, Path]]] = None,
-              seeds: Optional[Sequence[int]] = None, output_root: Union[str, Path] = 'paper_runs',
-              epochs: Optional[int] = None, train_subset: Optional[int] = None, eval_subset: Optional[int] = None,
-              device: Optional[str] = None, val_size: Optional[int] = None, batch_size: Optional[int] = None,
-              labels: Optional[Sequence[str]] = None, write: bool = True, verbose: bool = True,
-              **overrides: Any) -> List[Dict[str, Any]]:
-    """Train every cell of ``table`` (for ``dataset``, or all of the table's datasets) and compare.
-
-    Args:
-        table: one of ``TABLES``.
-        dataset: one of the table's datasets; None runs them all.
-        data_dir: dataset folder, or a mapping dataset -> folder when running several datasets.
-        seeds: one run per seed per cell; default ``range(cell.runs)`` (5 small-scale, 1 ImageNet).
-        output_root: runs go to ``<output_root>/<table>/<dataset>/<cell slug>-seed<k>/``; a run whose
-            ``result.json`` exists is read back instead of retrained, an unfinished one resumes from
-            its ``last.pth``.
-        epochs, train_subset, eval_subset, device, val_size, batch_size, **overrides: TrainConfig fields
-            that replace the paper's settings (None keeps them), e.g. for a short smoke run.
-        labels: run only these rows (paper labels, e.g. ``['conv', 'LC - ws(10)']``); default all.
-        write: also write ``table<id>[-<dataset>].md`` / ``.json`` into ``output_root``.
-
-    Returns:
-        One row per cell (see ``summarize_runs``): measured mean/spread over seeds next to the paper's.
-    """
-    selected = cells(table, dataset)
-    if labels is not None:
-        unknown = sorted(set(labels) - {c.label for c in selected})
-        if unknown:
-            raise ValueError(f'table {table} has no row(s) {unknown}; its rows are '
-                             f'{sorted({c.label for c in selected})}')
-        selected = [c for c in selected if c.label in set(labels)]
-    common = dict(overrides)
-    for key, value in dict(epochs=epochs, train_subset=train_subset, eval_subset=eval_subset, device=device,
-                           val_size=val_size, batch_size=batch_size).items():
-        if value is not None:
-            common[key] = value
-    total = sum(len(seeds) if seeds is not None else c.runs for c in selected)
-    done = 0
-    rows = []
-    for cell in selected:
-        cell_seeds = list(seeds) if seeds is not None else list(range(cell.runs))
-        folder_data = data_dir.get(cell.dataset) if isinstance(data_dir, Mapping) else data_dir
-        results, dirs, reused = [], [], 0
-        for seed in cell_seeds:
-            done += 1
-            folder = run_dir(output_root, cell, seed)
-            config = cell.train_config(data_dir=None if folder_data is None else str(folder_data), seed=seed,
-                                       output_dir=str(folder), resume=True, **common)
-            finished = finished_run(folder, config)  # refuses a finished run with other settings
-            if finished is not None:
-                final = finished['final']
-                reused += 1
-                if verbose:
-                    print(f'[{done}/{total}] table {cell.table} {cell.dataset} {cell.label!r} seed {seed}: '
-                          f'done before (top1 {final["top1"]:.2f}) {folder}', flush=True)
-            else:
-                if verbose:
-                    print(f'[{done}/{total}] table {cell.table} {cell.dataset} {cell.label!r} seed {seed}: '
-                          f'training {cell.model} -> {folder}', flush=True)
-                final = train(config).final
-            results.append(final)
-            dirs.append(str(folder))
-        rows.append(summarize_runs(cell, results, cell_seeds, dirs, reused))
-
-    text = format_paper_comparison(rows)
-    if verbose:
-        print(text, flush=True)
-    if write:
-        root = Path(output_root)
-        root.mkdir(parents=True, exist_ok=True)
-        stem = f'table{table}' + (f'-{dataset}' if dataset else '')
-        _atomic_write(root / f'{stem}.md', f'# Paper Table {table}: measured vs reported\n\n{text}\n')
-        _atomic_write(root / f'{stem}.json', json.dumps(rows, indent=2))
-    return rows
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-# --- the comparison table ----------------------------------------------------------------------
-
-def _pm(mean: Optional[float], spread: Optional[float], digits: int) -> str:
-    """'85.12 ± 0.30' (half the max-min spread), or just the mean when there is no spread."""
-    if mean is None:
-        return '-'
-    if spread is None:
-        return f'{mean:.{digits}f}'
-    return f'{mean:.{digits}f} ± {spread / 2:.2f}'
-
-
-def _signed(value: Optional[float]) -> str:
-    return '-' if value is None else f'{value:+.2f}'
-
-
-def format_paper_comparison(rows: Sequence[Dict[str, Any]]) -> str:
-    """Markdown table of measured vs paper accuracy, one line per row from ``run_table``.
-
-    Measured accuracies are the mean over seeds ± half their max-min spread (paper: the same from
-    Tables 7-9, where given). "diff" is measured - paper; "vs conv" is each row's top-1 minus the conv
-    row of the same table and dataset (measured / paper), the paper's own "Diff" column.
-    """
-    conv = {(r['table'], r['dataset']): r for r in rows if r['label'] == 'conv'}
-    show_top5 = any(r.get('paper_top5') is not None for r in rows)
-    header = ['table', 'dataset', 'pad', 'label', 'runs', 'top-1 (ours)', 'top-1 (paper)', 'diff',
-              'vs conv (ours / paper)']
-    if show_top5:
-        header += ['top-5 (ours)', 'top-5 (paper)', 'diff top-5']
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
-    for r in rows:
-        ref = conv.get((r['table'], r['dataset']))
-        if ref is not None and r is not ref:
-            vs_conv = f"{r['top1'] - ref['top1']:+.2f} / {r['paper_top1'] - ref['paper_top1']:+.1f}"
-        else:
-            vs_conv = '-'
-        cols = [r['table'], r['dataset'], str(r['pad']), r['label'], str(len(r['top1_runs'])),
-                _pm(r['top1'], r['top1_spread'] if len(r['top1_runs']) > 1 else None, 2),
-                _pm(r['paper_top1'], r.get('paper_spread'), 1), _signed(r['diff_top1']), vs_conv]
-        if show_top5:
-            cols += [_pm(r.get('top5'), r.get('top5_spread') if len(r.get('top5_runs', ())) > 1 else None, 2),
-                     _pm(r.get('paper_top5'), r.get('paper_spread_top5'), 1), _signed(r.get('diff_top5'))]
-        lines.append('| ' + ' | '.join(cols) + ' |')
-    return '\n'.join(lines)
+def reported_top1(dataset: str = 'cifar10', pad: int = 4) -> Dict[str, float]:
+    """{row label: the paper's mean top-1} of one small-scale dataset and padding (default: Table 1)."""
+    return {c.label: c.paper_top1 for c in PAPER_CELLS if c.table in ('4', '5', '6') and c.dataset == dataset
+            and c.pad == pad}

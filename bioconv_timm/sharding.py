@@ -14,7 +14,7 @@ The sleep needs whole layers (a module's locations span the shards). :func:`gath
 LC layer with its full weight and bias gathered from the shards (``DTensor.full_tensor()``, one layer at a
 time, put in the layer's place for the duration), and writes each rank's slice of what the caller left there
 back into the rank's shard (``to_local().copy_``, under no_grad) when the iteration moves on. The instant and
-Hebbian sleeps (:func:`~bioconv_timm.sleep.share_weights_`, :func:`~bioconv_timm.hebbian_sleep.hebbian_share_weights_`)
+Hebbian sleeps (:func:`~bioconv_timm.sleep.share_weights_`, :func:`~bioconv_timm.sleep.hebbian.hebbian_share_weights_`)
 use it, so they work unchanged on a sharded model; :func:`gathered_tensor` does the same for one tensor (the
 ``SleepHook`` uses it to average AdamW moments). Both are collective: every rank must call them at the same
 step, between optimizer steps (not between forward and backward), in the same order.
@@ -39,14 +39,15 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from .layers import LocallyConnected2d
 
-__all__ = ['fsdp_wrap', 'is_fsdp', 'is_fsdp_unit', 'gathered_lc_layers', 'gathered_tensor', 'check_not_fsdp1']
+__all__ = ['fsdp_wrap', 'is_fsdp', 'is_fsdp_unit', 'gathered_lc_layers', 'gathered_tensor', 'check_not_fsdp1',
+           'estimate_model_bytes']
 
 # FSDP2 warns for every unit whose output is a view, because an in-place op on it would drop FSDP's
 # pre-backward hook. An LC layer's output is a view only with the native backend, and autograd refuses any
@@ -207,3 +208,12 @@ def gathered_lc_layers(module: nn.Module) -> Iterator[LocallyConnected2d]:
                 for name, p in sharded.items():
                     setattr(layer, name, p)  # FSDP2's own DTensor parameters go back in place
                     _write_back(p, whole[name])
+
+
+def estimate_model_bytes(params: int, batch: int, img_size: Tuple[int, int], amp: Optional[str] = None) -> int:
+    """Rough estimate (bytes) of a training step: fp32 parameters, gradients and two AdamW moments, the
+    autocast copy of the weights, and ~150 activation values per input value (ResNets keep ~60-130)."""
+    act_bytes = 2 if amp else 4
+    weights = params * (16 + (act_bytes if amp else 0))
+    acts = batch * 3 * img_size[0] * img_size[1] * 150 * act_bytes
+    return int(1.25 * (weights + acts))

@@ -169,7 +169,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def run_study(args: argparse.Namespace) -> None:
-    from bioconv_timm.data import build_datasets
+    from bioconv_timm.train.data import build_datasets
     build_datasets('fashion-mnist', data_dir=args.data_dir, pad=0, split='test', train_subset=10, eval_subset=10)
     os.environ['OMP_NUM_THREADS'] = '1'
     Path(args.runs_dir).mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from bioconv_timm.compare import DEFAULT_CELLS, DEFAULT_LRS, CompareCell, CompareConfig, cell_config
+from bioconv_timm.train.compare import DEFAULT_CELLS, DEFAULT_LRS, CompareCell, CompareConfig, cell_config
 from bioconv_timm.paper import cells as paper_cells
 
 POLICIES = ('keep', 'average', 'reset')
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if not args.report_only:
-        from bioconv_timm.data import build_datasets
+        from bioconv_timm.train.data import build_datasets
         build_datasets('fashion-mnist', data_dir=args.data_dir, pad=0, split='test', train_subset=10, eval_subset=10)
         pending = [r for r in all_runs(args) if _result(r[3]['output_dir'], args.epochs) is None]
         print(f'{len(pending)} runs to do, {args.jobs} at a time', flush=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA benchmark of issue 7 as one command, for a session lent a GPU (one H100):
 #   1. the CUDA unit tests of the benchmark and the LC layer (tests/test_bench.py, tests/test_layers.py -k cuda);
-#   2. `python -m bioconv_timm.bench --device cuda --amp bf16`, then the same with fp16: the LC layer vs
+#   2. `python -m bioconv_timm.cli bench --device cuda --amp bf16`, then the same with fp16: the LC layer vs
 #      Conv2d (NCHW, channels-last) vs the unfold + einsum baseline at every paper shape (ResNet20 stages
 #      B=128, TinyImageNet 48x48 B=128, 0.5x ResNet18 at 224 B=32), forward and forward+backward, with the
 #      CUDA allocator's peak memory; and the training steps conv_resnet20 vs lc_resnet20 (B=128) and

@@ -29,7 +29,7 @@ import timm
 
 import bioconv_timm  # noqa: F401  (registers the models)
 from bioconv_timm import lc_layers
-from bioconv_timm.hebbian_sleep import (HebbianSleepConfig, distance_to_grid_means, hebbian_share_weights_,
+from bioconv_timm.sleep.hebbian import (HebbianSleepConfig, distance_to_grid_means, hebbian_share_weights_,
                                         hebbian_sleep_curve)
 from bioconv_timm.sleep import weight_snr
 from bioconv_timm.train import TrainConfig, train

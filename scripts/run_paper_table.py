@@ -41,7 +41,8 @@ import argparse
 import sys
 from typing import Dict, List, Optional, Sequence, Union
 
-from bioconv_timm.paper import TABLE_DATASETS, TABLES, cells, run_table
+from bioconv_timm.paper import TABLE_DATASETS, TABLES, cells
+from bioconv_timm.train.paper_runs import run_table
 
 
 def _data_dirs(values: Optional[List[str]]) -> Union[None, str, Dict[str, str]]:

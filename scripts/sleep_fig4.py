@@ -8,7 +8,7 @@ fixed point (eq. 5 for 4A, eq. 24 for 5A/4B/5B). Paper settings by default: 4A ~
 """
 import sys
 
-from bioconv_timm.hebbian import build_parser, sleep_sim_main
+from bioconv_timm.cli import main
 
 if __name__ == '__main__':
-    sys.exit(sleep_sim_main(build_parser().parse_args()))
+    sys.exit(main(['sleep-sim', *sys.argv[1:]]))  # the same as `bioconv sleep-sim ...`

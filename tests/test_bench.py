@@ -12,6 +12,7 @@ import torch
 from bioconv_timm import bench
 from bioconv_timm.bench import (IMPLS, MODES, BenchConfig, LayerCase, UnfoldEinsumLC, bench_layers, bench_models,
                                 estimate_case_bytes, format_report, run_benchmark, shape_set, summarize_layers)
+from bioconv_timm.cli import bench as bench_cli
 from bioconv_timm.cli import build_parser, main
 from bioconv_timm.layers import LocallyConnected2d
 
@@ -160,7 +161,7 @@ def test_bench_models_records_are_well_formed():
 def test_bioconv_bench_quick_parses_and_resolves():
     args = build_parser().parse_args(['bench', '--quick'])
     assert args.func.__name__ == '_cmd_bench'
-    cfg = bench._resolve(bench.config_from_args(args))
+    cfg = bench._resolve(bench_cli.config_from_args(args))
     assert cfg.shapes == ('resnet20',) and cfg.batch_size == 64 and cfg.repeats == 15
     assert cfg.models == 'resnet20' and cfg.model_steps == 10 and cfg.device == 'cpu' and cfg.amp is None
     assert tuple(cfg.impls) == IMPLS and tuple(cfg.modes) == MODES
@@ -168,7 +169,7 @@ def test_bioconv_bench_quick_parses_and_resolves():
     assert default.shapes == ('resnet20', 'tinyimagenet', 'resnet18_half') and default.batch_size is None
     assert default.models == 'resnet20'
     assert bench._resolve(BenchConfig(full=True)).models == 'all'
-    gpu = bench._resolve(bench.config_from_args(build_parser().parse_args(
+    gpu = bench._resolve(bench_cli.config_from_args(build_parser().parse_args(
         ['bench', '--device', 'cuda', '--amp', 'fp16', '--json', 'x.json'])))
     assert gpu.models == 'all' and gpu.amp == 'fp16' and gpu.json_path == 'x.json' and gpu.repeats == 10
     assert 'lc_torch' not in gpu.impls and 'lc' in gpu.impls

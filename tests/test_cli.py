@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bioconv_timm import _malloc
-from bioconv_timm.cli import main, model_table
+from bioconv_timm.cli import main
+from bioconv_timm.models import model_table
 
 
 def test_model_table_rows():

@@ -1,10 +1,13 @@
 import json
 
-from bioconv_timm.compare import DEFAULT_CELLS, PAPER_CIFAR10_PAD4, CompareCell, CompareConfig, compare, format_compare_table
+from bioconv_timm.train.compare import DEFAULT_CELLS, PAPER_CIFAR10_PAD4, CompareCell, CompareConfig, compare, format_compare_table
 
 
 def test_default_cells_cover_table1_rows():
-    assert [c.label for c in DEFAULT_CELLS] == list(PAPER_CIFAR10_PAD4)
+    # the paper's Table 1 rows (8, read from bioconv_timm.paper), less the 8 and 16 reps rows
+    assert [c.label for c in DEFAULT_CELLS] == [k for k in PAPER_CIFAR10_PAD4 if k not in ('LC - 8 reps', 'LC - 16 reps')]
+    assert PAPER_CIFAR10_PAD4 == {'conv': 88.3, 'LC': 80.9, 'LC - 4 reps': 82.9, 'LC - 8 reps': 83.8, 'LC - 16 reps': 85.0,
+                                  'LC - ws(1)': 87.4, 'LC - ws(10)': 85.1, 'LC - ws(100)': 82.0}
     assert [c.model('resnet20') for c in DEFAULT_CELLS] == [
         'conv_resnet20', 'lc_resnet20', 'lc_resnet20', 'lc_resnet20_ws1', 'lc_resnet20_ws10', 'lc_resnet20_ws100']
     assert DEFAULT_CELLS[2].reps == 4
@@ -43,7 +46,7 @@ def test_table_format_with_spread():
 
 def test_presets_and_cli_overrides(monkeypatch):
     from bioconv_timm import cli
-    from bioconv_timm.compare import PRESETS, preset_config
+    from bioconv_timm.train.compare import PRESETS, preset_config
     fm = preset_config('Fashion_MNIST')
     assert fm.dataset == 'fashion-mnist' and fm.model_kwargs == {'layers': (1, 1, 1), 'stem_stride': 2}
     assert (fm.epochs, fm.train_subset, fm.output_dir) == (15, 10000, 'runs/compare-fashion-mnist')
@@ -51,8 +54,8 @@ def test_presets_and_cli_overrides(monkeypatch):
     assert preset_config('digits', epochs=3).epochs == 3
     assert preset_config('digits').batch_size == PRESETS['digits']['batch_size']
     seen = {}
-    monkeypatch.setattr('bioconv_timm.compare.compare', lambda config: seen.setdefault('config', config) and [])
-    monkeypatch.setattr('bioconv_timm.compare.format_compare_table', lambda rows, config: '')
+    monkeypatch.setattr('bioconv_timm.cli.compare.compare', lambda config: seen.setdefault('config', config) and [])
+    monkeypatch.setattr('bioconv_timm.cli.compare.format_compare_table', lambda rows, config: '')
     assert cli.main(['compare', '--dataset', 'fashion-mnist', '--epochs', '2', '--sleep-optimizer', 'reset']) == 0
     config = seen['config']
     assert config.epochs == 2 and config.sleep_optimizer == 'reset' and config.train_subset == 10000

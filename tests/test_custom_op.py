@@ -7,7 +7,7 @@ import timm
 import torch
 
 import bioconv_timm  # noqa: F401  (registers the models)
-from bioconv_timm import native
+from bioconv_timm.layers import native
 from bioconv_timm.layers import LocallyConnected2d, lc_backward_input, lc_backward_weight, lc_forward
 from test_native import PARTS, backends_used
 

@@ -1,4 +1,4 @@
-"""Datasets, augmentation and loaders (bioconv_timm.data), on the embedded digits and on small
+"""Datasets, augmentation and loaders (bioconv_timm.train.data), on the embedded digits and on small
 files generated in the real layouts of Fashion-MNIST, CIFAR, TinyImageNet and ImageNet."""
 import gzip
 import os
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bioconv_timm import data as D
-from bioconv_timm.data import DATASETS, DatasetError, PadRandomCrop, build_datasets, make_loader
+from bioconv_timm.train import data as D
+from bioconv_timm.train.data import DATASETS, DatasetError, PadRandomCrop, build_datasets, make_loader
 
 
 def stack(dataset, n=None):

@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from bioconv_timm import hebbian as h
+from bioconv_timm.sleep import dynamics as h
 
 
 def _problem(seed=0, runs=2, n=6, d=4, m=8):
@@ -112,11 +112,9 @@ def test_noisy_inputs_still_share():
 
 
 def test_cli_quick(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    h.add_sleep_sim_parser(parser.add_subparsers(dest='cmd'))
-    args = parser.parse_args(['sleep-sim', '--quick', '--runs', '2', '--iterations', '10',
-                              '--figures', '4A', '5A', '4B', '--out-dir', str(tmp_path)])
-    assert args.func(args) == 0
+    from bioconv_timm.cli import main
+    assert main(['sleep-sim', '--quick', '--runs', '2', '--iterations', '10',
+                 '--figures', '4A', '5A', '4B', '--out-dir', str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert 'floor' in out and 'Fig. 4A' in out and 'Fig. 4B' in out
     for fig in ('4A', '5A', '4B'):

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from bioconv_timm import LocallyConnected2d, grid_means, share_layer_, weight_snr
-from bioconv_timm.hebbian_sleep import (HebbianSleepConfig, _grid_slices, distance_to_grid_means,
+from bioconv_timm.sleep.hebbian import (HebbianSleepConfig, _grid_slices, distance_to_grid_means,
                                         hebbian_share_layer_, hebbian_share_weights_, hebbian_sleep_curve)
-from bioconv_timm.sleep_hook import SLEEP_MODES, SleepHook
+from bioconv_timm.sleep import SLEEP_MODES, SleepHook
 
 GEOMETRIES = [  # in, out, kernel, input size, stride, padding
     (4, 5, 3, 10, 1, 1),

@@ -273,7 +273,7 @@ def test_every_tag_with_trained_weights_has_a_card():
 
 # --- runs with model_kwargs, tagged --model names, dry-run folders, license, card epochs --------------
 
-RESNET8 = dict(layers=(1, 1, 1), stem_stride=2)  # the Fashion-MNIST preset's ResNet-8 (bioconv_timm.compare)
+RESNET8 = dict(layers=(1, 1, 1), stem_stride=2)  # the Fashion-MNIST preset's ResNet-8 (bioconv_timm.train.compare)
 
 
 @pytest.fixture(scope='module')

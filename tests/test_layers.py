@@ -165,7 +165,7 @@ def test_einsum_baseline_of_the_benchmark_computes_the_same_layer():
 def test_chunk_budget_per_device_and_override(monkeypatch):
     from types import SimpleNamespace
 
-    from bioconv_timm import layers
+    from bioconv_timm.layers import locally_connected as layers
     monkeypatch.delenv(layers.CHUNK_ENV, raising=False)
     assert layers.chunk_bytes('cpu') == 4 * 2 ** 20
     # CUDA: large chunks (launch overhead), capped at 1/32 of the GPU's memory
@@ -182,7 +182,7 @@ def test_chunk_budget_per_device_and_override(monkeypatch):
 
 
 def test_torch_backend_is_the_same_in_one_chunk_or_many(monkeypatch):
-    from bioconv_timm import layers, native
+    from bioconv_timm.layers import locally_connected as layers, native
     torch.manual_seed(3)
     lc = LocallyConnected2d(4, 6, 3, (12, 10), stride=1, padding=1).double()
     x = torch.randn(5, 4, 12, 10, dtype=torch.float64)

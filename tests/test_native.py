@@ -1,4 +1,4 @@
-"""The native CPU kernels (bioconv_timm.native, csrc/lc_cpu.c) against the torch backend in float64."""
+"""The native CPU kernels (bioconv_timm.layers.native, layers/csrc/lc_cpu.c) against the torch backend in float64."""
 import contextlib
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bioconv_timm import native
+from bioconv_timm.layers import native
 from bioconv_timm.layers import DOUBLE_BACKWARD_ERROR, LocallyConnected2d, locally_connected2d
 from conftest import reference_lc
 
@@ -27,7 +27,7 @@ def backends_used():
     """Yields a set that collects (part, backend) for every LC operator call inside the block: part is one of
     PARTS, backend 'native' or 'torch' (the backend the operator chose; the native input gradient's col2im
     fallback for odd channel counts counts as native)."""
-    from bioconv_timm import layers
+    from bioconv_timm.layers import locally_connected as layers
     used, depth, saved = set(), [0], {}
 
     def spy(fn, part, backend):
@@ -196,7 +196,7 @@ def _run_fresh(code: str, env: dict) -> subprocess.CompletedProcess:
 
 _FALLBACK_SCRIPT = '''
     import json, warnings, torch
-    from bioconv_timm import layers, native
+    from bioconv_timm.layers import locally_connected as layers, native
     from bioconv_timm.layers import LocallyConnected2d
     ran_torch = []
     torch_forward = layers._torch_forward
@@ -233,7 +233,7 @@ def test_without_a_compiler_the_torch_backend_runs_with_one_warning(tmp_path):
 
 @needs_native
 def test_build_is_cached_per_machine(tmp_path):
-    code = 'from bioconv_timm import native; import json; native.load(); print(json.dumps(native.build_info()))'
+    code = 'from bioconv_timm.layers import native; import json; native.load(); print(json.dumps(native.build_info()))'
     env = {'BIOCONV_CACHE_DIR': str(tmp_path)}
     first = json.loads(_run_fresh(code, env).stdout.strip().splitlines()[-1])
     second = json.loads(_run_fresh(code, env).stdout.strip().splitlines()[-1])
@@ -268,7 +268,7 @@ def test_lc_model_gradients_match_between_backends():
 
 _PORTABLE_SCRIPT = '''
     import json, torch
-    from bioconv_timm import native
+    from bioconv_timm.layers import native
     from bioconv_timm.layers import LocallyConnected2d, locally_connected2d
     worst = 0.0
     torch.manual_seed(0)
@@ -305,7 +305,7 @@ def test_portable_builds_without_avx512_agree(tmp_path, cflags, width):
 
 @needs_native
 def test_damaged_cache_is_rebuilt_and_unwritable_cache_falls_back(tmp_path):
-    code = 'from bioconv_timm import native; import json; native.load(); print(json.dumps(native.build_info()))'
+    code = 'from bioconv_timm.layers import native; import json; native.load(); print(json.dumps(native.build_info()))'
     first = json.loads(_run_fresh(code, {'BIOCONV_CACHE_DIR': str(tmp_path)}).stdout.strip().splitlines()[-1])
     with open(first['path'], 'wb') as f:
         f.write(b'not a shared library')
@@ -327,7 +327,7 @@ def test_damaged_cache_is_rebuilt_and_unwritable_cache_falls_back(tmp_path):
 
 _LOAD_SCRIPT = '''
     import json, os, stat
-    from bioconv_timm import native
+    from bioconv_timm.layers import native
     native.load()
     info = native.build_info()
     for key, path in (('file', info['path']), ('folder', os.path.dirname(info['path']))):

@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
     tomllib = pytest.importorskip('tomli')
 
 import bioconv_timm
-from bioconv_timm import native
+from bioconv_timm.layers import native
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / 'bioconv_timm'

@@ -15,8 +15,10 @@ import timm
 
 import bioconv_timm  # noqa: F401  (registers the models)
 from bioconv_timm import paper
-from bioconv_timm.paper import (PAPER_CELLS, TABLES, cells, format_paper_comparison, run_dir, run_table,
-                                summarize_runs)
+from bioconv_timm.train.paper_runs import cell_train_config
+from bioconv_timm.paper import PAPER_CELLS, TABLES, cells
+from bioconv_timm.train import paper_runs
+from bioconv_timm.train.paper_runs import format_paper_comparison, run_dir, run_table, summarize_runs
 from bioconv_timm.train import TrainConfig
 
 PAPER_TEXT = Path('/work/shared/paper/towards-biologically-plausible-convnets.txt')
@@ -211,7 +213,7 @@ def test_every_cell_matches_the_paper_text():
           batch_size=256)),
 ])
 def test_train_config(table, dataset, label, expected):
-    config = _cell(table, dataset, label).train_config()
+    config = cell_train_config(_cell(table, dataset, label))
     assert isinstance(config, TrainConfig)
     expected = dict(dict(dataset=dataset, batch_size=256 if dataset == 'imagenet' else 512, epochs=200,
                          lr_milestones=(100, 150), lr_decay=0.25, opt='adamw', split='test'), **expected)
@@ -220,17 +222,17 @@ def test_train_config(table, dataset, label, expected):
 
 def test_train_config_overrides():
     cell = _cell('5', 'cifar10', 'LC - ws(10)')
-    config = cell.train_config(data_dir='/data', seed=3, output_dir='out', batch_size=16, train_subset=64)
+    config = cell_train_config(cell, data_dir='/data', seed=3, output_dir='out', batch_size=16, train_subset=64)
     assert (config.data_dir, config.seed, config.output_dir, config.batch_size, config.train_subset) == \
         ('/data', 3, 'out', 16, 64)
     assert (config.lr, config.model, config.sleep_every) == (5e-4, 'lc_resnet20_ws10', 10)
     # a shorter run keeps the schedule's shape, as the paper's grid searches did (B.1, B.2)
-    assert cell.train_config(epochs=50).lr_milestones == (25, 37)
-    assert cell.train_config(epochs=20).lr_milestones == (10, 15)
-    assert cell.train_config(epochs=1).lr_milestones == ()
-    assert cell.train_config(epochs=50, lr_milestones=(40,)).lr_milestones == (40,)
+    assert cell_train_config(cell, epochs=50).lr_milestones == (25, 37)
+    assert cell_train_config(cell, epochs=20).lr_milestones == (10, 15)
+    assert cell_train_config(cell, epochs=1).lr_milestones == ()
+    assert cell_train_config(cell, epochs=50, lr_milestones=(40,)).lr_milestones == (40,)
     with pytest.raises(TypeError, match='unknown TrainConfig field'):
-        cell.train_config(learning_rate=0.1)
+        cell_train_config(cell, learning_rate=0.1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cell.lr = 1.0
 
@@ -293,7 +295,7 @@ def test_run_table_orchestration(tmp_path, monkeypatch):
         (folder / 'result.json').write_text(json.dumps(dict(final=final)))
         return SimpleNamespace(final=final, output_dir=str(folder))
 
-    monkeypatch.setattr(paper, 'train', fake_train)
+    monkeypatch.setattr(paper_runs, 'train', fake_train)
     kwargs = _smoke_kwargs(tmp_path, seeds=[0, 1], verbose=False)
     out = Path(kwargs['output_root'])
     rows = run_table('1', 'cifar10', **kwargs)
@@ -384,7 +386,7 @@ def test_script_arguments(tmp_path, monkeypatch, capsys):
         (Path(config.output_dir) / 'result.json').write_text(json.dumps(dict(final=final)))
         return SimpleNamespace(final=final)
 
-    monkeypatch.setattr(paper, 'train', fake_train)
+    monkeypatch.setattr(paper_runs, 'train', fake_train)
     out = tmp_path / 'runs'
     assert script.main(['6', '--data-dir', 'cifar100=/c100', '--data-dir', 'tinyimagenet=/tin', '--dataset',
                         'tinyimagenet', '--rows', 'conv', 'LC - 8 reps', '--seeds', '3', '--epochs', '20',

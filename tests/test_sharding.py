@@ -9,12 +9,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bioconv_timm import sharding, sleep_hook
-from bioconv_timm.hebbian_sleep import HebbianSleepConfig, hebbian_share_weights_
+from bioconv_timm import sharding
+from bioconv_timm.sleep import hook as sleep_hook
+from bioconv_timm.sleep.hebbian import HebbianSleepConfig, hebbian_share_weights_
 from bioconv_timm.layers import LocallyConnected2d
 from bioconv_timm.sharding import fsdp_wrap, gathered_lc_layers, gathered_tensor, is_fsdp, is_fsdp_unit
 from bioconv_timm.sleep import share_tensor_, share_weights_
-from bioconv_timm.sleep_hook import SleepHook
+from bioconv_timm.sleep import SleepHook
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or sys.platform == 'win32',
                                 reason='needs torch.distributed with gloo')
@@ -195,7 +196,7 @@ def test_trainer_warns_before_a_model_outgrows_the_gpu(monkeypatch):
     import warnings
 
     import timm
-    from bioconv_timm import train as train_mod
+    from bioconv_timm.train import loop as train_mod
     model = timm.create_model('lc_resnet20')
     cfg = train_mod.TrainConfig(model='lc_resnet20', batch_size=128)
     monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: 'small GPU')

@@ -16,7 +16,7 @@ import bioconv_timm
 from bioconv_timm import LocallyConnected2d, weight_snr
 from bioconv_timm.cli import main as cli_main
 from bioconv_timm.sleep import grid_means
-from bioconv_timm.sleep_hook import SleepHook
+from bioconv_timm.sleep import SleepHook
 from bioconv_timm.train import CheckpointError, TrainConfig, train
 
 TINY = dict(dataset='digits', train_subset=64, eval_subset=48, batch_size=16, progress=False)
@@ -31,7 +31,7 @@ def _csv(path: Path):
 def test_train_ws10_writes_run_folder_and_sleeps_every_10_steps(tmp_path):
     out = tmp_path / 'run'
     result = train(TrainConfig(model='lc_resnet20_ws10', epochs=3, output_dir=str(out), **TINY))
-    for name in ('metrics.csv', 'snr.csv', 'sleeps.csv', 'last.pth', 'best.pth', 'model.safetensors',
+    for name in ('metrics.csv', 'snr.csv', 'sleeps.csv', 'last.pth', 'model_best.pth', 'model.safetensors',
                  'curves.png', 'config.json', 'result.json'):
         assert (out / name).exists(), name
     assert result.steps == 12  # 64 images / 16 per batch * 3 epochs
@@ -175,8 +175,8 @@ def test_lr_schedule_divides_by_4_at_milestones():
     assert lrs[100] == lrs[149] == pytest.approx(2.5e-4)
     assert lrs[150] == lrs[199] == pytest.approx(6.25e-5)
     # and train() uses exactly that schedule: 50% / 75% of the epochs by default
-    from bioconv_timm.train import _resolve
-    cfg = _resolve(TrainConfig(model='lc_resnet20', epochs=200), None)
+    from bioconv_timm.train.config import fill_defaults
+    cfg = fill_defaults(TrainConfig(model='lc_resnet20', epochs=200), None)
     assert cfg.lr_milestones == (100, 150) and cfg.lr_decay == 0.25 and cfg.lr == 1e-3
 
 
@@ -298,8 +298,8 @@ def test_checkpoint_round_trip_keeps_optimizer_state_and_sleep_counter(tmp_path)
 
 
 def test_ema_final_sleep_metrics_describe_the_saved_weights(tmp_path):
-    from bioconv_timm.data import build_datasets, make_loader
-    from bioconv_timm.train import _Dist, _evaluate
+    from bioconv_timm.train.data import build_datasets, make_loader
+    from bioconv_timm.train import evaluate
     import contextlib
     out = tmp_path / 'run'
     result = train(TrainConfig(model='lc_resnet20_ws100', epochs=2, ema=True, ema_decay=0.5, final_sleep=True,
@@ -310,8 +310,8 @@ def test_ema_final_sleep_metrics_describe_the_saved_weights(tmp_path):
     assert all(weight_snr(m) == math.inf for m in model.modules() if isinstance(m, LocallyConnected2d))
     bundle = build_datasets('digits', pad=4, eval_subset=48, train_subset=64)
     loader = make_loader(bundle.eval, 16, train=False)
-    again = _evaluate(model.to(memory_format=torch.channels_last), loader, torch.device('cpu'),
-                      contextlib.nullcontext, _Dist(), True, False)
+    again = evaluate(model.to(memory_format=torch.channels_last), loader, torch.device('cpu'),
+                     contextlib.nullcontext, None, True, False)
     assert again['loss'] == pytest.approx(result.final['loss'], rel=1e-5, abs=0)
     assert again['top1'] == result.final['top1']
     assert json.loads((out / 'result.json').read_text())['final'] == result.final

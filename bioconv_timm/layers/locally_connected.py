@@ -6,9 +6,9 @@ product over output locations ``L = out_h * out_w``::
 
     patches (L, B, kh*kw*Cin)  @  weight(L, Cout, kh*kw*Cin)^T  ->  out (L, B, Cout)
 
-Two backends compute it (:mod:`bioconv_timm.native` chooses; ``BIOCONV_LC_BACKEND=auto|native|torch``):
+Two backends compute it (:mod:`bioconv_timm.layers.native` chooses; ``BIOCONV_LC_BACKEND=auto|native|torch``):
 
-- **native** (CPU, fp32; the default where a C compiler exists): ``csrc/lc_cpu.c``, register-tiled SIMD
+- **native** (CPU, fp32; the default where a C compiler exists): ``layers/csrc/lc_cpu.c``, register-tiled SIMD
   kernels that read the patches in place from the channels-last activations (a kernel row of a patch is
   one contiguous run), so nothing is ever unfolded or repacked; outputs and gradients are written
   channels-last directly.
@@ -303,9 +303,9 @@ def _resolve(t: torch.Tensor, taps: int, backend: str) -> str:
 
 def resolve_backend(x: torch.Tensor, weight: torch.Tensor, backend: str = '') -> str:
     """The backend, ``'native'`` or ``'torch'``, that an LC call on ``x`` and ``weight`` runs on when
-    ``backend`` is requested (``'auto'``, ``'native'``, ``'torch'``; ``''``: :func:`bioconv_timm.native.get_backend`):
+    ``backend`` is requested (``'auto'``, ``'native'``, ``'torch'``; ``''``: :func:`bioconv_timm.layers.native.get_backend`):
     native for CPU fp32 where the kernels build (``'native'`` raises
-    :class:`~bioconv_timm.native.NativeBuildError` if they do not), else torch."""
+    :class:`~bioconv_timm.layers.native.NativeBuildError` if they do not), else torch."""
     if weight.dtype != x.dtype:
         return 'torch'
     return _resolve(x, weight.shape[3] * weight.shape[4], backend)
@@ -401,7 +401,7 @@ def lc_forward(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], pad
                backend: str = '') -> torch.Tensor:
     """The LC product without bias, ``torch.ops.bioconv.lc_forward``: (B, Cin, H, W) input and
     (out_h, out_w, Cout, kh, kw, Cin) weight -> (B, Cout, out_h, out_w) in channels-last memory format.
-    ``backend``: ``'auto'``, ``'native'``, ``'torch'``, or ``''`` for :func:`bioconv_timm.native.get_backend`
+    ``backend``: ``'auto'``, ``'native'``, ``'torch'``, or ``''`` for :func:`bioconv_timm.layers.native.get_backend`
     when it runs. Differentiable (first order) in ``x`` and ``weight``."""
     _forward_checks(x, weight, stride, padding)
     stride, padding = _pair(stride, 'stride'), _pair(padding, 'padding')
@@ -500,7 +500,7 @@ def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     ``torch.compile(fullgraph=True)``, ``torch.export`` and on meta tensors).
 
     Runs on the native CPU kernels for fp32 CPU tensors (unless ``BIOCONV_LC_BACKEND=torch`` or
-    :func:`bioconv_timm.native.set_backend`), else on the torch backend (CUDA, bf16/fp16 autocast).
+    :func:`bioconv_timm.layers.native.set_backend`), else on the torch backend (CUDA, bf16/fp16 autocast).
 
     Args:
         x: input, (B, Cin, H, W), NCHW or channels-last.

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .train import TrainConfig, finished_run, train
+from ..paper import model_for_label, reported_top1
+from .config import TrainConfig, finished_run
+from .loop import train
 
 __all__ = ['CompareConfig', 'CompareCell', 'compare', 'preset_config', 'PRESETS', 'cell_config', 'format_compare_table', 'DEFAULT_CELLS', 'PAPER_CIFAR10_PAD4']
 
-# Paper Table 1 / Table 5: CIFAR10, padding 4, mean of 5 runs, top-1 (%).
-PAPER_CIFAR10_PAD4 = {'conv': 88.3, 'LC': 80.9, 'LC - 4 reps': 82.9, 'LC - ws(1)': 87.4, 'LC - ws(10)': 85.1,
-                      'LC - ws(100)': 82.0}
+# Paper Table 1 / Table 5: CIFAR10, padding 4, mean of 5 runs, top-1 (%), by row label.
+PAPER_CIFAR10_PAD4 = reported_top1('cifar10', pad=4)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class CompareCell:
                        if c.isalnum() or c == '_').lower()
 
     def model(self, arch: str) -> str:
-        return f'{self.layer}_{arch}' + (f'_ws{self.sleep}' if self.sleep else '')
+        """The registered model of this row (its label without a ', policy' suffix) at ``arch``."""
+        return model_for_label(self.label.split(',')[0], arch)[0]
 
     @property
     def lr_key(self) -> str:

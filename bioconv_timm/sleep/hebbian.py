@@ -37,9 +37,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .layers import LocallyConnected2d
-from .sleep import grid_means, weight_snr
-from .sharding import gathered_lc_layers
+from ..layers import LocallyConnected2d
+from .instant import grid_means, weight_snr
+from ..sharding import gathered_lc_layers
 
 __all__ = ['HebbianSleepConfig', 'hebbian_share_layer_', 'hebbian_share_weights_', 'distance_to_grid_means',
            'hebbian_sleep_curve']

@@ -14,8 +14,8 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from .layers import LocallyConnected2d
-from .sharding import gathered_lc_layers
+from ..layers import LocallyConnected2d
+from ..sharding import gathered_lc_layers
 
 __all__ = ['share_weights_', 'share_layer_', 'share_tensor_', 'grid_means', 'weight_snr', 'lc_layers']
 

@@ -18,10 +18,10 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn as nn
 
-from .layers import LocallyConnected2d
-from .hebbian_sleep import hebbian_share_weights_
-from .sharding import check_not_fsdp1, gathered_tensor, is_fsdp_unit
-from .sleep import grid_means, share_tensor_, share_weights_
+from ..layers import LocallyConnected2d
+from .hebbian import hebbian_share_weights_
+from ..sharding import check_not_fsdp1, gathered_tensor, is_fsdp_unit
+from .instant import grid_means, share_tensor_, share_weights_
 
 __all__ = ['SleepHook', 'SLEEP_MODES', 'OPTIMIZER_POLICIES', 'register_sleep_mode']
 

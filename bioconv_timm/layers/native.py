@@ -1,4 +1,4 @@
-"""Native CPU kernels for the LC layer: ``csrc/lc_cpu.c``, compiled on first use, called through ctypes.
+"""Native CPU kernels for the LC layer: ``layers/csrc/lc_cpu.c``, compiled on first use, called through ctypes.
 
 The C file is small and needs only a C compiler (no torch headers), so it builds in about a second. It is
 compiled with ``-O3 -march=native -fopenmp`` (or ``$BIOCONV_CFLAGS -fopenmp``) into a cache folder
@@ -76,7 +76,7 @@ class NativeBuildError(RuntimeError):
 def _check_backend(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f'unknown LC backend {name!r}; choose one of {", ".join(BACKENDS)} '
-                         '(set with bioconv_timm.native.set_backend or BIOCONV_LC_BACKEND)')
+                         '(set with bioconv_timm.layers.native.set_backend or BIOCONV_LC_BACKEND)')
     return name
 
 

@@ -1,0 +1,288 @@
+"""``train(TrainConfig(...)) -> TrainResult``: one run, from data to the final weights.
+
+Built from timm's components: ``create_model``, ``create_optimizer_v2`` (AdamW), ``create_scheduler_v2``
+('multistep', the paper's lr / 4 at epochs 100 and 150 of 200), ``NativeScaler`` (fp16 on CUDA), ``ModelEmaV3``,
+``CheckpointSaver`` and ``random_seed``. What we add: the sleep hook (``SleepHook``, an optimizer post-step hook),
+per-layer weight SNR logging, the exact resume and the run folder (``run_log``).
+
+Reproducibility: every epoch re-seeds torch/numpy/random from (seed, epoch) and the data order comes from the
+same pair, so a run resumed from an epoch checkpoint ends with the same weights as an uninterrupted one (on CPU,
+same seed).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, NativeScaler, random_seed
+from torch.optim.swa_utils import update_bn
+from tqdm import tqdm
+
+from .._atomic import atomic_write_text
+from ..layers import LocallyConnected2d
+from ..sharding import estimate_model_bytes
+from ..sleep import SLEEP_MODES, SleepHook
+from .checkpoint import (CHECKPOINT_VERSION, RunCheckpointSaver, check_compatible, load_checkpoint,
+                         refuse_existing_run, rng_state, set_rng_state)
+from .config import ConfigError, TrainConfig, TrainResult, create_model, fill_defaults, validate
+from .data import build_datasets, make_loader
+from .distributed import DistInfo, ranks_identical, sync_batchnorm
+from .engine import evaluate, train_one_epoch
+from .run_log import epoch_line, log_sleeps, mean_defined, neg_log_snr, plot_curves, save_safetensors, write_csv
+
+__all__ = ['train', 'build_scheduler']
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train one model; the run folder gets ``config.json``, ``metrics.csv``, ``snr.csv``, ``sleeps.csv``,
+    ``last.pth`` / ``model_best.pth``, ``model.safetensors``, ``result.json`` and ``curves.png``."""
+    validate(config)
+    dist_info = DistInfo()
+    try:
+        run = _Run(config, dist_info)
+        run.resume_or_start()
+        for epoch in range(run.start_epoch, run.cfg.epochs):
+            run.train_epoch(epoch)
+        return run.finish()
+    finally:
+        dist_info.close()
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, epochs: int, milestones: Sequence[int], decay: float):
+    """timm multistep schedule; ``scheduler.step(e)`` at the start of epoch e (0-based) sets its lr.
+
+    The lr is multiplied by ``decay`` after ``m`` epochs for every milestone m (paper: / 4 after 100 and
+    150 of 200 epochs). timm's MultiStepLRScheduler compares milestones with t + 1, i.e. acts one epoch
+    earlier than torch's MultiStepLR, so it is given m + 1.
+    """
+    shifted = [int(m) + 1 for m in milestones] or [epochs + 2]
+    scheduler, _ = create_scheduler_v2(optimizer, sched='multistep', num_epochs=epochs, decay_milestones=shifted,
+                                       decay_rate=decay, warmup_epochs=0)
+    return scheduler
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2 ** 31)
+
+
+def _device(config: TrainConfig, dist_info: DistInfo) -> torch.device:
+    if config.device:
+        device = torch.device(config.device)
+    elif torch.cuda.is_available():
+        device = torch.device('cuda', dist_info.local_rank)
+    else:
+        device = torch.device('cpu')
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)
+    return device
+
+
+def _warn_if_too_big(model: nn.Module, cfg: TrainConfig, device: torch.device, use_amp: bool, world: int) -> None:
+    """Before anything is allocated: warn when a training step will likely not fit the GPU, and say what to do
+    (an LC model's weights, gradients and AdamW moments take 16 bytes per parameter, on every DDP rank)."""
+    params = sum(p.numel() for p in model.parameters())
+    img = getattr(model, 'img_size', None) or (224, 224)
+    need = estimate_model_bytes(params, max(1, cfg.batch_size // world), tuple(img), 'bf16' if use_amp else None)
+    have = torch.cuda.get_device_properties(device).total_memory
+    if need > 0.9 * have:
+        warnings.warn(
+            f'{cfg.model} with batch {cfg.batch_size} needs about {need / 2 ** 30:.0f} GiB per GPU (weights, '
+            f'gradients, AdamW state and activations), and {torch.cuda.get_device_name(device)} has '
+            f'{have / 2 ** 30:.0f} GiB: lower --batch-size, use --amp, or shard the model over several GPUs '
+            'with FSDP (bioconv_timm.sharding.fsdp_wrap; docs/performance.md "Memory and sharding")',
+            RuntimeWarning, stacklevel=4)
+
+
+class _Run:
+    """The state of one run: model, optimizer, sleep hook, data, logs. ``train`` drives it epoch by epoch."""
+
+    def __init__(self, config: TrainConfig, dist_info: DistInfo) -> None:
+        self.dist_info = dist = dist_info
+        self.device = device = _device(config, dist)
+        random_seed(config.seed)
+        self.bundle = bundle = build_datasets(
+            config.dataset, data_dir=config.data_dir, pad=config.pad, split=config.split, download=config.download,
+            seed=config.seed, train_subset=config.train_subset, eval_subset=config.eval_subset,
+            val_size=config.val_size)
+        model = create_model(config, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
+                             img_size=bundle.img_size, drop_rate=config.drop_rate)
+        self.cfg = cfg = fill_defaults(config, getattr(model, 'sleep_every', None))
+        validate(cfg)
+        if cfg.sleep_every and not any(isinstance(m, LocallyConnected2d) for m in model.modules()):
+            raise ConfigError(f'{cfg.model} has no locally connected layers: sleep_every={cfg.sleep_every} would do '
+                              'nothing; use an lc_* model or sleep_every=0')
+        self.out_dir = Path(cfg.output_dir)
+        self.progress = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and dist.main
+        self.use_amp = (device.type == 'cuda') if cfg.amp is None else cfg.amp
+        if device.type == 'cuda':
+            _warn_if_too_big(model, cfg, device, self.use_amp, dist.world_size if dist.enabled else 1)
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, cfg.epochs, cfg.lr_milestones, cfg.lr_decay)
+        # a scaler only for fp16 on CUDA; bf16 needs none
+        self.scaler = NativeScaler(device.type) if self.use_amp and device.type == 'cuda' \
+            and cfg.amp_dtype == 'float16' else None
+        self.sleep_rows: List[Dict[str, Any]] = []
+        self.hook = SleepHook(model, cfg.sleep_every, cfg.sleep_mode, cfg.sleep_optimizer)
+        self.hook.attach(self.optimizer)
+        if self.hook.enabled and dist.main:
+            with_snr = cfg.snr_at_sleep if cfg.snr_at_sleep is not None else cfg.sleep_every >= 10
+            log_sleeps(self.hook, self.sleep_rows, with_snr)
+        self.ema = ModelEmaV3(model, decay=cfg.ema_decay, device=device) if cfg.ema else None
+        # the weights that are evaluated, slept at the end, measured and saved: the EMA when there is one
+        self.record_model = self.ema.module if self.ema is not None else model
+        self.history: List[Dict[str, Any]] = []
+        self.snr_rows: List[Dict[str, Any]] = []
+        self.start_epoch = 0
+        self.best_top1 = -1.0
+        self.saver = RunCheckpointSaver(self.out_dir, self._checkpoint_state)
+        self.train_model: nn.Module = model
+        if dist.enabled:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == 'cuda' else None)
+        self.per_rank_batch = cfg.batch_size // dist.world_size if dist.enabled else cfg.batch_size
+        if dist.enabled and (cfg.batch_size % dist.world_size or self.per_rank_batch % cfg.reps):
+            raise ConfigError(f'batch_size={cfg.batch_size} must split evenly over {dist.world_size} processes '
+                              f'and reps={cfg.reps}')
+        eval_set = bundle.eval
+        if dist.enabled:  # exact sharding, no padded duplicates
+            eval_set = torch.utils.data.Subset(bundle.eval, range(dist.rank, len(bundle.eval), dist.world_size))
+        self.eval_loader = make_loader(eval_set, cfg.batch_size, train=False, num_workers=cfg.num_workers)
+
+    def amp_ctx(self):
+        return torch.autocast(self.device.type, dtype=getattr(torch, self.cfg.amp_dtype), enabled=self.use_amp)
+
+    def train_loader(self, epoch: int):
+        cfg = self.cfg
+        return make_loader(self.bundle.train, self.per_rank_batch, train=True, reps=cfg.reps,
+                           num_workers=cfg.num_workers, seed=cfg.seed, epoch=epoch, distributed=self.dist_info.enabled)
+
+    def _checkpoint_state(self) -> Dict[str, Any]:
+        return dict(version=CHECKPOINT_VERSION, epoch=len(self.history) - 1, config=self.cfg.to_dict(),
+                    model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                    scheduler=self.scheduler.state_dict(),
+                    scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                    ema=self.ema.state_dict() if self.ema is not None else None,
+                    sleep=self.hook.state_dict(), rng=rng_state(), best_top1=self.best_top1,
+                    history=json.dumps(self.history), snr_history=json.dumps(self.snr_rows),
+                    sleep_history=json.dumps(self.sleep_rows))
+
+    def resume_or_start(self) -> None:
+        """Load ``last.pth`` when resuming (refusing one from other settings); refuse to start a new run over an
+        old one; write ``config.json``."""
+        cfg, dist, last_path = self.cfg, self.dist_info, self.out_dir / 'last.pth'
+        if not cfg.resume:
+            refuse_existing_run(self.out_dir)
+        elif last_path.exists():
+            ckpt = load_checkpoint(last_path)
+            check_compatible(ckpt, cfg, last_path)
+            self.model.load_state_dict(ckpt['model'])
+            self.optimizer.load_state_dict(ckpt['optimizer'])
+            self.scheduler.load_state_dict(ckpt['scheduler'])
+            if self.scaler is not None and ckpt.get('scaler'):
+                self.scaler.load_state_dict(ckpt['scaler'])
+            if self.ema is not None and ckpt.get('ema'):
+                self.ema.load_state_dict(ckpt['ema'])
+            self.hook.load_state_dict(ckpt['sleep'])
+            set_rng_state(ckpt['rng'])
+            if ckpt.get('saver'):
+                self.saver.load_state_dict(ckpt['saver'])
+            self.history = json.loads(ckpt['history'])
+            self.snr_rows = json.loads(ckpt.get('snr_history', '[]'))
+            self.sleep_rows[:] = json.loads(ckpt.get('sleep_history', '[]'))
+            self.start_epoch = int(ckpt['epoch']) + 1
+            self.best_top1 = float(ckpt['best_top1'])
+            if dist.main:
+                print(f'resuming {cfg.model} from {last_path} at epoch {self.start_epoch} (step {self.hook.steps})',
+                      flush=True)
+        elif dist.main:
+            print(f'no checkpoint at {last_path}: starting a new run', flush=True)
+        if dist.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            bundle = self.bundle
+            atomic_write_text(self.out_dir / 'config.json', json.dumps(
+                dict(cfg.to_dict(), num_classes=bundle.num_classes, in_chans=bundle.in_chans, img_size=bundle.img_size,
+                     label_names=bundle.label_names, mean=list(bundle.mean), std=list(bundle.std),
+                     world_size=dist.world_size), indent=2))
+
+    def train_epoch(self, epoch: int) -> None:
+        """Train one epoch, evaluate when due, log it and write the checkpoint."""
+        cfg, dist = self.cfg, self.dist_info
+        random_seed(_epoch_seed(cfg.seed, epoch), dist.rank)
+        self.scheduler.step(epoch)
+        lr = self.optimizer.param_groups[0]['lr']
+        stats = train_one_epoch(self.train_model, self.train_loader(epoch), self.optimizer, self.device, self.amp_ctx,
+                                scaler=self.scaler, ema=self.ema, step_count=lambda: self.hook.steps,
+                                channels_last=cfg.channels_last, progress=self.progress,
+                                desc=f'epoch {epoch + 1}/{cfg.epochs}')
+        images_per_s = dist.all_sum([stats['images'] / max(stats['seconds'], 1e-9)], self.device)[0]
+        sync_batchnorm(self.model, dist)
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            metrics = evaluate(self.record_model, self.eval_loader, self.device, self.amp_ctx, dist,
+                               cfg.channels_last, self.progress)
+        else:  # skipped: blank cells in metrics.csv
+            metrics = dict(loss='', top1='', top5='')
+        row: Dict[str, Any] = dict(
+            epoch=epoch + 1, step=self.hook.steps, sleeps=self.hook.sleeps, lr=lr,
+            train_loss=stats['loss'], train_top1=stats['top1'], train_top5=stats['top5'],
+            eval_loss=metrics['loss'], eval_top1=metrics['top1'], eval_top5=metrics['top5'],
+            images_per_s=images_per_s, epoch_time_s=stats['seconds'])
+        layer_snr = neg_log_snr(self.record_model)
+        row['neg_log_snr'] = mean_defined(list(layer_snr.values()))
+        self.snr_rows += [dict(epoch=epoch + 1, step=self.hook.steps, layer=name, neg_log_snr='' if v is None else v)
+                          for name, v in layer_snr.items()]
+        self.history.append(row)
+        if metrics['top1'] != '' and metrics['top1'] > self.best_top1:
+            self.best_top1 = metrics['top1']
+        if dist.main:
+            self.saver.save_checkpoint(epoch, metric=None if metrics['top1'] == '' else metrics['top1'])
+            write_csv(self.out_dir / 'metrics.csv', self.history)
+            write_csv(self.out_dir / 'snr.csv', self.snr_rows)
+            write_csv(self.out_dir / 'sleeps.csv', self.sleep_rows)
+            line = epoch_line(row, cfg.epochs)
+            tqdm.write(line) if self.progress else print(line, flush=True)
+        dist.barrier()
+
+    def finish(self) -> TrainResult:
+        """The final evaluation (after one more sleep and a BatchNorm refresh when asked), ``model.safetensors``,
+        ``result.json`` and ``curves.png``."""
+        cfg, dist, hook, model = self.cfg, self.dist_info, self.hook, self.record_model
+        last = self.history[-1]
+        final = dict(loss=last['eval_loss'], top1=last['eval_top1'], top5=last['eval_top5'])
+        if cfg.final_sleep and hook.enabled:
+            if self.ema is None:
+                hook.sleep()
+            else:  # sleep the weights that are saved (the raw model is not)
+                SLEEP_MODES[cfg.sleep_mode](model)
+                hook.sleeps += 1
+            if cfg.refresh_bn:
+                random_seed(_epoch_seed(cfg.seed, cfg.epochs), dist.rank)
+                update_bn(self.train_loader(cfg.epochs), model, self.device)  # torch's BN refresh
+                sync_batchnorm(model, dist)
+            final = evaluate(model, self.eval_loader, self.device, self.amp_ctx, dist, cfg.channels_last,
+                             self.progress, 'final eval')
+        sync_batchnorm(model, dist)
+        identical = ranks_identical(model, dist, self.device)
+        weights_path = self.out_dir / 'model.safetensors'
+        if dist.main:
+            save_safetensors(model, weights_path)
+            summary = dict(model=cfg.model, dataset=cfg.dataset, final=final, best_top1=self.best_top1,
+                           steps=hook.steps, sleeps=hook.sleeps, epochs=cfg.epochs, final_sleep=cfg.final_sleep,
+                           refresh_bn=cfg.refresh_bn, world_size=dist.world_size, ranks_identical=identical)
+            atomic_write_text(self.out_dir / 'result.json', json.dumps(summary, indent=2))
+            plot_curves(self.history, self.out_dir / 'curves.png', f'{cfg.model} on {cfg.dataset}')
+            print(f"final eval top1 {final['top1']:.2f} top5 {final['top5']:.2f} -> {self.out_dir}", flush=True)
+        hook.detach()
+        return TrainResult(output_dir=str(self.out_dir), epochs=cfg.epochs, steps=hook.steps, sleeps=hook.sleeps,
+                           final=final, best_top1=self.best_top1, history=self.history,
+                           weights_path=str(weights_path))
