@@ -5,10 +5,13 @@
 file (then ``model_name`` is required), rebuilds the model with ``timm.create_model`` and loads the
 weights strictly (safetensors only, never pickle), and writes a folder a ``timm.create_model('hf-hub:...')``
 call can load: ``model.safetensors`` and ``config.json`` from ``timm.models.save_for_hf`` plus a
-``README.md`` model card. The model is built with the run's ``model_kwargs`` (config.json), which end up
-in the Hub config.json's ``model_args``. Unless ``dry_run_dir`` (a new or empty folder) is given the folder
-is uploaded with ``huggingface_hub.HfApi`` (``create_repo(exist_ok=True)`` + ``upload_folder``); the token
-comes from ``HF_TOKEN`` or ``huggingface-cli login``.
+``README.md`` model card, a ``huggingface_hub.ModelCard`` whose metadata (license, library, tags, dataset and
+a ``model-index`` with the run's top-1 / top-5 as ``EvalResult``) is written by huggingface_hub. The model is
+built with the run's ``model_kwargs`` (config.json), which end up in the Hub config.json's ``model_args``.
+Unless ``dry_run_dir`` (a new or empty folder) is given the folder is uploaded with ``huggingface_hub.HfApi``
+(``create_repo(exist_ok=True)`` + ``upload_folder``); the token comes from ``HF_TOKEN`` or
+``huggingface-cli login``. The repo id is checked with huggingface_hub's ``validate_repo_id`` first, so a dry
+run refuses the ids an upload would.
 
 Loading back (after ``import bioconv_timm``)::
 
@@ -24,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ._atomic import atomic_write_text
 from .models import model_spec
 from .paper import CITATION, PAPER_CELLS, label_for_model, reported_top1
 
 __all__ = ['PublishError', 'PublishResult', 'read_source', 'split_model_tag', 'build_model', 'export_folder',
-           'render_model_card', 'publish', 'paper_cell_for', 'UPLOAD_FILES', 'LICENSE_TEXT']
+           'card_data', 'model_card', 'render_model_card', 'publish', 'paper_cell_for', 'UPLOAD_FILES',
+           'LICENSE_TEXT', 'CARD_SECTIONS']
 
 PAPER_CIFAR10_PAD4 = reported_top1('cifar10', pad=4)  # paper Table 1, by row label
 UPLOAD_FILES = ('model.safetensors', 'config.json', 'README.md')
@@ -37,19 +42,8 @@ UPLOAD_FILES = ('model.safetensors', 'config.json', 'README.md')
 CARD_SECTIONS = ('## Model details', '## Usage', '## Training', '## Results', '## Limitations', '## Citation',
                  '## License')
 
-MODEL_CARD_TEMPLATE = string.Template("""---
-library_name: timm
-license: mit
-pipeline_tag: image-classification
-tags:
-${tags}
-datasets:
-- ${dataset}
-metrics:
-- accuracy
----
-
-# ${repo_id}
+# The card's Markdown body; its YAML metadata block comes from huggingface_hub (card_data, model_card).
+CARD_BODY_TEMPLATE = string.Template("""# ${repo_id}
 
 ${summary}
 
@@ -114,6 +108,11 @@ ${citation}
 
 ${license_text}
 """)
+
+# Readable dataset names for the model-index (the dataset ids are the run's `dataset`, as `bioconv train` spells it).
+DATASET_NAMES = {'digits': 'digits (scikit-learn handwritten digits on a 24x24 canvas)',
+                 'fashion-mnist': 'Fashion-MNIST', 'cifar10': 'CIFAR-10', 'cifar100': 'CIFAR-100',
+                 'tinyimagenet': 'Tiny ImageNet', 'imagenet': 'ImageNet-1k'}
 
 # This project's code and weights are MIT. The authors' repository is GPL-3.0 and none of its code is used;
 # never word this so that MIT reads as the authors' license.
@@ -190,13 +189,16 @@ def read_source(path: Union[str, Path], model_name: Optional[str] = None) -> Dic
     if not isinstance(config.get('model_kwargs') or {}, dict):
         raise PublishError(f'{path}: model_kwargs in config.json must be an object of timm.create_model arguments, '
                            f'got {config["model_kwargs"]!r}')
-    top1 = None
-    if result.get('final', {}).get('top1') is not None:
-        top1 = float(result['final']['top1'])
+    top1, top5 = None, None
+    final = result.get('final') or {}
+    if final.get('top1') is not None:
+        top1 = float(final['top1'])
+        top5 = float(final['top5']) if final.get('top5') is not None else None
     elif metrics and metrics.get('eval_top1') not in (None, ''):
         top1 = float(metrics['eval_top1'])
+        top5 = float(metrics['eval_top5']) if metrics.get('eval_top5') not in (None, '') else None
     return dict(path=str(path), weights=str(weights), model=name, tag=tag, config=config, result=result,
-                metrics=metrics, top1=top1)
+                metrics=metrics, top1=top1, top5=top5)
 
 
 def split_model_tag(model_name: str) -> Tuple[str, Optional[str]]:
@@ -330,8 +332,62 @@ def _describe_arch(model, name: str, run_kwargs: Dict[str, Any]) -> str:
             f'with {"/".join(map(str, widths))} channels')
 
 
+def _dataset_id(dataset: Optional[str]) -> Optional[str]:
+    return dataset.replace('_', '-') if dataset else None
+
+
+def _card_tags(layer: str, sleep_every: Optional[int]) -> List[str]:
+    tags = ['image-classification', 'timm', 'bioconv-timm', 'biologically-plausible']
+    if layer == 'lc':
+        tags.append('locally-connected')
+    if sleep_every and layer != 'conv':
+        tags.append('weight-sharing')
+    return tags
+
+
+def card_data(model, source: Dict[str, Any], repo_id: str):
+    """The card's metadata as a ``huggingface_hub.ModelCardData``: license, library, tags, dataset, and a
+    ``model-index`` (``EvalResult``: image classification on the run's dataset and split, top-1 as ``accuracy``
+    and top-5 as ``top_5_accuracy``, in %) when the run recorded a final top-1."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    config = source['config']
+    spec = model_spec(source['model'])
+    sleep_every = config.get('sleep_every') if config.get('sleep_every') is not None else spec.sleep_every
+    dataset = _dataset_id(config.get('dataset'))
+    eval_results = []
+    top1, top5 = source.get('top1'), source.get('top5')
+    if top1 is not None and dataset:
+        common = dict(task_type='image-classification', task_name='Image Classification', dataset_type=dataset,
+                      dataset_name=DATASET_NAMES.get(dataset, dataset), dataset_split=config.get('split', 'test'))
+        eval_results.append(EvalResult(metric_type='accuracy', metric_name='Top-1 accuracy (%)',
+                                       metric_value=round(top1, 2), **common))
+        # with 5 classes or fewer "top-5" is every class (trivially 100%): not a result worth listing
+        if top5 is not None and getattr(model, 'num_classes', 0) > 5:
+            eval_results.append(EvalResult(metric_type='top_5_accuracy', metric_name='Top-5 accuracy (%)',
+                                           metric_value=round(top5, 2), **common))
+    return ModelCardData(
+        library_name='timm', license='mit', pipeline_tag='image-classification',
+        tags=_card_tags(spec.layer_type, sleep_every), datasets=[dataset] if dataset else None, metrics=['accuracy'],
+        model_name=repo_id.rsplit('/', 1)[-1] if eval_results else None, eval_results=eval_results or None)
+
+
+def model_card(model, source: Dict[str, Any], repo_id: str):
+    """The README.md model card (a ``huggingface_hub.ModelCard``) for ``model`` trained as described by ``source``
+    (see read_source): huggingface_hub's YAML metadata (:func:`card_data`) over this package's Markdown body."""
+    from huggingface_hub import ModelCard
+
+    metadata = card_data(model, source, repo_id).to_yaml()
+    return ModelCard(f'---\n{metadata}\n---\n\n{_card_body(model, source, repo_id)}')
+
+
 def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
-    """The README.md model card for ``model`` trained as described by ``source`` (see read_source)."""
+    """The README.md model card for ``model`` trained as described by ``source`` (see read_source), as text."""
+    return str(model_card(model, source, repo_id))
+
+
+def _card_body(model, source: Dict[str, Any], repo_id: str) -> str:
+    """The card's Markdown body (CARD_BODY_TEMPLATE, every section of CARD_SECTIONS)."""
     name = source['model']
     config = source['config']
     result = source['result']
@@ -425,15 +481,8 @@ def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
     else:
         budget_limitation = 'One training run (one seed); the paper reports the mean of 5 runs.'
 
-    tags = ['image-classification', 'timm', 'bioconv-timm', 'biologically-plausible']
-    if layer == 'lc':
-        tags.append('locally-connected')
-    if sleep_every and layer != 'conv':
-        tags.append('weight-sharing')
     fixed = getattr(model, 'fixed_input_size', False)
-    return MODEL_CARD_TEMPLATE.substitute(
-        tags='\n'.join(f'- {t}' for t in tags),
-        dataset=(dataset or 'unknown').replace('_', '-'),
+    return CARD_BODY_TEMPLATE.substitute(
         repo_id=repo_id, summary=summary, model=name, arch_text=arch_text, connectivity=connectivity,
         sleep_text=sleep_text, in_chans=in_chans, img_h=img_h, img_w=img_w, mean=_fmt(tuple(mean or ())),
         std=_fmt(tuple(std or ())), fixed_text=' (fixed: LC layers)' if fixed else '', num_classes=model.num_classes,
@@ -493,7 +542,7 @@ def export_folder(model, source: Dict[str, Any], repo_id: str, out_dir: Union[st
         model_config['label_names'] = list(config['label_names'])
     data_config = {k: v for k, v in pretrained_cfg.items() if k in ('input_size', 'mean', 'std')}
     save_for_hf(model, str(out), model_config=model_config, safe_serialization=True, data_config=data_config)
-    (out / 'README.md').write_text(render_model_card(model, source, repo_id))
+    atomic_write_text(out / 'README.md', render_model_card(model, source, repo_id))
     written = sorted(p.name for p in out.iterdir())  # the folder was empty: everything in it is ours
     if written != sorted(UPLOAD_FILES):
         raise PublishError(f'exporting wrote {written} to {out}, expected {sorted(UPLOAD_FILES)}; '
@@ -512,6 +561,11 @@ def publish(path: Union[str, Path], repo_id: str, *, model_name: Optional[str] =
     """
     if repo_id.count('/') != 1 or not all(repo_id.split('/')):
         raise PublishError(f'--repo-id must be ORG/NAME (e.g. bioconv-timm/lc_resnet20_ws10.digits), got {repo_id!r}')
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(repo_id)  # the Hub's own rules, so that a dry run refuses what an upload would
+    except HFValidationError as exc:
+        raise PublishError(f'--repo-id {repo_id!r} is not a valid Hub repo id: {exc}') from exc
     if dry_run_dir is not None:
         _check_empty_folder(dry_run_dir)  # before the (slow) model build
     source = read_source(path, model_name)

@@ -123,6 +123,55 @@ def test_local_file_overlay(run_dir):
         assert torch.equal(model(x), _published_model(run_dir)(x))
 
 
+def test_card_metadata_is_written_by_huggingface_hub(run_dir, tmp_path, capsys):
+    """The dry-run README.md is a Hub model card: huggingface_hub parses it, with the license, library, tags and
+    a model-index holding the run's top-1 / top-5 on its dataset; a card without recorded accuracy has none."""
+    from huggingface_hub import ModelCard
+
+    from bioconv_timm.cli import main
+    from bioconv_timm.paper import CITATION
+    out = tmp_path / 'out'
+    assert main(['publish', str(run_dir), '--repo-id', REPO, '--dry-run', str(out)]) == 0, capsys.readouterr().err
+    card = ModelCard.load(out / 'README.md')
+    data = card.data
+    assert data.license == 'mit' and data.library_name == 'timm' and data.pipeline_tag == 'image-classification'
+    assert data.tags == ['image-classification', 'timm', 'bioconv-timm', 'biologically-plausible',
+                         'locally-connected', 'weight-sharing']
+    assert data.datasets == ['digits'] and data.metrics == ['accuracy']
+    final = json.loads((run_dir / 'result.json').read_text())['final']
+    results = {r.metric_type: r for r in data.eval_results or ()}
+    assert sorted(results) == ['accuracy', 'top_5_accuracy'], data.eval_results
+    assert results['accuracy'].metric_value == round(final['top1'], 2)  # in %, to 2 decimals as the card's table
+    assert results['top_5_accuracy'].metric_value == round(final['top5'], 2)
+    assert f"| {results['accuracy'].metric_value:.2f}% |" in card.text
+    for r in results.values():
+        assert (r.task_type, r.dataset_type, r.dataset_split) == ('image-classification', 'digits', 'test')
+        assert r.dataset_name.startswith('digits')
+    assert data.model_name == REPO.split('/')[1]
+    for section in CARD_SECTIONS:
+        assert section in card.text
+    assert CITATION.strip() in card.text and f"timm.create_model('hf-hub:{REPO}', pretrained=True)" in card.text
+    assert card.text.lstrip().startswith(f'# {REPO}\n')
+    # a bare weights file records no accuracy and no dataset: no model-index, the rest of the metadata stays
+    bare = tmp_path / 'w.safetensors'
+    shutil.copy(run_dir / 'model.safetensors', bare)
+    publish(bare, 'test-org/ws10', model_name='lc_resnet20_ws10.digits', dry_run_dir=tmp_path / 'bare')
+    card = ModelCard.load(tmp_path / 'bare' / 'README.md')
+    assert card.data.eval_results is None and 'model-index' not in card.content
+    assert card.data.license == 'mit' and card.data.library_name == 'timm' and 'locally-connected' in card.data.tags
+    assert '| this checkpoint, ? test set | not recorded |' in card.text
+
+
+def test_repo_id_checked_by_huggingface_hub_rules(run_dir, tmp_path, capsys):
+    from bioconv_timm.cli import main
+    for repo_id in ('test-org/bad name', 'test-org/a--b', 'test-org/' + 'x' * 97):
+        out = tmp_path / 'out'
+        with pytest.raises(PublishError, match='is not a valid Hub repo id'):
+            publish(run_dir, repo_id, dry_run_dir=out)
+        assert not out.exists()
+    assert main(['publish', str(run_dir), '--repo-id', 'test-org/bad name', '--dry-run', str(tmp_path / 'o')]) == 2
+    assert "--repo-id 'test-org/bad name' is not a valid Hub repo id" in capsys.readouterr().err
+
 class FakeApi:
     def __init__(self):
         self.calls = []
