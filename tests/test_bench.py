@@ -12,6 +12,7 @@ import torch
 from bioconv_timm import bench
 from bioconv_timm.bench import (IMPLS, MODES, BenchConfig, LayerCase, UnfoldEinsumLC, bench_layers, bench_models,
                                 estimate_case_bytes, format_report, run_benchmark, shape_set, summarize_layers)
+from bioconv_timm.bench.run import _resolve
 from bioconv_timm.cli import bench as bench_cli
 from bioconv_timm.cli import build_parser, main
 from bioconv_timm.layers import LocallyConnected2d
@@ -160,16 +161,16 @@ def test_bench_models_records_are_well_formed():
 
 def test_bioconv_bench_quick_parses_and_resolves():
     args = build_parser().parse_args(['bench', '--quick'])
-    assert args.func.__name__ == '_cmd_bench'
-    cfg = bench._resolve(bench_cli.config_from_args(args))
+    assert args.func is bench_cli.run_from_args
+    cfg = _resolve(bench_cli.config_from_args(args))
     assert cfg.shapes == ('resnet20',) and cfg.batch_size == 64 and cfg.repeats == 15
     assert cfg.models == 'resnet20' and cfg.model_steps == 10 and cfg.device == 'cpu' and cfg.amp is None
     assert tuple(cfg.impls) == IMPLS and tuple(cfg.modes) == MODES
-    default = bench._resolve(BenchConfig())
+    default = _resolve(BenchConfig())
     assert default.shapes == ('resnet20', 'tinyimagenet', 'resnet18_half') and default.batch_size is None
     assert default.models == 'resnet20'
-    assert bench._resolve(BenchConfig(full=True)).models == 'all'
-    gpu = bench._resolve(bench_cli.config_from_args(build_parser().parse_args(
+    assert _resolve(BenchConfig(full=True)).models == 'all'
+    gpu = _resolve(bench_cli.config_from_args(build_parser().parse_args(
         ['bench', '--device', 'cuda', '--amp', 'fp16', '--json', 'x.json'])))
     assert gpu.models == 'all' and gpu.amp == 'fp16' and gpu.json_path == 'x.json' and gpu.repeats == 10
     assert 'lc_torch' not in gpu.impls and 'lc' in gpu.impls
@@ -237,6 +238,14 @@ def test_bench_lc_script_is_the_same_benchmark(tmp_path):
     assert 'LC/conv_cl' in proc.stdout
     records = json.loads(out.read_text())['layers']
     assert {(r['impl'], r['mode']) for r in records} == {('conv_cl', 'fwd'), ('lc', 'fwd')}
+
+
+def test_python_m_bioconv_timm_bench_is_bioconv_bench():
+    # scripts/gpu_bench.sh runs the benchmark as `python -m bioconv_timm.bench`
+    proc = subprocess.run([sys.executable, '-m', 'bioconv_timm.bench', '--help'], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert '--min-repeat-ms' in proc.stdout and '--max-memory-gib' in proc.stdout
 
 
 def test_gpu_script_is_valid_bash():

@@ -165,11 +165,11 @@ def record_fetches(monkeypatch, tmp_path):
 
 
 def test_data_table_matches_installed_brainscore(record_fetches):
-    for name in bs._ASSEMBLIES:
+    for name in bs.data._ASSEMBLIES:
         record_fetches.clear()
         with pytest.raises(Exception):  # the recorder hands back missing files; loading stops after the last fetch
             brainscore_vision.load_dataset(name)
-        assert set(record_fetches) == {(f.filename, f.sha1) for f in bs._assembly_files(name)}, name
+        assert set(record_fetches) == {(f.filename, f.sha1) for f in bs.data._assembly_files(name)}, name
     for key, identifier in bs.BENCHMARKS.items():
         record_fetches.clear()
         try:
@@ -365,7 +365,7 @@ def test_score_chooses_each_layer_and_writes_every_layer_score(noise_stimuli, tm
     for f in bs.benchmark_data_files('IT'):
         f.path(home).parent.mkdir(parents=True, exist_ok=True)
         f.path(home).write_bytes(b'')
-    monkeypatch.setattr(bs, 'SELECTION_PCA_COMPONENTS', 40)  # Brain-Score's 1000 ImageNet images, scaled down
+    monkeypatch.setattr(bs.data, 'SELECTION_PCA_COMPONENTS', 40)  # Brain-Score's 1000 ImageNet images, scaled down
     imagenet = make_imagenet_file(tmp_path / 'imagenet2012.hdf5', 40)
     monkeypatch.setenv('MT_IMAGENET_PATH', str(imagenet))
     model, generator = build('conv_resnet20', seed=0)
@@ -401,6 +401,8 @@ def test_score_chooses_each_layer_and_writes_every_layer_score(noise_stimuli, tm
     assert '| 7 | layer3.0 |' in out and f'{per_layer["layer3.0"]:.3f}* |' in out
     assert f'{map_file} names no layer for V1, V2, V4' in out  # a map to commit needs all four regions
     assert 'layer3.0' in Path(f'{stem}.md').read_text().split('Score of every candidate layer')[1]
+    assert 'reduced to 40 ImageNet principal components' in Path(f'{stem}.md').read_text()  # the patched value
+    assert not list(out_dir.rglob('*.tmp'))  # every file written atomically, no temporary file left
 
     # the written map fixes the layer next time: no sweep, so no ImageNet file needed
     imagenet.unlink()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bioconv_timm import brainscore as bs
+from bioconv_timm.cli import brainscore as brainscore_cli
 from bioconv_timm.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +143,19 @@ def test_submission_zip_passes_the_rules(tmp_path, capsys):
         bs.build_submission(['conv_resnet18_half', 'lc_resnet18_half'], tmp_path / 'x.zip', hub_repo='me/x')
 
 
+def test_a_submission_that_fails_its_check_leaves_the_previous_zip(tmp_path, monkeypatch):
+    out = tmp_path / 'sub.zip'
+    out.write_bytes(b'the previous zip')
+    monkeypatch.setattr(bs.submission, 'check_submission_zip', lambda path, raise_on_error=False: ['broken'])
+    with pytest.raises(bs.SubmissionError, match='broken'):
+        bs.build_submission('lc_resnet18_half_ws10', out, plugin_dir=None)
+    # written to a temporary file and checked there: the old zip stays, no temporary file is left
+    assert out.read_bytes() == b'the previous zip' and [p.name for p in tmp_path.iterdir()] == ['sub.zip']
+    monkeypatch.undo()
+    assert bs.build_submission('lc_resnet18_half_ws10', out, plugin_dir=None) == out
+    assert zipfile.is_zipfile(out) and [p.name for p in tmp_path.iterdir()] == ['sub.zip']
+
+
 def _zip(path, entries):
     with zipfile.ZipFile(path, 'w') as archive:
         for name, data in entries:
@@ -198,8 +212,8 @@ def test_missing_benchmark_data_names_every_file(tmp_path):
         f.path(tmp_path).write_bytes(b'')
     assert list(bs.missing_benchmark_data(bs.BENCHMARKS, home=tmp_path)) == ['V1', 'V2', 'behavior']
     with pytest.raises(bs.BrainScoreError, match='unknown benchmark'):
-        bs._parse_benchmarks('V1,MT')
-    assert bs._parse_benchmarks('it, MajajHong2015public.V4-pls,V1') == ['V1', 'V4', 'IT']
+        bs.scoring._parse_benchmarks('V1,MT')
+    assert bs.scoring._parse_benchmarks('it, MajajHong2015public.V4-pls,V1') == ['V1', 'V4', 'IT']
 
 
 def test_score_table_has_table3_shape():
@@ -221,7 +235,7 @@ def test_readme_brainscore_commands_parse():
     assert {c.split()[2] for c in commands} == {'score', 'submission'}
     for command in commands:
         args = build_parser().parse_args(shlex.split(command)[1:])
-        assert args.func.__name__ == '_cmd_brainscore'
+        assert args.func is brainscore_cli.run
     assert 'pip install -e ".[dev,brainscore]"' in readme
 
 

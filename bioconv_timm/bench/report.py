@@ -1,0 +1,152 @@
+"""The report: the issue's targets against a run, and the plain-text tables of layers, summary and models."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+
+from .steps import MODEL_PAIRS
+from .timing import summarize_layers
+
+__all__ = ['TARGETS', 'STEP_TARGET_SETTINGS', 'check_targets', 'format_layer_table', 'format_summary_table',
+           'format_model_table', 'format_report']
+
+# The issue's targets (issue 7), checked (and printed, never asserted) by check_targets.
+TARGETS = dict(
+    lc_over_conv_cl=1.5,        # LC fwd+bwd <= 1.5x channels-last Conv2d at every ResNet20 shape (CPU)
+    einsum_over_lc=8.0,         # LC >= 8x faster than the unfold + einsum baseline (CPU)
+    lc_resnet20_step=2.0,       # lc_resnet20 training step <= 2x conv_resnet20 (CPU)
+    lc_resnet18_half_step=3.0,  # lc_resnet18_half training step <= 3x conv_resnet18_half at B=256 (one H100)
+)
+# Where a training-step target is set, as (device type, batch); a step measured elsewhere is reported unjudged.
+STEP_TARGET_SETTINGS = dict(lc_resnet18_half_step=('cuda', 256))
+
+
+def check_targets(layer_records: Sequence[dict], model_records: Sequence[dict]) -> List[dict]:
+    """The issue's targets against this run (information only: a target is 'met', 'not met', or None when
+    the run did not measure it, or measured it where the target does not apply: then ``note`` says why).
+    LC/conv and einsum/LC use the fwd+bwd records of the ResNet20 shapes."""
+    out = []
+    summary = [r for r in summarize_layers(layer_records) if r['mode'] == 'fwd+bwd' and r['group'] == 'resnet20']
+    lc_conv = [r['lc_over_conv_cl'] for r in summary if r['lc_over_conv_cl'] is not None]
+    einsum_lc = [r['einsum_over_lc'] for r in summary if r['einsum_over_lc'] is not None]
+    out.append(dict(name='worst LC / conv_cl, fwd+bwd, ResNet20 shapes', value=max(lc_conv) if lc_conv else None,
+                    target=f"<= {TARGETS['lc_over_conv_cl']}",
+                    met=(max(lc_conv) <= TARGETS['lc_over_conv_cl']) if lc_conv else None))
+    out.append(dict(name='smallest einsum / LC, fwd+bwd, ResNet20 shapes',
+                    value=min(einsum_lc) if einsum_lc else None, target=f">= {TARGETS['einsum_over_lc']}",
+                    met=(min(einsum_lc) >= TARGETS['einsum_over_lc']) if einsum_lc else None))
+    for arch, key in (('resnet20', 'lc_resnet20_step'), ('resnet18_half', 'lc_resnet18_half_step')):
+        lc = next((r for r in model_records if r['arch'] == arch and r['layer_type'] == 'lc'), None)
+        value = lc['ratio_to_conv'] if lc else None
+        name = f'{MODEL_PAIRS[arch][1]} / {MODEL_PAIRS[arch][0]} training step'
+        note = None
+        if lc:
+            name += f" (B={lc['batch']}, {lc['device']})"
+            setting = STEP_TARGET_SETTINGS.get(key)
+            if setting and (torch.device(lc['device']).type, lc['batch']) != setting:
+                note = f'the target is for B={setting[1]} on {setting[0]} (one H100)'
+        out.append(dict(name=name, value=value, target=f'<= {TARGETS[key]}', note=note,
+                        met=(value <= TARGETS[key]) if value is not None and note is None else None))
+    return out
+
+
+def _fmt(value: Optional[float], spec: str = '.2f', none: str = '-') -> str:
+    return none if value is None else format(value, spec)
+
+
+def _mib(value: Optional[int]) -> str:
+    return '-' if value is None else f'{value / 2 ** 20:.1f}'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """Plain-text table: the first ``left`` columns left-aligned, the others right-aligned."""
+    cells = [list(header)] + [list(r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for j, r in enumerate(cells):
+        lines.append('  '.join(v.ljust(w) if i < left else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths))).rstrip())
+        if j == 0:
+            lines.append('  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
+
+
+def format_layer_table(records: Sequence[dict]) -> str:
+    """Every record: median ms, min-max, IQR, GFLOP/s, ratio to conv_cl and to LC, peak memory."""
+    rows = []
+    for r in records:
+        if r['skipped']:
+            rows.append([r['label'], r['mode'], r['impl'], 'skipped: ' + r['skipped'], '', '', '', '', '', ''])
+            continue
+        rows.append([r['label'], r['mode'], r['impl'], _fmt(r['median_ms']),
+                     f"{_fmt(r['min_ms'])}-{_fmt(r['max_ms'])}", f"{_fmt(r['q1_ms'])}-{_fmt(r['q3_ms'])}",
+                     _fmt(r['gflop_per_s'], '.1f'), _fmt(r['ratio_to_conv_cl']), _fmt(r['ratio_to_lc']),
+                     _mib(r['peak_mem_bytes'])])
+    return _table(['shape', 'mode', 'impl', 'median ms', 'min-max ms', 'IQR ms', 'GFLOP/s', 'x conv_cl',
+                   'x LC', 'peak MiB'], rows, left=3)
+
+
+def format_summary_table(records: Sequence[dict]) -> str:
+    """Per (shape, mode): conv NCHW / channels-last / LC / LC torch backend / einsum medians, LC/conv_cl,
+    einsum/LC, LC torch/LC."""
+    rows = [[s['label'], s['mode'], _fmt(s.get('conv_nchw_ms')), _fmt(s.get('conv_cl_ms')), _fmt(s.get('lc_ms')),
+             _fmt(s.get('lc_torch_ms')), _fmt(s.get('einsum_ms')), _fmt(s['lc_over_conv_cl']),
+             _fmt(s['einsum_over_lc'], '.1f'), _fmt(s['lc_torch_over_lc'], '.1f')]
+            for s in summarize_layers(records)]
+    return _table(['shape', 'mode', 'conv_nchw ms', 'conv_cl ms', 'LC ms', 'LC torch ms', 'einsum ms', 'LC/conv_cl',
+                   'einsum/LC', 'torch/LC'], rows, left=2)
+
+
+def format_model_table(records: Sequence[dict]) -> str:
+    """Every model record: batch, input, parameters, step time and spread, images/s, ratio to conv, peak memory."""
+    rows = []
+    for r in records:
+        size = 'x'.join(str(s) for s in r['img_size'])
+        if r['skipped']:
+            rows.append([r['model'], str(r['batch']), size, f"{r['params'] / 1e6:.2f}M",
+                         'skipped: ' + r['skipped'], '', '', '', ''])
+            continue
+        rows.append([r['model'], str(r['batch']), size, f"{r['params'] / 1e6:.2f}M", _fmt(r['median_ms'], '.1f'),
+                     f"{_fmt(r['min_ms'], '.1f')}-{_fmt(r['max_ms'], '.1f')}", _fmt(r['images_per_s'], '.1f'),
+                     _fmt(r['ratio_to_conv']), _mib(r['peak_mem_bytes']), r['optimizer'] or '-'])
+    return _table(['model', 'batch', 'input', 'params', 'step ms', 'min-max ms', 'images/s', 'x conv',
+                   'peak MiB', 'optimizer'], rows)
+
+
+def format_report(result: dict) -> str:
+    """The text ``bioconv bench`` prints for a :func:`run_benchmark` result: the machine, the tables, the targets."""
+    meta = result['meta']
+    parts = [f"bioconv bench: {meta['device_name']}, {meta['precision']}, torch {meta['torch']}, "
+             f"{meta['threads']} threads, {meta['date']}"]
+    if meta.get('allocator'):
+        parts.append(f"allocator: {meta['allocator']['summary']}")
+    backend = meta.get('lc_backend') or {}
+    if backend.get('available'):
+        parts.append(f"LC layer: native kernels ({backend.get('vector_width')} floats per vector, "
+                     f"{' '.join(backend.get('flags', []))}); lc_torch = the same layer on its torch backend")
+    elif backend.get('error'):
+        parts.append(f"LC layer: torch backend (native kernels unavailable: {backend['error'].splitlines()[0]})")
+    if meta.get('warning'):
+        parts.append('WARNING: ' + meta['warning'])
+    if result['layers']:
+        mem = next((r['mem_method'] for r in result['layers'] if r['mem_method']), None) or 'not measured'
+        parts += ['', f"Layers: median over {meta['repeats']} interleaved repeats; GFLOP/s = 2 x MACs of the "
+                      'conv-equivalent op (fwd+bwd = 3 x fwd); x conv_cl / x LC = time ratio to the channels-last '
+                      'Conv2d / the LC layer, same shape and mode; peak MiB = extra memory of one call '
+                      f'({mem})',
+                  format_layer_table(result['layers']), '', 'Summary:', format_summary_table(result['layers'])]
+    if result['models']:
+        mem = next((r['mem_method'] for r in result['models'] if r['mem_method']), None) or 'not measured'
+        parts += ['', 'Training step (forward + cross-entropy + backward + AdamW): median over steps; '
+                      f'x conv = step time over the conv model of the pair; peak MiB: {mem}',
+                  format_model_table(result['models'])]
+    if result['targets']:
+        parts += ['', 'Targets (issue 7):']
+        for t in result['targets']:
+            if t['met'] is None:
+                verdict = f"not judged: {t['note']}" if t.get('note') else 'not measured'
+            else:
+                verdict = 'met' if t['met'] else 'NOT met'
+            parts.append(f"  {t['name']}: {_fmt(t['value'])} (target {t['target']}): {verdict}")
+    return '\n'.join(parts)

@@ -1,0 +1,156 @@
+"""One benchmark run: ``BenchConfig`` (what ``bioconv bench`` does), its defaults, the machine it ran on, and
+:func:`run_benchmark`, which measures layers and training steps and returns (and writes) the records."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+
+from .. import _malloc
+from .._atomic import atomic_path
+from ..layers import native
+from .cases import PUBLIC_SHAPE_SETS, LayerCase, shape_set
+from .report import check_targets
+from .runners import IMPLS, MODES, _device, _progress
+from .steps import bench_models
+from .timing import bench_layers, summarize_layers
+
+__all__ = ['BenchConfig', 'run_benchmark']
+
+
+@dataclass
+class BenchConfig:
+    """Everything ``bioconv bench`` does; None fields take the defaults of ``quick`` / ``full`` / the device.
+
+    quick: ResNet20 shapes at B=64 with 15 repeats (medians that hold on a noisy shared machine), and the
+        ResNet20 training step (a few minutes on 2 cores).
+    full: also the 0.5x ResNet18 training step on CPU (B=32; its LC model has 483M parameters); on CUDA
+    it runs by default (B=256).
+    """
+    quick: bool = False
+    full: bool = False
+    device: str = 'cpu'
+    amp: Optional[str] = None
+    shapes: Optional[Sequence[str]] = None        # shape sets; default quick: resnet20, else all three
+    batch_size: Optional[int] = None              # layer batch for every shape set (default: per set)
+    repeats: Optional[int] = None
+    warmup: int = 1
+    impls: Sequence[str] = IMPLS
+    modes: Sequence[str] = MODES
+    memory: str = 'auto'
+    max_memory_gib: Optional[float] = None
+    min_repeat_ms: Optional[float] = None
+    models: str = 'auto'                          # 'auto', 'none', 'resnet20', 'resnet18_half', 'all'
+    model_batch_size: Optional[int] = None
+    model_img_size: Optional[int] = None
+    model_steps: Optional[int] = None
+    model_warmup: int = 2
+    optimizer: str = 'auto'
+    threads: Optional[int] = None
+    seed: int = 0
+    json_path: Optional[str] = None
+
+
+def _resolve(cfg: BenchConfig) -> BenchConfig:
+    """``cfg`` with every None default filled in for its device and ``quick`` / ``full``."""
+    cuda = torch.device(cfg.device).type == 'cuda'
+    shapes = cfg.shapes if cfg.shapes is not None else (('resnet20',) if cfg.quick else PUBLIC_SHAPE_SETS)
+    batch = cfg.batch_size or (64 if cfg.quick else None)
+    repeats = cfg.repeats or (15 if cfg.quick else (10 if cuda else 7))
+    impls = tuple(cfg.impls)
+    if cuda:  # the LC layer runs its torch backend on CUDA anyway: lc_torch would time it twice
+        impls = tuple(i for i in impls if i != 'lc_torch')
+    models = cfg.models
+    if models == 'auto':
+        models = 'all' if (cuda or cfg.full) and not cfg.quick else 'resnet20'
+    steps = cfg.model_steps or 10
+    return replace(cfg, shapes=tuple(shapes), batch_size=batch, repeats=repeats, models=models, model_steps=steps,
+                   impls=impls)
+
+
+def _model_pairs(models: str) -> Tuple[str, ...]:
+    """The :data:`MODEL_PAIRS` keys of a ``models`` setting ('none', 'resnet20', 'resnet18_half', 'all')."""
+    return {'none': (), 'resnet20': ('resnet20',), 'resnet18_half': ('resnet18_half',),
+            'all': ('resnet20', 'resnet18_half')}[models]
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _meta(cfg: BenchConfig) -> dict:
+    """The machine and settings of a run (a contended CPU gets a ``warning``)."""
+    dev = _device(cfg.device)
+    tcmalloc = False
+    try:
+        with open('/proc/self/maps') as f:
+            tcmalloc = 'tcmalloc' in f.read()
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
+    cores = os.cpu_count() or 1
+    name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else _cpu_name()
+    meta = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+        device=str(dev), device_name=f'{dev.type.upper()} {name}'.strip(), torch=torch.__version__,
+        threads=torch.get_num_threads(), cpu_count=cores, omp_num_threads=os.environ.get('OMP_NUM_THREADS'),
+        tcmalloc=tcmalloc, allocator=_malloc.describe(), loadavg_1min=load,
+        precision=f'autocast {cfg.amp}' if cfg.amp else 'fp32',
+        python=platform.python_version(), repeats=cfg.repeats, quick=cfg.quick, full=cfg.full,
+        lc_backend=native.build_info() if dev.type == 'cpu' else {'backend': 'torch (CUDA)'},
+        config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()})
+    if dev.type == 'cpu' and load is not None and load > 0.5 * cores:
+        meta['warning'] = (f'load average {load:.1f} on {cores} cores before the run: other processes are '
+                           'busy, so these timings are contended (run benchmarks alone)')
+    return meta
+
+
+def run_benchmark(cfg: BenchConfig, progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Run what ``cfg`` asks for; returns ``{'meta', 'layers', 'summary', 'models', 'targets'}`` (the JSON
+    written to ``cfg.json_path``, if given)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cfg = _resolve(cfg)
+    meta = _meta(cfg)
+    max_bytes = int(cfg.max_memory_gib * 2 ** 30) if cfg.max_memory_gib is not None else None
+    if meta.get('warning'):
+        _progress(progress, 'warning: ' + meta['warning'])
+    cases: List[LayerCase] = []
+    for name in cfg.shapes:
+        cases.extend(shape_set(name, cfg.batch_size))
+    layers: List[dict] = []
+    if cases:
+        _progress(progress, f'layers: {len(cases)} shapes on {cfg.device}')
+        layers = bench_layers(
+            cases, impls=cfg.impls, modes=cfg.modes, repeats=cfg.repeats, warmup=cfg.warmup, device=cfg.device,
+            amp=cfg.amp, memory=cfg.memory, max_memory_bytes=max_bytes,
+            min_repeat_s=None if cfg.min_repeat_ms is None else cfg.min_repeat_ms / 1e3, seed=cfg.seed,
+            progress=progress)
+    models: List[dict] = []
+    pairs = _model_pairs(cfg.models)
+    if pairs:
+        _progress(progress, f'training steps: {", ".join(pairs)} on {cfg.device}')
+        models = bench_models(
+            pairs, batch_size=cfg.model_batch_size, img_size=cfg.model_img_size, steps=cfg.model_steps,
+            warmup=cfg.model_warmup, device=cfg.device, amp=cfg.amp, optimizer=cfg.optimizer,
+            memory=cfg.memory != 'none', max_memory_bytes=max_bytes, seed=cfg.seed, progress=progress)
+    result = dict(meta=meta, layers=layers, summary=summarize_layers(layers), models=models,
+                  targets=check_targets(layers, models))
+    if cfg.json_path:
+        folder = os.path.dirname(os.path.abspath(cfg.json_path))
+        os.makedirs(folder, exist_ok=True)
+        with atomic_path(cfg.json_path) as tmp, open(tmp, 'w') as f:
+            json.dump(result, f, indent=1)
+    return result

@@ -1,0 +1,197 @@
+"""The zip brain-score.org's upload form accepts: :func:`build_submission` writes it from the plugin template,
+:func:`check_submission_zip` checks any zip against the website's rules."""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+from .._atomic import atomic_path
+from .benchmarks import REGIONS
+from .errors import BrainScoreError
+from .naming import _check_model_name, plugin_identifier
+from .plugin import DEFAULT_REQUIREMENT, plugin_files
+from .region_layers import committed_region_layer_map
+
+__all__ = ['SubmissionError', 'MAX_SUBMISSION_BYTES', 'build_submission', 'check_submission_zip']
+
+PathLike = Union[str, 'os.PathLike[str]']
+
+SUBMISSION_ROOT = 'bioconv_brainscore'
+MAX_SUBMISSION_BYTES = 50 * 1000 * 1000  # brain-score.org's upload limit (50 MB)
+WEIGHT_SUFFIXES = ('.safetensors', '.pth', '.pt', '.ckpt', '.bin', '.h5', '.hdf5', '.npz', '.npy', '.pkl',
+                   '.pickle', '.onnx', '.tar', '.mat')
+MAX_PLUGIN_FILE_BYTES = 1_000_000  # no code file of a plugin is this big; a bigger file is data or weights
+ZIP_DATE = (2021, 12, 6, 0, 0, 0)  # every entry's timestamp: the same models give the same zip
+
+
+class SubmissionError(BrainScoreError):
+    """A submission zip breaks one of brain-score.org's rules (``problems`` lists each)."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+def build_submission(models: Union[str, Sequence[str]], output: Optional[PathLike] = None,
+                     region_layer_map: Union[None, PathLike, Mapping[str, str]] = None,
+                     hub_repo: Optional[str] = None, requirement: str = DEFAULT_REQUIREMENT,
+                     plugin_dir: Optional[PathLike] = 'brainscore_plugin') -> Path:
+    """Write the zip brain-score.org's upload form accepts and check it with ``check_submission_zip``.
+
+    Layout: ``bioconv_brainscore/models/<identifier>/{__init__.py, model.py, test.py, requirements.txt}`` (plus
+    ``region_layer_map/<identifier>.json``), with explicit directory entries. The map is ``region_layer_map``
+    when given (a {region: layer} for all four regions, or a JSON file such as the one ``score`` writes), else
+    the one committed in ``plugin_dir/<identifier>/region_layer_map/`` when that file exists; without either,
+    Brain-Score chooses the layers. ``hub_repo`` and ``region_layer_map`` apply to a single model only.
+    """
+    names = [models] if isinstance(models, str) else list(models)
+    if not names:
+        raise BrainScoreError('no model given')
+    if len(names) > 1 and (hub_repo or region_layer_map):
+        raise BrainScoreError('--hub-repo and --region-layer-map describe one model; build one zip per model')
+    for name in names:
+        _check_model_name(name)
+    output = Path(output) if output else Path(f'brainscore-submission-{names[0] if len(names) == 1 else "bioconv"}.zip')
+    entries: Dict[str, Optional[str]] = {f'{SUBMISSION_ROOT}/': None, f'{SUBMISSION_ROOT}/models/': None}
+    for name in names:
+        base = f'{SUBMISSION_ROOT}/models/{plugin_identifier(name)}/'
+        entries[base] = None
+        mapping = region_layer_map
+        if mapping is None and plugin_dir is not None:
+            mapping = committed_region_layer_map(plugin_dir, name)
+        files = plugin_files(name, region_layer_map=mapping, hub_repo=hub_repo, requirement=requirement)
+        for rel in sorted(files):
+            parts = rel.split('/')
+            for i in range(1, len(parts)):
+                entries.setdefault(base + '/'.join(parts[:i]) + '/', None)
+            entries[base + rel] = files[rel]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp:  # replaces ``output`` only once the zip is written and checked
+        _write_zip(tmp, entries)
+        problems = check_submission_zip(tmp, raise_on_error=False)
+        if problems:
+            raise SubmissionError('the generated submission breaks the rules:\n  ' + '\n  '.join(problems), problems)
+    return output
+
+
+def _write_zip(path: Path, entries: Mapping[str, Optional[str]]) -> None:
+    """A zip of ``entries`` ({name: text}, None for a folder), in their order: root first, parents before
+    children; folders 0755 with explicit entries, files 0644, deflated, all dated :data:`ZIP_DATE`."""
+    with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, text in entries.items():
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            if text is None:
+                info.external_attr = (0o40755 << 16) | 0x10
+                archive.writestr(info, b'')
+            else:
+                info.external_attr = 0o644 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, text.encode())
+
+
+def check_submission_zip(path: PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, raise_on_error: bool = True) -> List[str]:
+    """Check a submission zip against brain-score.org's rules; returns the problems (raises if any and asked to).
+
+    The rules: the file is at most 50 MB; the first entry is one root folder holding every other entry; the
+    root holds ``models/``; every ``models/<identifier>/`` folder has ``__init__.py`` and ``test.py`` (the
+    website's own upload check, which reads the folder entries, so they must be in the zip), plus
+    ``model.py`` and ``requirements.txt``; the identifier has no hyphens (letters, digits, '_'), equals the
+    folder name and is registered exactly once with ``model_registry['<identifier>']``; no weight files
+    (by suffix, or any file over 1 MB): weights are downloaded from elsewhere; a ``region_layer_map`` JSON
+    maps each of V1, V2, V4 and IT to a layer. Every entry is a plain file or folder with a relative path inside the root,
+    named once: no symbolic links (``unzip`` recreates them, e.g. pointing at ``../../../../root/.ssh``), no
+    device or pipe entries, no duplicate names (which copy ``unzip`` keeps is up to the tool), no absolute
+    paths, drive letters or ``..``.
+    """
+    path = Path(path)
+    problems: List[str] = []
+    size = path.stat().st_size
+    if size > max_bytes:
+        problems.append(f'the zip is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:.0f} MB brain-score.org accepts')
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        problems.append(f'not a zip file: {exc}')
+        return _report(problems, raise_on_error)
+    with archive:
+        infos = archive.infolist()
+        if not infos:
+            problems.append('the zip is empty')
+            return _report(problems, raise_on_error)
+        names = [i.filename for i in infos]
+        root = names[0]
+        if not root.endswith('/') or root.count('/') != 1:
+            problems.append(f'the first entry must be the root folder (e.g. "{SUBMISSION_ROOT}/"), got {root!r}')
+        for name in names:
+            p = PurePosixPath(name)
+            if name.startswith('/') or '..' in p.parts or '\\' in name or re.match(r'[A-Za-z]:', name):
+                problems.append(f'unsafe path in zip: {name!r} (absolute, with a drive letter, a backslash or "..")')
+            elif not name.startswith(root):
+                problems.append(f'{name!r} is outside the root folder {root!r}')
+        for name, count in collections.Counter(names).items():
+            if count > 1:
+                problems.append(f'duplicate entry in zip: {name!r} appears {count} times (unzip tools disagree on '
+                                'which copy wins); write each file once')
+        for info in infos:
+            kind = stat.S_IFMT(info.external_attr >> 16)  # Unix mode in the high 16 bits; 0 from non-Unix zips
+            if kind == stat.S_IFLNK:
+                target = archive.read(info).decode('utf-8', 'replace')
+                problems.append(f'symbolic link in zip: {info.filename!r} -> {target!r} (unzip would create the '
+                                'link); store the file itself')
+            elif kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                problems.append(f'{info.filename!r} is not a regular file or folder (mode {oct(kind)})')
+        plugin_types = {n.split('/')[1] for n in names if n.endswith('/') and n.count('/') == 2}
+        if 'models' not in plugin_types:
+            problems.append(f'no "{root}models/" folder entry (the plugin folders go in models/)')
+        plugins = [n.split('/')[2] for n in names if n.endswith('/') and n.count('/') == 3 and n.split('/')[1] == 'models']
+        if 'models' in plugin_types and not plugins:
+            problems.append('the models/ folder is empty')
+        by_name = {i.filename: i for i in infos}
+        for plugin in plugins:
+            base = f'{root}models/{plugin}/'
+            if not re.fullmatch(r'[A-Za-z0-9_]+', plugin):
+                problems.append(f'plugin identifier {plugin!r} must contain only letters, digits and "_" (no hyphens)')
+            for required in ('__init__.py', 'test.py', 'model.py', 'requirements.txt'):
+                if base + required not in by_name:
+                    problems.append(f'{base} has no {required}')
+            if base + '__init__.py' in by_name:
+                init = archive.read(base + '__init__.py').decode('utf-8', 'replace').replace('"', "'")
+                registrations = re.findall(r"model_registry\['([^']+)'\]", init)
+                if registrations != [plugin]:
+                    problems.append(f'{base}__init__.py must register model_registry[\'{plugin}\'] exactly once '
+                                    f'(the folder name), found {registrations}')
+            for name in names:
+                if name.startswith(base + 'region_layer_map/') and not name.endswith('/'):
+                    if name != f'{base}region_layer_map/{plugin}.json':
+                        problems.append(f'{name}: the region-layer map must be region_layer_map/{plugin}.json')
+                    else:
+                        try:
+                            mapping = json.loads(archive.read(name))
+                            assert isinstance(mapping, dict) and set(mapping) == set(REGIONS) \
+                                and all(isinstance(v, str) for v in mapping.values())
+                        except Exception:
+                            problems.append(f'{name} must be a JSON object mapping each of V1, V2, V4 and IT to a '
+                                            'layer name (a committed map replaces the layer selection of every region)')
+        for info in infos:
+            if info.is_dir():
+                continue
+            if info.filename.lower().endswith(WEIGHT_SUFFIXES):
+                problems.append(f'{info.filename}: weight/data files do not belong in a submission (host weights '
+                                'elsewhere, e.g. the Hugging Face Hub)')
+            elif info.file_size > MAX_PLUGIN_FILE_BYTES:
+                problems.append(f'{info.filename} is {info.file_size / 1e6:.1f} MB: plugins hold code only (weights '
+                                'and data are downloaded at run time)')
+    return _report(problems, raise_on_error)
+
+
+def _report(problems: List[str], raise_on_error: bool) -> List[str]:
+    """``problems``, or a :class:`SubmissionError` listing them when there are any and ``raise_on_error``."""
+    if problems and raise_on_error:
+        raise SubmissionError('the submission zip breaks brain-score.org\'s rules:\n  ' + '\n  '.join(problems), problems)
+    return problems
