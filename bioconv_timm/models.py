@@ -120,6 +120,25 @@ class BasicBlock(nn.Module):
         return self.act2(x + shortcut)
 
 
+def _check_args(layers: Sequence[int], channels: Sequence[int], stem: str, stem_stride: int, layer_type: str,
+                sleep_every: Optional[int], in_chans: int) -> None:
+    """Raise a ValueError naming the bad BioResNet argument and what it takes."""
+    if len(layers) != len(channels) or not layers:
+        raise ValueError(f'layers {tuple(layers)} and channels {tuple(channels)} must be non-empty and '
+                         'the same length (one entry per stage)')
+    if stem not in ('cifar', 'imagenet'):
+        raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+    if layer_type not in ('conv', 'lc'):
+        raise ValueError(f"layer_type must be 'conv' or 'lc', got {layer_type!r}")
+    if sleep_every is not None and (int(sleep_every) < 1 or layer_type != 'lc'):
+        raise ValueError(f'sleep_every={sleep_every!r}: must be a positive int, and only LC models sleep')
+    if in_chans < 1:
+        raise ValueError(f'in_chans must be >= 1, got {in_chans}')
+    if stem_stride not in (1, 2) or (stem == 'imagenet' and stem_stride != 1):
+        raise ValueError(f"stem_stride={stem_stride!r}: the 'cifar' stem takes 1 or 2 (2 quarters the cost "
+                         "of small LC models), the 'imagenet' stem is always 7x7 stride 2")
+
+
 class BioResNet(nn.Module):
     """ResNet whose convolutions are conv or locally connected layers.
 
@@ -159,21 +178,8 @@ class BioResNet(nn.Module):
     ) -> None:
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        if len(layers) != len(channels) or not layers:
-            raise ValueError(f'layers {tuple(layers)} and channels {tuple(channels)} must be non-empty and '
-                             'the same length (one entry per stage)')
-        if stem not in ('cifar', 'imagenet'):
-            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
-        if layer_type not in ('conv', 'lc'):
-            raise ValueError(f"layer_type must be 'conv' or 'lc', got {layer_type!r}")
+        _check_args(layers, channels, stem, stem_stride, layer_type, sleep_every, in_chans)
         stem_type = stem_type or layer_type
-        if sleep_every is not None and (int(sleep_every) < 1 or layer_type != 'lc'):
-            raise ValueError(f'sleep_every={sleep_every!r}: must be a positive int, and only LC models sleep')
-        if in_chans < 1:
-            raise ValueError(f'in_chans must be >= 1, got {in_chans}')
-        if stem_stride not in (1, 2) or (stem == 'imagenet' and stem_stride != 1):
-            raise ValueError(f"stem_stride={stem_stride!r}: the 'cifar' stem takes 1 or 2 (2 quarters the cost "
-                             "of small LC models), the 'imagenet' stem is always 7x7 stride 2")
         self.img_size: Tuple[int, int] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -463,7 +469,8 @@ def _is_unreadable_weights_error(exc: BaseException) -> bool:
 def _adapt_lc_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """Adapt a 6-D LC stem weight (out_h, out_w, Cout, kh, kw, Cin) to ``in_chans`` input channels.
 
-    Like timm's ``adapt_input_conv`` but on the last dim. To 1 channel the channels are summed: a grayscale
+    Ours, not timm's ``adapt_input_conv`` on the weight reshaped to 4-D: that one converts only from 3 channels,
+    and the ``.digits`` tags have 1. Same rules otherwise, on the last dim. To 1 channel the channels are summed: a grayscale
     image gives exactly the output of the source model on that image repeated Cin times. To more channels
     the source channels are repeated cyclically (cut to ``in_chans``) and scaled by Cin / in_chans. When
     ``in_chans`` is a multiple of Cin, a grayscale image repeated ``in_chans`` times gives exactly the source

@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
     lines = ['# Hebbian sleep in a deep LC network', '',
              'Regenerate with `python scripts/hebbian_deep_sleep.py` (see its docstring; the method is in '
-             '`bioconv_timm/hebbian_sleep.py`).', '',
+             '`bioconv_timm/sleep/hebbian.py`).', '',
              f'## Convergence to the instant sleep (lc_resnet20 at initialization, gamma = {config.gamma:g}, '
              f'lr {config.lr:g}, momentum {config.momentum:g})', '',
              'Relative distance = ||W - grid means|| / ||W_start - grid means||, grid means of the weights at the '

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from bioconv_timm.train import data as D
-from bioconv_timm.train.data import DATASETS, DatasetError, PadRandomCrop, build_datasets, make_loader
+from bioconv_timm.train.data import DATASETS, DatasetError, build_datasets, pad_random_crop, make_loader
 
 
 def stack(dataset, n=None):
@@ -98,7 +98,7 @@ def test_subsets_are_seeded_nested_and_bounded():
 # ----------------------------------------------------------------------------------- augmentation
 
 def test_pad_random_crop_pads_with_zero_and_shifts():
-    crop = PadRandomCrop(8, pad=3)
+    crop = pad_random_crop(8, pad=3)
     image = torch.rand(2, 8, 8) + 1  # no zeros anywhere
     seen = set()
     for _ in range(200):

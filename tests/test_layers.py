@@ -152,14 +152,14 @@ def test_cuda_autocast(dtype):
 
 
 def test_einsum_baseline_of_the_benchmark_computes_the_same_layer():
-    from bioconv_timm.bench import UnfoldEinsumLC, bench_resnet20_layers
+    from bioconv_timm.bench import LayerCase, UnfoldEinsumLC, bench_layers
     lc = LocallyConnected2d(3, 4, 3, (9, 9), stride=2, padding=1).double()
     baseline = UnfoldEinsumLC(lc)
     x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
     torch.testing.assert_close(baseline(x), lc(x))
-    rows = bench_resnet20_layers(batch_size=2, repeats=1, shapes=((4, 4, 8, 1),))
-    assert len(rows) == 1 and rows[0].lc_ms > 0 and rows[0].einsum_ms > 0
-    assert abs(rows[0].einsum_over_lc - rows[0].einsum_ms / rows[0].lc_ms) < 1e-9
+    case = LayerCase('resnet20', '4->4', 2, 4, 4, 8, stride=1)
+    records = bench_layers([case], impls=('lc', 'einsum'), modes=('fwd+bwd',), repeats=1, memory='none')
+    assert sorted(r['impl'] for r in records) == ['einsum', 'lc'] and all(r['median_ms'] > 0 for r in records)
 
 
 def test_chunk_budget_per_device_and_override(monkeypatch):

@@ -43,7 +43,7 @@ def _data_files():
 
 def test_package_data_ships_every_non_python_file_of_the_package():
     files = _data_files()
-    assert 'csrc/lc_cpu.c' in files
+    assert 'layers/csrc/lc_cpu.c' in files
     missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in _package_data_globs())]
     assert not missing, f'not in [tool.setuptools.package-data] (so not in the wheel): {missing}'
 

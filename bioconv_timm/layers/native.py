@@ -39,6 +39,8 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .._atomic import atomic_path
+
 __all__ = ['BACKENDS', 'NativeBuildError', 'get_backend', 'set_backend', 'use_backend', 'load', 'available',
            'unavailable_reason', 'vector_width', 'build_info', 'warn_unavailable_once']
 
@@ -231,6 +233,10 @@ def _trusted_file(path: Path) -> bool:
     return stat.S_ISREG(st.st_mode) and _unsafe_reason(st) is None
 
 
+class _CompileFailed(Exception):
+    """The compiler exited with an error (its stderr is the message)."""
+
+
 def _build(cc: str, folder: Path, rebuild: bool = False) -> Path:
     """Path of the compiled kernels in ``folder`` (a private one: :func:`_writable_cache_dir`): the cached
     file, or a fresh build (``rebuild`` replaces the cached one)."""
@@ -244,22 +250,19 @@ def _build(cc: str, folder: Path, rebuild: bool = False) -> Path:
         if not rebuild and _trusted_file(target):  # anything else (e.g. mode 0666) is rebuilt, never loaded
             _info.update(path=str(target), flags=flags, compiler=cc, cached=True)
             return target
-        fd, tmp = tempfile.mkstemp(suffix='.so', prefix='.lc_cpu-', dir=folder)
-        os.close(fd)
-        cmd = [cc, *flags, '-std=gnu11', '-shared', '-fPIC', str(SOURCE), '-o', tmp]
+        cmd = [cc, *flags, '-std=gnu11', '-shared', '-fPIC', str(SOURCE), '-o']
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            if proc.returncode == 0:
-                os.chmod(tmp, 0o755)  # the linker applies the umask: a umask of 0 would leave it world-writable
-                os.replace(tmp, target)
-                _info.update(path=str(target), flags=flags, compiler=cc, cached=False)
-                return target
-            errors.append(f'{" ".join(cmd)}:\n{proc.stderr.strip()[:1000]}')
+            # 0755 whatever the umask (a umask of 0 would leave the library world-writable)
+            with atomic_path(target, mode=0o755) as tmp:
+                proc = subprocess.run([*cmd, str(tmp)], capture_output=True, text=True, timeout=300)
+                if proc.returncode != 0:
+                    raise _CompileFailed(proc.stderr.strip()[:1000])
+            _info.update(path=str(target), flags=flags, compiler=cc, cached=False)
+            return target
+        except _CompileFailed as exc:
+            errors.append(f'{" ".join(cmd)} ...:\n{exc}')
         except (OSError, subprocess.SubprocessError) as exc:
-            errors.append(f'{" ".join(cmd)}: {exc}')
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            errors.append(f'{" ".join(cmd)} ...: {exc}')
     raise NativeBuildError('could not compile the native LC kernels:\n' + '\n'.join(errors))
 
 

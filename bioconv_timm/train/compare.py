@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .._atomic import atomic_write_text
 from ..paper import model_for_label, reported_top1
 from .config import TrainConfig, finished_run
 from .loop import train
@@ -156,9 +157,9 @@ def compare(config: CompareConfig) -> List[Dict[str, Any]]:
     for r in rows:
         r['diff'] = r['top1'] - conv if conv is not None else None
         r['paper_diff'] = r['paper_top1'] - paper_conv if r['paper_top1'] is not None else None
-    (out / 'compare.json').write_text(json.dumps(dict(config=_jsonable(config), rows=rows), indent=2))
+    atomic_write_text(out / 'compare.json', json.dumps(dict(config=_jsonable(config), rows=rows), indent=2))
     table = format_compare_table(rows, config)
-    (out / 'compare.md').write_text(table + '\n')
+    atomic_write_text(out / 'compare.md', table + '\n')
     plot_compare(rows, out / 'compare.png', f'{config.dataset}, pad {config.pad}, {config.epochs} epochs')
     return rows
 

@@ -62,7 +62,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, has_file
 
 __all__ = [
     'DataBundle', 'DatasetError', 'DATASETS', 'build_datasets', 'make_loader',
-    'ImageTensorDataset', 'ImageFileDataset', 'TransformedSubset', 'RepeatedViews', 'PadRandomCrop',
+    'ImageTensorDataset', 'ImageFileDataset', 'TransformedSubset', 'RepeatedViews', 'pad_random_crop',
     'EpochShuffleSampler', 'read_idx',
 ]
 
@@ -195,33 +195,15 @@ class TransformedSubset(Dataset):
         return [base_targets[i] for i in self.indices.tolist()]
 
 
-class PadRandomCrop:
-    """Zero-pad a (C, H, W) tensor by ``pad`` on every side, then crop ``size`` x ``size`` at random.
+def pad_random_crop(size: int, pad: int = 0) -> T.RandomCrop:
+    """Zero-pad a (C, H, W) tensor by ``pad`` on every side, then crop ``size`` x ``size`` at random
+    (torchvision's ``RandomCrop``; offsets from torch's global RNG).
 
     Applied after normalization, zero is the training-set mean: the paper's "pad with the mean".
-    The offset comes from torch's global RNG. With nothing to crop it returns the input unchanged.
     """
-
-    def __init__(self, size: int, pad: int = 0) -> None:
-        if pad < 0:
-            raise ValueError(f'pad must be >= 0, got {pad}')
-        self.size = size
-        self.pad = pad
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        if self.pad:
-            image = F.pad(image, (self.pad,) * 4)
-        h, w = image.shape[-2:]
-        if h < self.size or w < self.size:
-            raise ValueError(f'cannot crop {self.size}x{self.size} from {h}x{w}')
-        if h == self.size and w == self.size:
-            return image
-        top = int(torch.randint(0, h - self.size + 1, ()))
-        left = int(torch.randint(0, w - self.size + 1, ()))
-        return image[..., top:top + self.size, left:left + self.size]
-
-    def __repr__(self) -> str:
-        return f'{type(self).__name__}(size={self.size}, pad={self.pad})'
+    if pad < 0:
+        raise ValueError(f'pad must be >= 0, got {pad}')
+    return T.RandomCrop(size, padding=pad or None, fill=0)
 
 
 def _tensor_transforms(mean: Sequence[float], std: Sequence[float], native: int, img_size: int,
@@ -231,7 +213,7 @@ def _tensor_transforms(mean: Sequence[float], std: Sequence[float], native: int,
     if img_size != native:
         steps.append(T.Resize(img_size, antialias=True))
     steps.append(T.Normalize(mean, std))
-    return T.Compose(steps + [PadRandomCrop(img_size, pad)]), T.Compose(steps)
+    return T.Compose(steps + [pad_random_crop(img_size, pad)]), T.Compose(steps)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -506,7 +488,7 @@ def _load_image_folder(name: str, data_dir: Optional[str], download: bool, img_s
         size = 48 if img_size is None else img_size
         # Normalize first so that any padding CenterCrop adds (pad > 8 on 64x64 images) is the mean.
         train_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std), T.CenterCrop(size + 2 * pad),
-                              PadRandomCrop(size)])
+                              pad_random_crop(size)])
         eval_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std), T.CenterCrop(size)])
     else:
         size = 224 if img_size is None else img_size
