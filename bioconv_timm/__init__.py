@@ -9,6 +9,7 @@ from .sleep import share_weights_, share_layer_, grid_means, weight_snr, lc_laye
 from .sleep import hebbian_share_weights_, hebbian_share_layer_, HebbianSleepConfig
 from . import models  # registers the models with timm
 from .models import BioResNet, MODEL_NAMES, PUBLISHED_TAGS
+from .convert import to_locally_connected
 
 __version__ = '0.1.0'
 
@@ -16,5 +17,5 @@ __all__ = [
     'LocallyConnected2d', 'locally_connected2d', 'conv_output_size',
     'share_weights_', 'share_layer_', 'grid_means', 'weight_snr', 'lc_layers',
     'hebbian_share_weights_', 'hebbian_share_layer_', 'HebbianSleepConfig',
-    'BioResNet', 'MODEL_NAMES', 'PUBLISHED_TAGS',
+    'BioResNet', 'MODEL_NAMES', 'PUBLISHED_TAGS', 'to_locally_connected',
 ]
