@@ -148,6 +148,38 @@ def _one_line_list(items: List[str], most: int = 4) -> str:
     return shown + (f'; and {len(items) - most} more' if len(items) > most else '')
 
 
+def _plan(convs: List[Tuple[str, nn.Conv2d]], shapes: Dict[str, Tuple[int, ...]], keep_conv: List[str],
+          skip_unsupported: bool) -> Tuple[List[Tuple[str, nn.Conv2d, Tuple[int, int]]], List[str], List[str]]:
+    """Which convs become LC (name, conv, input (H, W)), which ``keep_conv`` keeps, which are skipped as not
+    convertible yet; raises one ValueError line listing the refused ones unless ``skip_unsupported``."""
+    to_convert: List[Tuple[str, nn.Conv2d, Tuple[int, int]]] = []
+    kept, skipped, refused = [], [], []
+    for name, conv in convs:
+        if any(fnmatch.fnmatchcase(name, p) for p in keep_conv):
+            kept.append(name)
+            continue
+        reason = _unsupported(conv, shapes.get(name))
+        if reason is None:
+            to_convert.append((name, conv, tuple(shapes[name][-2:])))
+        elif skip_unsupported:
+            skipped.append(f'{name} ({reason})')
+        else:
+            refused.append(f"'{name}': {reason}")
+    if refused:
+        raise ValueError(f'to_locally_connected cannot convert {_one_line_list(refused)}. Keep such convs '
+                         'convolutional with keep_conv=[...] or skip_unsupported=True')
+    return to_convert, kept, skipped
+
+
+def _swap(model: nn.Module, replacement: Dict[int, nn.Module]) -> None:
+    """Put ``replacement[id(child)]`` in place of every such child, so a conv registered under several names
+    (shared) becomes one shared LC layer."""
+    for parent in model.modules():
+        for key, child in list(parent._modules.items()):
+            if child is not None and id(child) in replacement:
+                setattr(parent, key, replacement[id(child)])
+
+
 def to_locally_connected(
         model: nn.Module,
         img_size: Union[int, Tuple[int, int]],
@@ -205,22 +237,7 @@ def to_locally_connected(
     shapes = conv_input_sizes(model, img_hw, in_chans)
 
     # Plan everything from the shapes first: nothing is allocated before the checks pass.
-    to_convert: List[Tuple[str, nn.Conv2d, Tuple[int, int]]] = []
-    kept, skipped, refused = [], [], []
-    for name, conv in convs:
-        if any(fnmatch.fnmatchcase(name, p) for p in keep_conv):
-            kept.append(name)
-            continue
-        reason = _unsupported(conv, shapes.get(name))
-        if reason is None:
-            to_convert.append((name, conv, tuple(shapes[name][-2:])))
-        elif skip_unsupported:
-            skipped.append(f'{name} ({reason})')
-        else:
-            refused.append(f"'{name}': {reason}")
-    if refused:
-        raise ValueError(f'to_locally_connected cannot convert {_one_line_list(refused)}. Keep such convs '
-                         'convolutional with keep_conv=[...] or skip_unsupported=True')
+    to_convert, kept, skipped = _plan(convs, shapes, keep_conv, skip_unsupported)
     if sleep_every is not None and not to_convert:
         raise ValueError(f'to_locally_connected: sleep_every={sleep_every} but no conv is converted, so sleep '
                          'would do nothing')
@@ -238,12 +255,8 @@ def to_locally_connected(
             f'largest layers convolutional with keep_conv= (largest: '
             + ', '.join(f'{n} {_millions(lc_numel[n])}' for n in largest) + ')')
 
-    # Swap by identity, so a conv registered under several names (shared) becomes one shared LC layer.
     replacement = {id(conv): LocallyConnected2d.from_conv(conv, hw) for _, conv, hw in to_convert}
-    for parent in model.modules():
-        for key, child in list(parent._modules.items()):
-            if child is not None and id(child) in replacement:
-                setattr(parent, key, replacement[id(child)])
+    _swap(model, replacement)
 
     model.sleep_every = int(sleep_every) if sleep_every is not None else None
     model.img_size = img_hw

@@ -28,7 +28,7 @@ __all__ = ['SleepHook', 'SLEEP_MODES', 'OPTIMIZER_POLICIES', 'register_sleep_mod
 SleepFn = Callable[[nn.Module], int]
 
 # name -> function(model) -> number of layers slept. 'instant': set modules to their mean (what the
-# paper trained with); 'hebbian': reach it by the anti-Hebbian dynamics of eq. 4 (hebbian_sleep.py).
+# paper trained with); 'hebbian': reach it by the anti-Hebbian dynamics of eq. 4 (sleep/hebbian.py).
 SLEEP_MODES: Dict[str, SleepFn] = {'instant': share_weights_, 'hebbian': hebbian_share_weights_}
 
 # What a sleep does to the optimizer's per-parameter moments of LC weights:
