@@ -70,7 +70,8 @@ def test_values_and_gradients_match_the_per_location_reference(geometry):
                                   layer.in_channels // layer.groups)
     conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, *_args(layer))
     assert layer.output_size == tuple(conv(torch.randn(1, layer.in_channels, *layer.input_size)).shape[-2:])
-    params = [p.detach().clone().requires_grad_() for p in (x, layer.weight) + ((layer.bias,) if layer.bias is not None else ())]
+    tensors = (x, layer.weight) + ((layer.bias,) if layer.bias is not None else ())
+    params = [t.detach().clone().requires_grad_() for t in tensors]
     expected = reference(params[0], params[1], params[2] if len(params) > 2 else None, *_args(layer))
     grad = torch.randn_like(expected)
     expected_grads = torch.autograd.grad(expected, params, grad)
@@ -182,7 +183,8 @@ def test_layer_arguments_are_checked_and_shown():
     layer = LocallyConnected2d(4, 8, 3, (9, 8), stride=2, padding=2, dilation=2, groups=4, bias=True)
     assert repr(layer) == ('LocallyConnected2d(4, 8, kernel_size=(3, 3), input_size=(9, 8), output_size=(5, 4), '
                            'stride=(2, 2), padding=(2, 2), dilation=(2, 2), groups=4)')
-    assert 'dilation' not in repr(LocallyConnected2d(4, 8, 3, 8)) and 'groups' not in repr(LocallyConnected2d(4, 8, 3, 8))
+    plain = repr(LocallyConnected2d(4, 8, 3, 8))
+    assert 'dilation' not in plain and 'groups' not in plain
     # Kaiming normal over the true fan-out of a grouped layer, (Cout / groups) * kh * kw
     big = LocallyConnected2d(8, 16, 3, 10, padding=1, groups=8)
     assert abs(big.weight.std().item() - math.sqrt(2 / (2 * 9))) < 0.02
@@ -210,7 +212,7 @@ def _mixed_model():
                          LocallyConnected2d(8, 8, 3, 6, padding=2, dilation=2))
 
 
-def test_automatic_backend_runs_grouped_and_dilated_layers_on_torch():
+def test_automatic_backend_runs_grouped_layers_on_torch_and_dilated_ones_natively():
     model = _mixed_model()
     x = torch.randn(2, 8, 6, 6, requires_grad=True)
     per_layer = []
@@ -218,13 +220,13 @@ def test_automatic_backend_runs_grouped_and_dilated_layers_on_torch():
         with backends_used() as used:
             layer(x).sum().backward()
         per_layer.append(used)
-        assert resolve_backend(x, layer.weight, 'auto', layer.dilation, layer.groups) == (
-            'native' if HAS_NATIVE and layer is model[0] else 'torch')
+        assert resolve_backend(x, layer.weight, 'auto', layer.groups) == (
+            'native' if HAS_NATIVE and layer.groups == 1 else 'torch')
     dense = 'native' if HAS_NATIVE else 'torch'
     assert per_layer == [{(part, dense) for part in PARTS}, {(part, 'torch') for part in PARTS},
-                         {(part, 'torch') for part in PARTS}]
+                         {(part, dense) for part in PARTS}]
     with native.use_backend('torch'):
-        assert resolve_backend(x, model[2].weight, '', model[2].dilation, model[2].groups) == 'torch'
+        assert resolve_backend(x, model[4].weight, '', model[4].groups) == 'torch'
 
 
 @needs_native
@@ -233,10 +235,10 @@ def test_asking_for_native_names_what_the_kernels_lack():
     x = torch.randn(2, 8, 6, 6)
     with native.use_backend('native'):
         model[0](x)  # dense: fine
-        with pytest.raises(NotImplementedError, match=r'no support for groups=8 \(grouped/depthwise.*torch backend'):
+        model[4](x)  # dilated: fine
+        with pytest.raises(NotImplementedError,
+                           match=r"no support for groups=8 \(grouped/depthwise.*use_backend\('torch'\)"):
             model[2](x)
-        with pytest.raises(NotImplementedError, match=r'no support for dilation=\(2, 2\).*use_backend\(.torch.\)'):
-            model[4](x)
         # where the native kernels would not run anyway (float64), the torch backend runs as before
         model.double()(x.double())
     weight = model[2].weight.detach().float()
@@ -244,6 +246,41 @@ def test_asking_for_native_names_what_the_kernels_lack():
         lc_backward_weight(torch.randn(2, 8, 6, 6), x, [3, 3], [1, 1], [1, 1], None, 8, 'native')
     with pytest.raises(NotImplementedError, match='groups=8'):
         lc_backward_input(torch.randn(2, 8, 6, 6), weight, [6, 6], [1, 1], [1, 1], None, 8, 'native')
+
+
+# (batch, Cin, Cout, (H, W), (kh, kw), stride, padding, dilation): Cin a multiple of 16 (the gather input
+# gradient and the vectorized weight gradient), 3 and 5 (the weight gradient over output channels and the
+# torch col2im fallback of the input gradient), odd batches, rectangular dilations, taps that fall entirely
+# in the padding, and a stride-1 layer whose forward takes the batch in blocks (19 x 16 channels, 6 x 40).
+NATIVE_DILATED = [
+    (8, 16, 16, (8, 8), (3, 3), (1, 1), (2, 2), (2, 2)),
+    (5, 3, 16, (9, 11), (3, 3), (1, 1), (1, 3), (1, 3)),
+    (6, 32, 20, (9, 7), (3, 2), (2, 1), (1, 0), (2, 3)),
+    (3, 5, 7, (10, 9), (2, 3), (1, 2), (0, 2), (3, 2)),
+    (4, 16, 8, (5, 5), (3, 3), (1, 1), (4, 4), (3, 3)),
+    (19, 16, 16, (6, 40), (3, 3), (1, 1), (2, 2), (2, 2)),
+]
+
+
+@needs_native
+@pytest.mark.parametrize('geometry', NATIVE_DILATED, ids=lambda g: (
+    'b{}-c{}-o{}-{}x{}-k{}x{}-s{}x{}-p{}x{}-d{}x{}'.format(g[0], g[1], g[2], *g[3], *g[4], *g[5], *g[6], *g[7])))
+def test_native_dilated_kernels_match_the_reference(geometry):
+    b, cin, cout, size, kernel, stride, padding, dilation = geometry
+    torch.manual_seed(6)
+    layer = LocallyConnected2d(cin, cout, kernel, size, stride, padding, dilation, bias=True)
+    x = torch.randn(b, cin, *size).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(b, cout, *layer.output_size)
+    params = [t.detach().double().requires_grad_() for t in (x, layer.weight, layer.bias)]
+    expected = reference(*params, stride, padding, dilation, 1)
+    expected_grads = torch.autograd.grad(expected, params, grad.double())
+    xi = x.clone().requires_grad_()
+    with backends_used() as used, native.use_backend('native'):
+        out = layer(xi)
+        got_grads = torch.autograd.grad(out, [xi, layer.weight, layer.bias], grad)
+    assert used == {(part, 'native') for part in PARTS}
+    for name, got, want in zip(('output', 'input', 'weight', 'bias'), (out, *got_grads), (expected, *expected_grads)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=name)
 
 
 def test_compiled_depthwise_module_matches_eager():

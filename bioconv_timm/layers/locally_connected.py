@@ -12,14 +12,14 @@ With ``groups`` g (``nn.Conv2d`` semantics, depthwise when g == Cin) the weight 
 
 Two backends compute it (:mod:`bioconv_timm.layers.native` chooses; ``BIOCONV_LC_BACKEND=auto|native|torch``):
 
-- **native** (CPU, fp32; the default where a C compiler exists): ``layers/csrc/lc_cpu.c``, register-tiled SIMD
-  kernels that read the patches in place from the channels-last activations (a kernel row of a patch is
-  one contiguous run), so nothing is ever unfolded or repacked; outputs and gradients are written
-  channels-last directly.
-- **torch** (CUDA, bf16/fp16, grouped or dilated layers, or no compiler): the patches are gathered from a batch-innermost padded
-  copy of the input a few output rows at a time into one reused buffer (cache-sized on CPU, up to 1 GiB
-  on CUDA: :func:`chunk_bytes`), and multiplied with ``torch.bmm``; at most that one buffer of unfolded
-  patches exists. Backward pads the input again, re-gathers the patches from it and reuses the same
+- **native** (CPU, fp32; the default where a C compiler exists; dilation included, groups not):
+  ``layers/csrc/lc_cpu.c``, register-tiled SIMD kernels that read the patches in place from the
+  channels-last activations (a kernel row of a patch is one contiguous run), so nothing is ever unfolded or
+  repacked; outputs and gradients are written channels-last directly.
+- **torch** (CUDA, bf16/fp16, grouped layers, or no compiler): the patches are gathered from a
+  batch-innermost padded copy of the input a few output rows at a time into one reused buffer (cache-sized
+  on CPU, up to 1 GiB on CUDA: :func:`chunk_bytes`), and multiplied with ``torch.bmm`` (one product per
+  location and channel group); at most that one buffer of unfolded patches exists. Backward pads the input again, re-gathers the patches from it and reuses the same
   buffer for the patch gradients (col2im).
 
 Both give the same results up to fp32 rounding (the summation order differs). Only the input and the
@@ -250,8 +250,8 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _native_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int],
-                    padding: Tuple[int, int]) -> torch.Tensor:
+def _native_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int], padding: Tuple[int, int],
+                    dilation: Tuple[int, int] = (1, 1)) -> torch.Tensor:
     """The forward on the C kernels (CPU, fp32): written channels-last directly, (B, Cout, out_h, out_w)."""
     lib, threads = native.load(), torch.get_num_threads()
     x = x.contiguous(memory_format=torch.channels_last)
@@ -260,30 +260,32 @@ def _native_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, in
     out_h, out_w, cout, kh, kw, _ = weight.shape
     out = x.new_empty(b, out_h, out_w, cout)
     if lib.lc_forward(x.data_ptr(), weight.data_ptr(), out.data_ptr(), b, h, w, c, *padding,
-                      out_h, out_w, cout, kh, kw, stride[0], stride[1], threads) != 0:
+                      out_h, out_w, cout, kh, kw, *stride, *dilation, threads) != 0:
         raise MemoryError('LocallyConnected2d: the native forward could not allocate its per-thread '
                           'kernel buffer')
     return out.permute(0, 3, 1, 2)
 
 
 def _native_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Tuple[int, int],
-                           stride: Tuple[int, int], padding: Tuple[int, int]) -> torch.Tensor:
+                           stride: Tuple[int, int], padding: Tuple[int, int],
+                           dilation: Tuple[int, int] = (1, 1)) -> torch.Tensor:
     """The input gradient on the C kernels, (B, Cin, H, W) channels-last."""
     lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
     out_h, out_w, cout, kh, kw, c = weight.shape
     if c % vw != 0:  # channel counts that are not a multiple of the vector width: the torch backend's col2im
-        return _torch_backward_input(grad_out, weight, input_size, stride, padding)
+        return _torch_backward_input(grad_out, weight, input_size, stride, padding, dilation)
     weight = weight.contiguous()
     grad = grad_out.contiguous(memory_format=torch.channels_last)
     b, (h, w) = grad.shape[0], input_size
     grad_x = grad.new_empty(b, h, w, c)
     lib.lc_backward_input(grad.data_ptr(), weight.data_ptr(), grad_x.data_ptr(), b, h, w, c, *padding,
-                          out_h, out_w, cout, kh, kw, stride[0], stride[1], threads)
+                          out_h, out_w, cout, kh, kw, *stride, *dilation, threads)
     return grad_x.permute(0, 3, 1, 2)
 
 
 def _native_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Tuple[int, int],
-                            stride: Tuple[int, int], padding: Tuple[int, int]) -> torch.Tensor:
+                            stride: Tuple[int, int], padding: Tuple[int, int],
+                            dilation: Tuple[int, int] = (1, 1)) -> torch.Tensor:
     """The weight gradient on the C kernels, (out_h, out_w, Cout, kh, kw, Cin)."""
     lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
     x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the activations of an LC model
@@ -294,40 +296,35 @@ def _native_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size
     grad_w = x.new_empty(out_h, out_w, cout, kh, kw, c)
     if c % vw == 0:
         lib.lc_backward_weight(x.data_ptr(), grad.data_ptr(), grad_w.data_ptr(), b, h, w, c, *padding,
-                               out_h, out_w, cout, kh, kw, stride[0], stride[1], threads)
+                               out_h, out_w, cout, kh, kw, *stride, *dilation, threads)
     else:  # e.g. the RGB stem: vectorize over output channels instead
         cout_padded = _round_up(cout, vw)
         grad_cl = grad.permute(0, 2, 3, 1)  # (B, out_h, out_w, Cout), contiguous
         if cout_padded != cout:
             grad_cl = torch.nn.functional.pad(grad_cl, (0, cout_padded - cout))
         lib.lc_backward_weight_any(x.data_ptr(), grad_cl.data_ptr(), grad_w.data_ptr(), b, h, w, c, *padding,
-                                   out_h, out_w, cout, cout_padded, kh, kw, stride[0], stride[1], threads)
+                                   out_h, out_w, cout, cout_padded, kh, kw, *stride, *dilation, threads)
     return grad_w
 
 
-def native_lacks(dilation: Sequence[int] = (1, 1), groups: int = 1) -> Optional[str]:
+def native_lacks(groups: int = 1) -> Optional[str]:
     """What the native kernels cannot compute for this geometry (None: they can): today they have no
-    grouped (``groups != 1``, depthwise included) and no dilated (``dilation != 1``) kernels."""
-    lacking = []
-    if groups != 1:
-        lacking.append(f'groups={groups} (grouped/depthwise LC layers)')
-    if tuple(dilation) != (1, 1):
-        lacking.append(f'dilation={tuple(dilation)}')
-    return ' and '.join(lacking) or None
+    grouped kernels (``groups != 1``, depthwise included); dilation they have."""
+    return f'groups={groups} (grouped/depthwise LC layers)' if groups != 1 else None
 
 
-def _resolve(t: torch.Tensor, taps: int, backend: str, dilation: Sequence[int] = (1, 1), groups: int = 1) -> str:
+def _resolve(t: torch.Tensor, taps: int, backend: str, groups: int = 1) -> str:
     backend = native._check_backend(backend) if backend else native.get_backend()
     if backend == 'torch' or t.device.type != 'cpu' or t.dtype != torch.float32:
         return 'torch'
     if taps > native.MAX_TAPS:
         return 'torch'
-    if groups != 1 or dilation[0] != 1 or dilation[1] != 1:
+    if groups != 1:
         if backend == 'native':
             raise NotImplementedError(
-                f'the native LC kernels have no support for {native_lacks(dilation, groups)}; run this layer on '
-                "the torch backend: native.use_backend('torch') / BIOCONV_LC_BACKEND=torch, or 'auto', which "
-                'picks the torch backend for such layers and the native kernels for the others')
+                f'the native LC kernels have no support for {native_lacks(groups)}; run this layer on the '
+                "torch backend: native.use_backend('torch') / BIOCONV_LC_BACKEND=torch, or 'auto', which picks "
+                'the torch backend for grouped layers and the native kernels for the others')
         return 'torch'
     try:
         native.load()
@@ -339,17 +336,16 @@ def _resolve(t: torch.Tensor, taps: int, backend: str, dilation: Sequence[int] =
     return 'native'
 
 
-def resolve_backend(x: torch.Tensor, weight: torch.Tensor, backend: str = '', dilation: Sequence[int] = (1, 1),
-                    groups: int = 1) -> str:
+def resolve_backend(x: torch.Tensor, weight: torch.Tensor, backend: str = '', groups: int = 1) -> str:
     """The backend, ``'native'`` or ``'torch'``, that an LC call on ``x`` and ``weight`` runs on when
     ``backend`` is requested (``'auto'``, ``'native'``, ``'torch'``; ``''``: :func:`bioconv_timm.layers.native.get_backend`):
     native for CPU fp32 where the kernels build (``'native'`` raises
-    :class:`~bioconv_timm.layers.native.NativeBuildError` if they do not), else torch. Grouped or dilated
-    layers (:func:`native_lacks`) run on torch; asking for ``'native'`` for one on CPU fp32 raises
+    :class:`~bioconv_timm.layers.native.NativeBuildError` if they do not), else torch. Grouped layers
+    (:func:`native_lacks`) run on torch; asking for ``'native'`` for one on CPU fp32 raises
     ``NotImplementedError`` naming what the native kernels lack."""
     if weight.dtype != x.dtype:
         return 'torch'
-    return _resolve(x, weight.shape[3] * weight.shape[4], backend, dilation, groups)
+    return _resolve(x, weight.shape[3] * weight.shape[4], backend, groups)
 
 
 # --- the operators: bioconv::lc_forward and the two halves of its backward ----------------------------------
@@ -472,8 +468,8 @@ def lc_forward(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], pad
     _forward_checks(x, weight, stride, padding, dilation, groups)
     stride, padding, dilation = _pair(stride, 'stride'), _pair(padding, 'padding'), _pair(dilation, 'dilation')
     with _without_autocast(x.device.type):
-        if resolve_backend(x, weight, backend, dilation, groups) == 'native':
-            return _native_forward(x, weight, stride, padding)
+        if resolve_backend(x, weight, backend, groups) == 'native':
+            return _native_forward(x, weight, stride, padding, dilation)
         return _torch_forward(x, weight, stride, padding, dilation, groups)
 
 
@@ -496,8 +492,8 @@ def lc_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: 
     input_size, stride, padding = _pair(input_size, 'input_size'), _pair(stride, 'stride'), _pair(padding, 'padding')
     dilation = _pair(dilation, 'dilation')
     with _without_autocast(grad_out.device.type):
-        if resolve_backend(grad_out, weight, backend, dilation, groups) == 'native':
-            return _native_backward_input(grad_out, weight, input_size, stride, padding)
+        if resolve_backend(grad_out, weight, backend, groups) == 'native':
+            return _native_backward_input(grad_out, weight, input_size, stride, padding, dilation)
         return _torch_backward_input(grad_out, weight, input_size, stride, padding, dilation, groups)
 
 
@@ -520,8 +516,8 @@ def lc_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Seq
     kernel_size, stride = _pair(kernel_size, 'kernel_size'), _pair(stride, 'stride')
     padding, dilation = _pair(padding, 'padding'), _pair(dilation, 'dilation')
     with _without_autocast(x.device.type):
-        if _resolve(x, kernel_size[0] * kernel_size[1], backend, dilation, groups) == 'native':
-            return _native_backward_weight(grad_out, x, kernel_size, stride, padding)
+        if _resolve(x, kernel_size[0] * kernel_size[1], backend, groups) == 'native':
+            return _native_backward_weight(grad_out, x, kernel_size, stride, padding, dilation)
         return _torch_backward_weight(grad_out, x, kernel_size, stride, padding, dilation, groups)
 
 
@@ -576,7 +572,7 @@ def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
 
     Runs on the native CPU kernels for fp32 CPU tensors (unless ``BIOCONV_LC_BACKEND=torch`` or
     :func:`bioconv_timm.layers.native.set_backend`), else on the torch backend (CUDA, bf16/fp16 autocast,
-    grouped or dilated layers).
+    grouped layers).
 
     Args:
         x: input, (B, Cin, H, W), NCHW or channels-last.
@@ -648,8 +644,8 @@ class LocallyConnected2d(nn.Module):
         dilation: int or pair: tap (u, v) of output (i, j) reads input (i * stride + u * dilation - padding,
             ...), as in ``nn.Conv2d``.
         groups: as in ``nn.Conv2d``; both channel counts must be divisible by it, ``groups == in_channels``
-            is depthwise. Grouped and dilated layers run on the torch backend (the native kernels have
-            neither; :func:`resolve_backend`).
+            is depthwise. Grouped layers run on the torch backend (the native kernels have no groups;
+            :func:`resolve_backend`).
         bias: one learnable bias per output neuron, shape (Cout, out_h, out_w).
 
     Attributes:
