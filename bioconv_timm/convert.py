@@ -9,9 +9,10 @@ An LC layer has a fixed input size, so the conversion needs each conv's input (H
 It finds them with one forward pass of a copy of the model on the meta device (no memory, no compute, and the
 original's parameters and buffers, BatchNorm running statistics included, are not touched).
 
-Not converted yet (refused, or kept convolutional with ``skip_unsupported=True``): grouped and depthwise convs
-(``groups != 1``), dilated convs, non-zero padding modes, string padding (``'same'``), timm's ``Conv2dSame`` and
-other Conv2d subclasses with their own ``forward`` (their padding or weight depends on more than the kernel).
+Grouped, depthwise and dilated convs become grouped/dilated LC layers (grouped ones run on the torch backend: the
+native CPU kernels have no groups). Not converted yet (refused, or kept convolutional with ``skip_unsupported=True``):
+non-zero padding modes, string padding (``'same'``), timm's ``Conv2dSame`` and other Conv2d subclasses with their
+own ``forward`` (their padding or weight depends on more than the kernel).
 """
 from __future__ import annotations
 
@@ -109,11 +110,6 @@ def _unsupported(conv: nn.Conv2d, input_shape: Optional[Tuple[int, ...]]) -> Opt
     if type(conv).forward is not nn.Conv2d.forward or type(conv)._conv_forward is not nn.Conv2d._conv_forward:
         return (f'{type(conv).__name__} overrides the Conv2d forward (e.g. dynamic padding or a standardized '
                 'weight), so a copy of its kernel would not compute the same function')
-    if conv.groups != 1:
-        return (f'groups={conv.groups} (grouped/depthwise): LC layers with groups are issue 18 part 1, '
-                'not built yet')
-    if conv.dilation != (1, 1):
-        return f'dilation={conv.dilation}: dilated LC layers are not built yet'
     if isinstance(conv.padding, str):
         return f'padding={conv.padding!r}: string padding is not supported, only numeric zero padding'
     if conv.padding_mode != 'zeros':
@@ -128,10 +124,10 @@ def _unsupported(conv: nn.Conv2d, input_shape: Optional[Tuple[int, ...]]) -> Opt
 
 def _lc_numel(conv: nn.Conv2d, input_hw: Tuple[int, int]) -> int:
     """Parameters of ``LocallyConnected2d.from_conv(conv, input_hw)``, from the shapes alone."""
-    out_h, out_w = (conv_output_size(n, k, s, p)
-                    for n, k, s, p in zip(input_hw, conv.kernel_size, conv.stride, conv.padding))
+    out_h, out_w = (conv_output_size(n, k, s, p, d)
+                    for n, k, s, p, d in zip(input_hw, conv.kernel_size, conv.stride, conv.padding, conv.dilation))
     locations = max(out_h, 0) * max(out_w, 0)
-    kernel = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels
+    kernel = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] * (conv.in_channels // conv.groups)
     return locations * (kernel + (conv.out_channels if conv.bias is not None else 0))
 
 
@@ -209,8 +205,8 @@ def to_locally_connected(
         max_params: refuse (ValueError, before allocating anything) when the converted model would have more
             parameters than this.
         verbose: print the parameter counts before and after, and the convs kept.
-        skip_unsupported: keep the convs that cannot be converted yet (grouped/depthwise, dilated, dynamic or
-            non-zero padding) convolutional instead of refusing; they are listed in the printed summary.
+        skip_unsupported: keep the convs that cannot be converted yet (dynamic, string or non-zero padding)
+            convolutional instead of refusing; they are listed in the printed summary.
 
     Returns:
         ``model``, with ``model.sleep_every``, ``model.img_size`` (H, W) and, where it has one, a copy of its

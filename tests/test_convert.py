@@ -133,9 +133,46 @@ def _tiny(*extra: nn.Module) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), *extra)
 
 
+@pytest.mark.parametrize('conv', [
+    nn.Conv2d(4, 4, 3, padding=1, groups=4),                              # depthwise
+    nn.Conv2d(4, 8, 3, padding=2, dilation=2, groups=2, bias=False),      # grouped and dilated
+    nn.Conv2d(4, 6, (3, 2), stride=(2, 1), dilation=(1, 2)),              # dilated, rectangular
+], ids=['depthwise', 'grouped-dilated', 'dilated'])
+def test_grouped_and_dilated_convs_are_converted(conv, capsys):
+    model = _tiny(conv).double().eval()
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model(x)
+    with pytest.raises(ValueError) as info:  # the parameter estimate made from the shapes before converting
+        to_locally_connected(model, 8, max_params=1)
+    to_locally_connected(model, 8)
+    layer = model[2]
+    assert isinstance(layer, LocallyConnected2d)
+    assert (layer.groups, layer.dilation, layer.stride) == (conv.groups, conv.dilation, conv.stride)
+    assert layer.weight.shape[-1] == conv.in_channels // conv.groups
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)
+    assert f'would have {sum(p.numel() for p in model.parameters()):,} parameters' in str(info.value)
+    assert '(2 convs -> LC, 0 kept convs)' in capsys.readouterr().out
+
+
+def test_timm_mobilenetv3_with_depthwise_convs_converts_and_computes_the_same(capsys):
+    torch.manual_seed(1)
+    conv = timm.create_model('mobilenetv3_small_050', num_classes=10).double().eval()
+    lc = timm.create_model('mobilenetv3_small_050', num_classes=10).double().eval()
+    lc.load_state_dict(conv.state_dict())
+    to_locally_connected(lc, 32)
+    assert not _convs(lc)
+    depthwise = [layer for _, layer in lc_layers(lc) if layer.groups == layer.in_channels > 1]
+    assert len(depthwise) == 11
+    after = sum(p.numel() for p in lc.parameters())
+    assert f'-> {after / 1e6:,.2f}M parameters (53 convs -> LC, 0 kept convs)' in capsys.readouterr().out
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(lc(x), conv(x))
+
+
 @pytest.mark.parametrize('conv, reason', [
-    (nn.Conv2d(4, 4, 3, groups=4), 'groups=4'),
-    (nn.Conv2d(4, 4, 3, dilation=2), 'dilation=(2, 2)'),
     (nn.Conv2d(4, 4, 3, padding=1, padding_mode='reflect'), "padding_mode='reflect'"),
     (nn.Conv2d(4, 4, 3, padding='same'), "padding='same'"),
     (Conv2dSame(4, 4, 3, stride=2), 'padding depends on the input size at run time'),

@@ -44,10 +44,11 @@ def test_opcheck_passes_on_the_three_ops(geometry, backend):
     with backends_used() as used:
         # schema, autograd registration, FakeTensor kernel, and AOT dispatch with dynamic shapes, forward
         # and backward through the registered autograd formula
-        torch.library.opcheck(lc_forward, (x.requires_grad_(), weight.requires_grad_(), stride, padding, backend))
+        torch.library.opcheck(lc_forward, (x.requires_grad_(), weight.requires_grad_(), stride, padding),
+                              dict(backend=backend))
         # the backward ops have no derivative (DOUBLE_BACKWARD_ERROR): checked without requires_grad
-        torch.library.opcheck(lc_backward_input, (grad, weight.detach(), size, stride, padding, backend))
-        torch.library.opcheck(lc_backward_weight, (grad, x.detach(), kernel, stride, padding, backend))
+        torch.library.opcheck(lc_backward_input, (grad, weight.detach(), size, stride, padding), dict(backend=backend))
+        torch.library.opcheck(lc_backward_weight, (grad, x.detach(), kernel, stride, padding), dict(backend=backend))
     assert used == {(part, backend) for part in PARTS}
 
 

@@ -113,8 +113,8 @@ def test_bad_arguments():
         LocallyConnected2d(0, 4, 3, (8, 8))
     with pytest.raises(TypeError, match='nn.Conv2d'):
         LocallyConnected2d.from_conv(nn.Linear(3, 4), (8, 8))
-    with pytest.raises(ValueError, match='groups'):
-        LocallyConnected2d.from_conv(nn.Conv2d(4, 4, 3, groups=2), (8, 8))
+    with pytest.raises(ValueError, match="padding_mode='reflect'"):
+        LocallyConnected2d.from_conv(nn.Conv2d(4, 4, 3, padding=1, padding_mode='reflect'), (8, 8))
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16])

@@ -272,9 +272,11 @@ _PORTABLE_SCRIPT = '''
     from bioconv_timm.layers import LocallyConnected2d, locally_connected2d
     worst = 0.0
     torch.manual_seed(0)
-    for b, cin, cout, size, k, s, p in [(5, 16, 16, 8, 3, 1, 1), (3, 32, 24, 7, 3, 2, 1), (9, 3, 16, 9, 5, 2, 2),
-                                        (2, 8, 8, 6, 3, 1, 0), (17, 48, 40, 5, 1, 1, 0)]:
-        layer = LocallyConnected2d(cin, cout, k, size, s, p)
+    for b, cin, cout, size, k, s, p, d in [(5, 16, 16, 8, 3, 1, 1, 1), (3, 32, 24, 7, 3, 2, 1, 1),
+                                           (9, 3, 16, 9, 5, 2, 2, 1), (2, 8, 8, 6, 3, 1, 0, 1),
+                                           (17, 48, 40, 5, 1, 1, 0, 1), (4, 16, 16, 8, 3, 1, 2, 2),
+                                           (3, 3, 8, 9, 3, 2, 2, 2), (5, 8, 8, 7, 3, 1, 3, 3)]:
+        layer = LocallyConnected2d(cin, cout, k, size, s, p, d)
         x = torch.randn(b, cin, size, size)
         g = torch.randn(b, cout, *layer.output_size)
         grads = []
@@ -282,7 +284,7 @@ _PORTABLE_SCRIPT = '''
             xi = x.to(dtype).requires_grad_()
             w = layer.weight.detach().to(dtype).requires_grad_()
             with native.use_backend(backend):
-                out = locally_connected2d(xi, w, None, layer.stride, layer.padding)
+                out = locally_connected2d(xi, w, None, layer.stride, layer.padding, layer.dilation)
             out.backward(g.to(dtype))
             grads.append((out.detach().double(), xi.grad.double(), w.grad.double()))
         for a, r in zip(grads[1], grads[0]):
@@ -295,7 +297,8 @@ _PORTABLE_SCRIPT = '''
 @pytest.mark.skipif(platform.machine() != 'x86_64', reason='x86-64 instruction-set levels')
 @pytest.mark.parametrize('cflags, width', [('-O2 -march=x86-64-v3', 8), ('-O2 -march=x86-64', 4)])
 def test_portable_builds_without_avx512_agree(tmp_path, cflags, width):
-    """The AVX2 (8 floats) and SSE2 (4 floats) builds, what machines without AVX-512 compile, are correct."""
+    """The AVX2 (8 floats) and SSE2 (4 floats) builds, what machines without AVX-512 compile, are correct
+    (dilated layers included)."""
     proc = _run_fresh(_PORTABLE_SCRIPT, {'BIOCONV_CFLAGS': cflags, 'BIOCONV_CACHE_DIR': str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])

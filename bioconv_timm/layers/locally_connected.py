@@ -6,16 +6,20 @@ product over output locations ``L = out_h * out_w``::
 
     patches (L, B, kh*kw*Cin)  @  weight(L, Cout, kh*kw*Cin)^T  ->  out (L, B, Cout)
 
+With ``groups`` g (``nn.Conv2d`` semantics, depthwise when g == Cin) the weight is
+``(out_h, out_w, Cout, kh, kw, Cin/g)`` and each location is g such products, one per channel group; with
+``dilation`` d, tap (u, v) of output (i, j) reads input (i*s + u*d - p, j*s + v*d - p) as in ``nn.Conv2d``.
+
 Two backends compute it (:mod:`bioconv_timm.layers.native` chooses; ``BIOCONV_LC_BACKEND=auto|native|torch``):
 
-- **native** (CPU, fp32; the default where a C compiler exists): ``layers/csrc/lc_cpu.c``, register-tiled SIMD
-  kernels that read the patches in place from the channels-last activations (a kernel row of a patch is
-  one contiguous run), so nothing is ever unfolded or repacked; outputs and gradients are written
-  channels-last directly.
-- **torch** (CUDA, bf16/fp16, or no compiler): the patches are gathered from a batch-innermost padded
-  copy of the input a few output rows at a time into one reused buffer (cache-sized on CPU, up to 1 GiB
-  on CUDA: :func:`chunk_bytes`), and multiplied with ``torch.bmm``; at most that one buffer of unfolded
-  patches exists. Backward pads the input again, re-gathers the patches from it and reuses the same
+- **native** (CPU, fp32; the default where a C compiler exists; dilation included, groups not):
+  ``layers/csrc/lc_cpu.c``, register-tiled SIMD kernels that read the patches in place from the
+  channels-last activations (a kernel row of a patch is one contiguous run), so nothing is ever unfolded or
+  repacked; outputs and gradients are written channels-last directly.
+- **torch** (CUDA, bf16/fp16, grouped layers, or no compiler): the patches are gathered from a
+  batch-innermost padded copy of the input a few output rows at a time into one reused buffer (cache-sized
+  on CPU, up to 1 GiB on CUDA: :func:`chunk_bytes`), and multiplied with ``torch.bmm`` (one product per
+  location and channel group); at most that one buffer of unfolded patches exists. Backward pads the input again, re-gathers the patches from it and reuses the same
   buffer for the patch gradients (col2im).
 
 Both give the same results up to fp32 rounding (the summation order differs). Only the input and the
@@ -41,7 +45,7 @@ from . import native
 IntPair = Union[int, Tuple[int, int], Sequence[int]]
 
 __all__ = ['DOUBLE_BACKWARD_ERROR', 'LocallyConnected2d', 'chunk_bytes', 'conv_output_size', 'lc_backward_input',
-           'lc_backward_weight', 'lc_forward', 'locally_connected2d', 'resolve_backend']
+           'lc_backward_weight', 'lc_forward', 'locally_connected2d', 'native_lacks', 'resolve_backend']
 
 
 def _pair(value: IntPair, name: str) -> Tuple[int, int]:
@@ -54,9 +58,10 @@ def _pair(value: IntPair, name: str) -> Tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length of a convolution along one axis (same formula as ``nn.Conv2d``)."""
-    return (size + 2 * padding - kernel) // stride + 1
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """Output length of a convolution along one axis (same formula as ``nn.Conv2d``):
+    ``(size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1``."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _hwcb(x: torch.Tensor) -> torch.Tensor:
@@ -90,18 +95,22 @@ def _to_hwcb(x: torch.Tensor, padding: Tuple[int, int]) -> torch.Tensor:
 
 
 def _patch_rows(padded: torch.Tensor, rows: Tuple[int, int], out_w: int, kernel: Tuple[int, int],
-                stride: Tuple[int, int]) -> torch.Tensor:
-    """Strided view (rows, out_w, kh, kw, C, B) of the patches of output rows [r0, r1).
+                stride: Tuple[int, int], dilation: Tuple[int, int] = (1, 1), groups: int = 1) -> torch.Tensor:
+    """Strided view (rows, out_w, groups, kh, kw, C // groups, B) of the patches of output rows [r0, r1):
+    tap (u, v) of output (i, j) reads padded input row ``i * stride_h + u * dilation_h`` and column
+    ``j * stride_w + v * dilation_w``; the channels are split into ``groups`` consecutive blocks.
 
-    With the batch innermost, each (row, column, kernel row) reads one contiguous run of
-    kw * C * B values, so the gather is close to a memcpy.
+    With the batch innermost and groups=1, dilation=1, each (row, column, kernel row) reads one
+    contiguous run of kw * C * B values, so the gather is close to a memcpy (the size-1 group dim
+    costs nothing); with groups or dilation the runs are (C // groups) * B values.
     """
     hp, wp, c, b = padded.shape
     sh, sw, sc, sb = padded.stride()
     r0, r1 = rows
+    cg = c // groups
     return padded[r0 * stride[0]:].as_strided(
-        (r1 - r0, out_w, kernel[0], kernel[1], c, b),
-        (sh * stride[0], sw * stride[1], sh, sw, sc, sb),
+        (r1 - r0, out_w, groups, kernel[0], kernel[1], cg, b),
+        (sh * stride[0], sw * stride[1], sc * cg, sh * dilation[0], sw * dilation[1], sc, sb),
     )
 
 
@@ -137,48 +146,55 @@ def _row_chunks(out_h: int, out_w: int, bytes_per_location: int, budget: int = _
     return [(r, min(r + rows, out_h)) for r in range(0, out_h, rows)]
 
 
-def _chunk_buffers(like: torch.Tensor, weight_shape: torch.Size, batch: int):
-    """Yield (r0, r1, n, buffer) per chunk of output rows; ``buffer`` is a (rows, out_w, kh, kw, C, B)
-    view of one reused allocation, and n = rows * out_w locations."""
-    out_h, out_w, _, kh, kw, cin = weight_shape
-    k = kh * kw * cin
-    chunks = _row_chunks(out_h, out_w, batch * k * like.element_size(), chunk_bytes(like.device))
-    storage = like.new_empty((chunks[0][1] - chunks[0][0]) * out_w * batch * k)
+def _chunk_buffers(like: torch.Tensor, weight_shape: torch.Size, batch: int, groups: int = 1):
+    """Yield (r0, r1, n, buffer) per chunk of output rows; ``buffer`` is a
+    (rows, out_w, groups, kh, kw, Cin // groups, B) view of one reused allocation, and n = rows * out_w
+    locations. ``weight_shape`` is (out_h, out_w, Cout, kh, kw, Cin // groups)."""
+    out_h, out_w, _, kh, kw, cg = weight_shape
+    k = kh * kw * cg
+    chunks = _row_chunks(out_h, out_w, groups * batch * k * like.element_size(), chunk_bytes(like.device))
+    storage = like.new_empty((chunks[0][1] - chunks[0][0]) * out_w * groups * batch * k)
     for r0, r1 in chunks:
         n = (r1 - r0) * out_w
-        yield r0, r1, n, storage[:n * batch * k].view(r1 - r0, out_w, kh, kw, cin, batch)
+        yield r0, r1, n, storage[:n * groups * batch * k].view(r1 - r0, out_w, groups, kh, kw, cg, batch)
 
 
-def _lc_rows(padded: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int]) -> torch.Tensor:
-    """Core product: (Hp, Wp, C, B) padded input, (out_h, out_w, Cout, kh, kw, C) weight ->
-    (out_h, out_w, Cout, B), one cache-sized chunk of output rows at a time:
-    out_chunk (n, Cout, B) = weight_chunk (n, Cout, kh*kw*C) @ patches (n, kh*kw*C, B)."""
+def _lc_rows(padded: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int],
+             dilation: Tuple[int, int] = (1, 1), groups: int = 1) -> torch.Tensor:
+    """Core product: (Hp, Wp, C, B) padded input, (out_h, out_w, Cout, kh, kw, C/g) weight ->
+    (out_h, out_w, Cout, B), one cache-sized chunk of output rows at a time, each group g of a location
+    one matrix product (with groups=1, one per location):
+    out_chunk (n*g, Cout/g, B) = weight_chunk (n*g, Cout/g, kh*kw*C/g) @ patches (n*g, kh*kw*C/g, B)."""
     b = padded.shape[-1]
-    out_h, out_w, cout, kh, kw, cin = weight.shape
-    k = kh * kw * cin
+    out_h, out_w, cout, kh, kw, cg = weight.shape
+    k, og = kh * kw * cg, cout // groups
     out = padded.new_empty(out_h, out_w, cout, b)
-    for r0, r1, n, patches in _chunk_buffers(padded, weight.shape, b):
-        patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
-        torch.bmm(weight[r0:r1].reshape(n, cout, k), patches.view(n, k, b), out=out[r0:r1].view(n, cout, b))
+    for r0, r1, n, patches in _chunk_buffers(padded, weight.shape, b, groups):
+        patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride, dilation, groups))
+        torch.bmm(weight[r0:r1].reshape(n * groups, og, k), patches.view(n * groups, k, b),
+                  out=out[r0:r1].view(n * groups, og, b))
     return out
 
 
 def _col2im_rows(grad_rows: torch.Tensor, weight: torch.Tensor, padded_shape: torch.Size,
-                 stride: Tuple[int, int]) -> torch.Tensor:
+                 stride: Tuple[int, int], dilation: Tuple[int, int] = (1, 1), groups: int = 1) -> torch.Tensor:
     """Input gradient for any stride: (out_h, out_w, Cout, B) output gradient -> (Hp, Wp, C, B),
     patch gradients per row chunk, scatter-added (col2im)."""
     out_h, out_w, cout, b = grad_rows.shape
-    _, _, _, kh, kw, cin = weight.shape
-    k = kh * kw * cin
+    _, _, _, kh, kw, cg = weight.shape
+    k, og = kh * kw * cg, cout // groups
     grad_padded = grad_rows.new_zeros(padded_shape)
-    for r0, r1, n, chunk in _chunk_buffers(grad_rows, weight.shape, b):
-        torch.bmm(weight[r0:r1].reshape(n, cout, k).transpose(1, 2), grad_rows[r0:r1].view(n, cout, b),
-                  out=chunk.view(n, k, b))
+    for r0, r1, n, chunk in _chunk_buffers(grad_rows, weight.shape, b, groups):
+        torch.bmm(weight[r0:r1].reshape(n * groups, og, k).transpose(1, 2),
+                  grad_rows[r0:r1].view(n * groups, og, b), out=chunk.view(n * groups, k, b))
         for u in range(kh):
-            rows = slice(r0 * stride[0] + u, (r1 - 1) * stride[0] + u + 1, stride[0])
+            row0 = r0 * stride[0] + u * dilation[0]
+            rows = slice(row0, row0 + (r1 - r0 - 1) * stride[0] + 1, stride[0])
             for v in range(kw):
-                cols = slice(v, v + stride[1] * (out_w - 1) + 1, stride[1])
-                grad_padded[rows, cols] += chunk[:, :, u, v]
+                col0 = v * dilation[1]
+                cols = slice(col0, col0 + stride[1] * (out_w - 1) + 1, stride[1])
+                # (rows, out_w, C, B) viewed as (rows, out_w, groups, C/g, B), like the chunk's tap (u, v)
+                grad_padded[rows, cols].unflatten(2, (groups, cg)).add_(chunk[:, :, :, u, v])
     return grad_padded
 
 
@@ -190,39 +206,43 @@ DOUBLE_BACKWARD_ERROR = (
 
 # --- the two backends: plain tensor functions without autograd (the operators below carry it) ---------------
 
-def _torch_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int],
-                   padding: Tuple[int, int]) -> torch.Tensor:
-    """(B, Cin, H, W) any layout, (out_h, out_w, Cout, kh, kw, Cin) -> (B, Cout, out_h, out_w) channels-last."""
+def _torch_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int], padding: Tuple[int, int],
+                   dilation: Tuple[int, int] = (1, 1), groups: int = 1) -> torch.Tensor:
+    """(B, Cin, H, W) any layout, (out_h, out_w, Cout, kh, kw, Cin/groups) -> (B, Cout, out_h, out_w)
+    channels-last."""
     weight = weight.contiguous()  # the row chunks are views of it
-    out = _lc_rows(_to_hwcb(x, padding), weight, stride)  # (out_h, out_w, Cout, B)
+    out = _lc_rows(_to_hwcb(x, padding), weight, stride, dilation, groups)  # (out_h, out_w, Cout, B)
     return _from_hwcb(out)
 
 
 def _torch_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Tuple[int, int],
-                          stride: Tuple[int, int], padding: Tuple[int, int]) -> torch.Tensor:
+                          stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int] = (1, 1),
+                          groups: int = 1) -> torch.Tensor:
     """(B, Cout, out_h, out_w) output gradient -> (B, Cin, H, W) channels-last input gradient: the patch
     gradients of a few output rows at a time, scatter-added (col2im) into the padded input's gradient."""
     (h, w), (ph, pw) = input_size, padding
-    b, cin = grad_out.shape[0], weight.shape[5]
+    b, cin = grad_out.shape[0], weight.shape[5] * groups
     grad_rows = _hwcb(grad_out)  # (out_h, out_w, Cout, B)
-    grad_padded = _col2im_rows(grad_rows, weight.contiguous(), torch.Size((h + 2 * ph, w + 2 * pw, cin, b)), stride)
+    grad_padded = _col2im_rows(grad_rows, weight.contiguous(), torch.Size((h + 2 * ph, w + 2 * pw, cin, b)), stride,
+                               dilation, groups)
     return _from_hwcb(grad_padded[ph:ph + h, pw:pw + w])
 
 
 def _torch_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Tuple[int, int],
-                           stride: Tuple[int, int], padding: Tuple[int, int]) -> torch.Tensor:
-    """(B, Cout, out_h, out_w) output gradient, (B, Cin, H, W) input -> (out_h, out_w, Cout, kh, kw, Cin)
+                           stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int] = (1, 1),
+                           groups: int = 1) -> torch.Tensor:
+    """(B, Cout, out_h, out_w) output gradient, (B, Cin, H, W) input -> (out_h, out_w, Cout, kh, kw, Cin/groups)
     weight gradient, re-gathering the patches chunk by chunk from the padded input."""
     b, cout, out_h, out_w = grad_out.shape
-    (kh, kw), cin = kernel_size, x.shape[1]
-    k = kh * kw * cin
+    (kh, kw), cg = kernel_size, x.shape[1] // groups
+    k, og = kh * kw * cg, cout // groups
     padded = _to_hwcb(x, padding)
     grad_rows = _hwcb(grad_out)  # (out_h, out_w, Cout, B)
-    grad_w = grad_out.new_empty(out_h, out_w, cout, kh, kw, cin)
-    for r0, r1, n, patches in _chunk_buffers(padded, grad_w.shape, b):
-        patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride))
-        torch.bmm(grad_rows[r0:r1].view(n, cout, b), patches.view(n, k, b).transpose(1, 2),
-                  out=grad_w[r0:r1].view(n, cout, k))
+    grad_w = grad_out.new_empty(out_h, out_w, cout, kh, kw, cg)
+    for r0, r1, n, patches in _chunk_buffers(padded, grad_w.shape, b, groups):
+        patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride, dilation, groups))
+        torch.bmm(grad_rows[r0:r1].view(n * groups, og, b), patches.view(n * groups, k, b).transpose(1, 2),
+                  out=grad_w[r0:r1].view(n * groups, og, k))
     return grad_w
 
 
@@ -230,8 +250,8 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _native_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int],
-                    padding: Tuple[int, int]) -> torch.Tensor:
+def _native_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int], padding: Tuple[int, int],
+                    dilation: Tuple[int, int] = (1, 1)) -> torch.Tensor:
     """The forward on the C kernels (CPU, fp32): written channels-last directly, (B, Cout, out_h, out_w)."""
     lib, threads = native.load(), torch.get_num_threads()
     x = x.contiguous(memory_format=torch.channels_last)
@@ -240,30 +260,32 @@ def _native_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, in
     out_h, out_w, cout, kh, kw, _ = weight.shape
     out = x.new_empty(b, out_h, out_w, cout)
     if lib.lc_forward(x.data_ptr(), weight.data_ptr(), out.data_ptr(), b, h, w, c, *padding,
-                      out_h, out_w, cout, kh, kw, stride[0], stride[1], threads) != 0:
+                      out_h, out_w, cout, kh, kw, *stride, *dilation, threads) != 0:
         raise MemoryError('LocallyConnected2d: the native forward could not allocate its per-thread '
                           'kernel buffer')
     return out.permute(0, 3, 1, 2)
 
 
 def _native_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Tuple[int, int],
-                           stride: Tuple[int, int], padding: Tuple[int, int]) -> torch.Tensor:
+                           stride: Tuple[int, int], padding: Tuple[int, int],
+                           dilation: Tuple[int, int] = (1, 1)) -> torch.Tensor:
     """The input gradient on the C kernels, (B, Cin, H, W) channels-last."""
     lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
     out_h, out_w, cout, kh, kw, c = weight.shape
     if c % vw != 0:  # channel counts that are not a multiple of the vector width: the torch backend's col2im
-        return _torch_backward_input(grad_out, weight, input_size, stride, padding)
+        return _torch_backward_input(grad_out, weight, input_size, stride, padding, dilation)
     weight = weight.contiguous()
     grad = grad_out.contiguous(memory_format=torch.channels_last)
     b, (h, w) = grad.shape[0], input_size
     grad_x = grad.new_empty(b, h, w, c)
     lib.lc_backward_input(grad.data_ptr(), weight.data_ptr(), grad_x.data_ptr(), b, h, w, c, *padding,
-                          out_h, out_w, cout, kh, kw, stride[0], stride[1], threads)
+                          out_h, out_w, cout, kh, kw, *stride, *dilation, threads)
     return grad_x.permute(0, 3, 1, 2)
 
 
 def _native_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Tuple[int, int],
-                            stride: Tuple[int, int], padding: Tuple[int, int]) -> torch.Tensor:
+                            stride: Tuple[int, int], padding: Tuple[int, int],
+                            dilation: Tuple[int, int] = (1, 1)) -> torch.Tensor:
     """The weight gradient on the C kernels, (out_h, out_w, Cout, kh, kw, Cin)."""
     lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
     x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the activations of an LC model
@@ -274,22 +296,35 @@ def _native_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size
     grad_w = x.new_empty(out_h, out_w, cout, kh, kw, c)
     if c % vw == 0:
         lib.lc_backward_weight(x.data_ptr(), grad.data_ptr(), grad_w.data_ptr(), b, h, w, c, *padding,
-                               out_h, out_w, cout, kh, kw, stride[0], stride[1], threads)
+                               out_h, out_w, cout, kh, kw, *stride, *dilation, threads)
     else:  # e.g. the RGB stem: vectorize over output channels instead
         cout_padded = _round_up(cout, vw)
         grad_cl = grad.permute(0, 2, 3, 1)  # (B, out_h, out_w, Cout), contiguous
         if cout_padded != cout:
             grad_cl = torch.nn.functional.pad(grad_cl, (0, cout_padded - cout))
         lib.lc_backward_weight_any(x.data_ptr(), grad_cl.data_ptr(), grad_w.data_ptr(), b, h, w, c, *padding,
-                                   out_h, out_w, cout, cout_padded, kh, kw, stride[0], stride[1], threads)
+                                   out_h, out_w, cout, cout_padded, kh, kw, *stride, *dilation, threads)
     return grad_w
 
 
-def _resolve(t: torch.Tensor, taps: int, backend: str) -> str:
+def native_lacks(groups: int = 1) -> Optional[str]:
+    """What the native kernels cannot compute for this geometry (None: they can): today they have no
+    grouped kernels (``groups != 1``, depthwise included); dilation they have."""
+    return f'groups={groups} (grouped/depthwise LC layers)' if groups != 1 else None
+
+
+def _resolve(t: torch.Tensor, taps: int, backend: str, groups: int = 1) -> str:
     backend = native._check_backend(backend) if backend else native.get_backend()
     if backend == 'torch' or t.device.type != 'cpu' or t.dtype != torch.float32:
         return 'torch'
     if taps > native.MAX_TAPS:
+        return 'torch'
+    if groups != 1:
+        if backend == 'native':
+            raise NotImplementedError(
+                f'the native LC kernels have no support for {native_lacks(groups)}; run this layer on the '
+                "torch backend: native.use_backend('torch') / BIOCONV_LC_BACKEND=torch, or 'auto', which picks "
+                'the torch backend for grouped layers and the native kernels for the others')
         return 'torch'
     try:
         native.load()
@@ -301,14 +336,16 @@ def _resolve(t: torch.Tensor, taps: int, backend: str) -> str:
     return 'native'
 
 
-def resolve_backend(x: torch.Tensor, weight: torch.Tensor, backend: str = '') -> str:
+def resolve_backend(x: torch.Tensor, weight: torch.Tensor, backend: str = '', groups: int = 1) -> str:
     """The backend, ``'native'`` or ``'torch'``, that an LC call on ``x`` and ``weight`` runs on when
     ``backend`` is requested (``'auto'``, ``'native'``, ``'torch'``; ``''``: :func:`bioconv_timm.layers.native.get_backend`):
     native for CPU fp32 where the kernels build (``'native'`` raises
-    :class:`~bioconv_timm.layers.native.NativeBuildError` if they do not), else torch."""
+    :class:`~bioconv_timm.layers.native.NativeBuildError` if they do not), else torch. Grouped layers
+    (:func:`native_lacks`) run on torch; asking for ``'native'`` for one on CPU fp32 raises
+    ``NotImplementedError`` naming what the native kernels lack."""
     if weight.dtype != x.dtype:
         return 'torch'
-    return _resolve(x, weight.shape[3] * weight.shape[4], backend)
+    return _resolve(x, weight.shape[3] * weight.shape[4], backend, groups)
 
 
 # --- the operators: bioconv::lc_forward and the two halves of its backward ----------------------------------
@@ -335,24 +372,39 @@ def _without_autocast(device_type: str):
     return contextlib.nullcontext()
 
 
+def _dilation(dilation: Optional[Sequence[int]]) -> Sequence[int]:
+    """The operators' ``dilation`` argument: None (the default) means (1, 1)."""
+    return (1, 1) if dilation is None else dilation
+
+
 def _check_geometry(name: str, x_shape: Sequence, weight_shape: Sequence, stride: Sequence[int],
-                    padding: Sequence[int]) -> None:
-    """Input (B, Cin, H, W) and weight (out_h, out_w, Cout, kh, kw, Cin) agree with stride and padding (also
-    for the symbolic sizes of torch.compile and torch.export)."""
-    _require(len(stride) == 2 and len(padding) == 2,
-                 lambda: f'{name}: stride and padding must be pairs, got {list(stride)}, {list(padding)}')
+                    padding: Sequence[int], dilation: Sequence[int] = (1, 1), groups: int = 1) -> None:
+    """Input (B, Cin, H, W) and weight (out_h, out_w, Cout, kh, kw, Cin/groups) agree with stride, padding,
+    dilation and groups (also for the symbolic sizes of torch.compile and torch.export)."""
+    _require(len(stride) == 2 and len(padding) == 2 and len(dilation) == 2, lambda: (
+        f'{name}: stride, padding and dilation must be pairs, got {list(stride)}, {list(padding)}, '
+        f'{list(dilation)}'))
     _require(len(x_shape) == 4 and len(weight_shape) == 6, lambda: (
-        f'{name}: expects input (B, Cin, H, W) and weight (out_h, out_w, Cout, kh, kw, Cin), got '
+        f'{name}: expects input (B, Cin, H, W) and weight (out_h, out_w, Cout, kh, kw, Cin/groups), got '
         f'{tuple(x_shape)} and {tuple(weight_shape)}'))
-    out_h, out_w, _, kh, kw, cin = weight_shape
-    _require(min(stride) >= 1 and min(padding) >= 0,
-                 lambda: f'{name}: invalid stride {list(stride)} or padding {list(padding)}')
-    _require(x_shape[1] == cin, lambda: f'{name}: input has {x_shape[1]} channels, the weight {cin}')
-    expected = tuple(conv_output_size(n, k, s, p) for n, k, s, p in zip(x_shape[2:], (kh, kw), stride, padding))
+    out_h, out_w, cout, kh, kw, cg = weight_shape
+    _require(min(stride) >= 1 and min(padding) >= 0 and min(dilation) >= 1 and groups >= 1, lambda: (
+        f'{name}: invalid stride {list(stride)}, padding {list(padding)}, dilation {list(dilation)} '
+        f'or groups {groups}'))
+    if groups == 1:
+        _require(x_shape[1] == cg, lambda: f'{name}: input has {x_shape[1]} channels, the weight {cg}')
+    else:
+        _require(x_shape[1] == cg * groups, lambda: (
+            f'{name}: input has {x_shape[1]} channels, the weight {cg} per group x {groups} groups'))
+        _require(cout % groups == 0, lambda: (
+            f'{name}: the weight has {cout} output channels, not divisible by groups={groups}'))
+    expected = tuple(conv_output_size(n, k, s, p, d)
+                     for n, k, s, p, d in zip(x_shape[2:], (kh, kw), stride, padding, dilation))
     for n, m in zip(expected, (out_h, out_w)):
         _require(n == m, lambda: (
-            f'{name}: a {tuple(x_shape[2:])} input with kernel {(kh, kw)}, stride {tuple(stride)} and padding '
-            f'{tuple(padding)} gives a {expected} output, but the weight has {(out_h, out_w)} locations'))
+            f'{name}: a {tuple(x_shape[2:])} input with kernel {(kh, kw)}, stride {tuple(stride)}, padding '
+            f'{tuple(padding)}' + (f' and dilation {tuple(dilation)}' if tuple(dilation) != (1, 1) else '')
+            + f' gives a {expected} output, but the weight has {(out_h, out_w)} locations'))
 
 
 def _check_tensors(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -367,115 +419,133 @@ def _check_grad(name: str, grad_out: torch.Tensor, x_shape: Sequence, weight_sha
         _require(n == m, lambda: f'{name}: output gradient of shape {tuple(grad_out.shape)}, expected {expected}')
 
 
-def _forward_checks(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int]) -> None:
+def _forward_checks(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
+                    dilation: Sequence[int] = (1, 1), groups: int = 1) -> None:
     _check_tensors('lc_forward', x, weight)
-    _check_geometry('lc_forward', x.shape, weight.shape, stride, padding)
+    _check_geometry('lc_forward', x.shape, weight.shape, stride, padding, dilation, groups)
 
 
 def _backward_input_checks(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Sequence[int],
-                           stride: Sequence[int], padding: Sequence[int]) -> tuple:
+                           stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int] = (1, 1),
+                           groups: int = 1) -> tuple:
     """Checks the arguments of lc_backward_input; returns the input's shape (B, Cin, H, W)."""
     _check_tensors('lc_backward_input', grad_out, weight)
     _require(len(input_size) == 2, lambda: f'lc_backward_input: input_size must be a pair, got {input_size}')
-    x_shape = (grad_out.shape[0], weight.shape[-1], *input_size)
-    _check_geometry('lc_backward_input', x_shape, weight.shape, stride, padding)
+    x_shape = (grad_out.shape[0], weight.shape[-1] * groups, *input_size)
+    _check_geometry('lc_backward_input', x_shape, weight.shape, stride, padding, dilation, groups)
     _check_grad('lc_backward_input', grad_out, x_shape, weight.shape)
     return x_shape
 
 
 def _backward_weight_checks(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Sequence[int],
-                            stride: Sequence[int], padding: Sequence[int]) -> tuple:
-    """Checks the arguments of lc_backward_weight; returns the weight's shape (out_h, out_w, Cout, kh, kw, Cin)."""
+                            stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int] = (1, 1),
+                            groups: int = 1) -> tuple:
+    """Checks the arguments of lc_backward_weight; returns the weight's shape
+    (out_h, out_w, Cout, kh, kw, Cin/groups)."""
     _check_tensors('lc_backward_weight', grad_out, x)
     _require(len(kernel_size) == 2 and grad_out.dim() == 4, lambda: (
         f'lc_backward_weight: kernel_size must be a pair and the gradient 4-d, got {kernel_size}, '
         f'{tuple(grad_out.shape)}'))
-    weight_shape = (*grad_out.shape[2:], grad_out.shape[1], *kernel_size, x.shape[1])
-    _check_geometry('lc_backward_weight', x.shape, weight_shape, stride, padding)
+    _require(groups >= 1, lambda: f'lc_backward_weight: invalid groups {groups}')
+    _require(x.shape[1] % groups == 0, lambda: (
+        f'lc_backward_weight: input has {x.shape[1]} channels, not divisible by groups={groups}'))
+    weight_shape = (*grad_out.shape[2:], grad_out.shape[1], *kernel_size, x.shape[1] // groups)
+    _check_geometry('lc_backward_weight', x.shape, weight_shape, stride, padding, dilation, groups)
     _check_grad('lc_backward_weight', grad_out, x.shape, weight_shape)
     return weight_shape
 
 
 @torch.library.custom_op('bioconv::lc_forward', mutates_args=())
 def lc_forward(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
-               backend: str = '') -> torch.Tensor:
+               dilation: Optional[Sequence[int]] = None, groups: int = 1, backend: str = '') -> torch.Tensor:
     """The LC product without bias, ``torch.ops.bioconv.lc_forward``: (B, Cin, H, W) input and
-    (out_h, out_w, Cout, kh, kw, Cin) weight -> (B, Cout, out_h, out_w) in channels-last memory format.
-    ``backend``: ``'auto'``, ``'native'``, ``'torch'``, or ``''`` for :func:`bioconv_timm.layers.native.get_backend`
-    when it runs. Differentiable (first order) in ``x`` and ``weight``."""
-    _forward_checks(x, weight, stride, padding)
-    stride, padding = _pair(stride, 'stride'), _pair(padding, 'padding')
+    (out_h, out_w, Cout, kh, kw, Cin/groups) weight -> (B, Cout, out_h, out_w) in channels-last memory format.
+    ``dilation``: a pair, None for (1, 1); ``groups``: as in ``nn.Conv2d`` (output channel block j of a
+    location sees input channel block j only). ``backend``: ``'auto'``, ``'native'``, ``'torch'``, or ``''``
+    for :func:`bioconv_timm.layers.native.get_backend` when it runs. Differentiable (first order) in ``x``
+    and ``weight``."""
+    dilation = _dilation(dilation)
+    _forward_checks(x, weight, stride, padding, dilation, groups)
+    stride, padding, dilation = _pair(stride, 'stride'), _pair(padding, 'padding'), _pair(dilation, 'dilation')
     with _without_autocast(x.device.type):
-        if resolve_backend(x, weight, backend) == 'native':
-            return _native_forward(x, weight, stride, padding)
-        return _torch_forward(x, weight, stride, padding)
+        if resolve_backend(x, weight, backend, groups) == 'native':
+            return _native_forward(x, weight, stride, padding, dilation)
+        return _torch_forward(x, weight, stride, padding, dilation, groups)
 
 
 @lc_forward.register_fake
 def _lc_forward_fake(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
-                     backend: str = '') -> torch.Tensor:
-    _forward_checks(x, weight, stride, padding)
+                     dilation: Optional[Sequence[int]] = None, groups: int = 1, backend: str = '') -> torch.Tensor:
+    _forward_checks(x, weight, stride, padding, _dilation(dilation), groups)
     out_h, out_w, cout = weight.shape[:3]
     return x.new_empty(x.shape[0], out_h, out_w, cout).permute(0, 3, 1, 2)  # channels-last, like the kernels
 
 
 @torch.library.custom_op('bioconv::lc_backward_input', mutates_args=())
 def lc_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Sequence[int],
-                      stride: Sequence[int], padding: Sequence[int], backend: str = '') -> torch.Tensor:
+                      stride: Sequence[int], padding: Sequence[int], dilation: Optional[Sequence[int]] = None,
+                      groups: int = 1, backend: str = '') -> torch.Tensor:
     """Input gradient of :func:`lc_forward`: (B, Cout, out_h, out_w) output gradient and the weight ->
     (B, Cin, H, W) channels-last, for an input of spatial size ``input_size`` (H, W)."""
-    _backward_input_checks(grad_out, weight, input_size, stride, padding)
+    dilation = _dilation(dilation)
+    _backward_input_checks(grad_out, weight, input_size, stride, padding, dilation, groups)
     input_size, stride, padding = _pair(input_size, 'input_size'), _pair(stride, 'stride'), _pair(padding, 'padding')
+    dilation = _pair(dilation, 'dilation')
     with _without_autocast(grad_out.device.type):
-        if resolve_backend(grad_out, weight, backend) == 'native':
-            return _native_backward_input(grad_out, weight, input_size, stride, padding)
-        return _torch_backward_input(grad_out, weight, input_size, stride, padding)
+        if resolve_backend(grad_out, weight, backend, groups) == 'native':
+            return _native_backward_input(grad_out, weight, input_size, stride, padding, dilation)
+        return _torch_backward_input(grad_out, weight, input_size, stride, padding, dilation, groups)
 
 
 @lc_backward_input.register_fake
 def _lc_backward_input_fake(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Sequence[int],
-                            stride: Sequence[int], padding: Sequence[int], backend: str = '') -> torch.Tensor:
-    b, cin, h, w = _backward_input_checks(grad_out, weight, input_size, stride, padding)
+                            stride: Sequence[int], padding: Sequence[int], dilation: Optional[Sequence[int]] = None,
+                            groups: int = 1, backend: str = '') -> torch.Tensor:
+    b, cin, h, w = _backward_input_checks(grad_out, weight, input_size, stride, padding, _dilation(dilation), groups)
     return grad_out.new_empty(b, h, w, cin).permute(0, 3, 1, 2)
 
 
 @torch.library.custom_op('bioconv::lc_backward_weight', mutates_args=())
 def lc_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Sequence[int],
-                       stride: Sequence[int], padding: Sequence[int], backend: str = '') -> torch.Tensor:
+                       stride: Sequence[int], padding: Sequence[int], dilation: Optional[Sequence[int]] = None,
+                       groups: int = 1, backend: str = '') -> torch.Tensor:
     """Weight gradient of :func:`lc_forward`: (B, Cout, out_h, out_w) output gradient and the (B, Cin, H, W)
-    input -> (out_h, out_w, Cout, kh, kw, Cin), contiguous, for a kernel of ``kernel_size`` (kh, kw)."""
-    _backward_weight_checks(grad_out, x, kernel_size, stride, padding)
+    input -> (out_h, out_w, Cout, kh, kw, Cin/groups), contiguous, for a kernel of ``kernel_size`` (kh, kw)."""
+    dilation = _dilation(dilation)
+    _backward_weight_checks(grad_out, x, kernel_size, stride, padding, dilation, groups)
     kernel_size, stride = _pair(kernel_size, 'kernel_size'), _pair(stride, 'stride')
-    padding = _pair(padding, 'padding')
+    padding, dilation = _pair(padding, 'padding'), _pair(dilation, 'dilation')
     with _without_autocast(x.device.type):
-        if _resolve(x, kernel_size[0] * kernel_size[1], backend) == 'native':
-            return _native_backward_weight(grad_out, x, kernel_size, stride, padding)
-        return _torch_backward_weight(grad_out, x, kernel_size, stride, padding)
+        if _resolve(x, kernel_size[0] * kernel_size[1], backend, groups) == 'native':
+            return _native_backward_weight(grad_out, x, kernel_size, stride, padding, dilation)
+        return _torch_backward_weight(grad_out, x, kernel_size, stride, padding, dilation, groups)
 
 
 @lc_backward_weight.register_fake
 def _lc_backward_weight_fake(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Sequence[int],
-                             stride: Sequence[int], padding: Sequence[int], backend: str = '') -> torch.Tensor:
-    return x.new_empty(_backward_weight_checks(grad_out, x, kernel_size, stride, padding))
+                             stride: Sequence[int], padding: Sequence[int], dilation: Optional[Sequence[int]] = None,
+                             groups: int = 1, backend: str = '') -> torch.Tensor:
+    return x.new_empty(_backward_weight_checks(grad_out, x, kernel_size, stride, padding, _dilation(dilation), groups))
 
 
 def _lc_forward_setup_context(ctx, inputs, output) -> None:
-    x, weight, stride, padding, backend = inputs
+    x, weight, stride, padding, dilation, groups, backend = inputs
     # Only the input and the weight are kept (no patches); for the native kernels a channels-last input is
     # usually the tensor the previous activation keeps anyway.
     ctx.save_for_backward(x, weight)
-    ctx.geometry = (tuple(x.shape[2:]), tuple(weight.shape[3:5]), list(stride), list(padding), backend)
+    ctx.geometry = (tuple(x.shape[2:]), tuple(weight.shape[3:5]), list(stride), list(padding),
+                    None if dilation is None else list(dilation), groups, backend)
 
 
 def _lc_forward_backward(ctx, grad_out: torch.Tensor):
     x, weight = ctx.saved_tensors
-    input_size, kernel_size, stride, padding, backend = ctx.geometry
+    input_size, kernel_size, stride, padding, dilation, groups, backend = ctx.geometry
     grad_x = grad_w = None
     if ctx.needs_input_grad[0]:
-        grad_x = lc_backward_input(grad_out, weight, list(input_size), stride, padding, backend)
+        grad_x = lc_backward_input(grad_out, weight, list(input_size), stride, padding, dilation, groups, backend)
     if ctx.needs_input_grad[1]:
-        grad_w = lc_backward_weight(grad_out, x, list(kernel_size), stride, padding, backend)
-    return grad_x, grad_w, None, None, None
+        grad_w = lc_backward_weight(grad_out, x, list(kernel_size), stride, padding, dilation, groups, backend)
+    return grad_x, grad_w, None, None, None, None, None
 
 
 def _no_double_backward(ctx, *grads):
@@ -495,21 +565,26 @@ lc_backward_weight.register_autograd(_no_double_backward, setup_context=_nothing
 
 
 def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                        stride: IntPair = 1, padding: IntPair = 0) -> torch.Tensor:
+                        stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1,
+                        groups: int = 1) -> torch.Tensor:
     """Functional locally connected layer, on the operator ``torch.ops.bioconv.lc_forward`` (so it runs under
     ``torch.compile(fullgraph=True)``, ``torch.export`` and on meta tensors).
 
     Runs on the native CPU kernels for fp32 CPU tensors (unless ``BIOCONV_LC_BACKEND=torch`` or
-    :func:`bioconv_timm.layers.native.set_backend`), else on the torch backend (CUDA, bf16/fp16 autocast).
+    :func:`bioconv_timm.layers.native.set_backend`), else on the torch backend (CUDA, bf16/fp16 autocast,
+    grouped layers).
 
     Args:
         x: input, (B, Cin, H, W), NCHW or channels-last.
-        weight: (out_h, out_w, Cout, kh, kw, Cin): a channels-last conv kernel per location.
+        weight: (out_h, out_w, Cout, kh, kw, Cin/groups): a channels-last conv kernel per location.
         bias: optional (Cout, out_h, out_w), one bias per output neuron.
+        stride, padding, dilation: ints or pairs, as in ``nn.Conv2d``.
+        groups: as in ``nn.Conv2d``: output channels [j Cout/g, (j+1) Cout/g) of every location see input
+            channels [j Cin/g, (j+1) Cin/g) only; ``groups == Cin`` is depthwise.
     Returns:
         (B, Cout, out_h, out_w), channels-last memory format.
     """
-    stride, padding = _pair(stride, 'stride'), _pair(padding, 'padding')
+    stride, padding, dilation = _pair(stride, 'stride'), _pair(padding, 'padding'), _pair(dilation, 'dilation')
     device_type = x.device.type
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         # Run in the autocast dtype like nn.Conv2d does; the cast is differentiable, so the fp32
@@ -522,7 +597,7 @@ def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
                         'cast one of them or use torch.autocast')
     # set_backend/use_backend's choice is an argument of the op (its backward follows it; torch.compile
     # guards on it); without one, the op reads BIOCONV_LC_BACKEND when it runs.
-    out = lc_forward(x, weight, list(stride), list(padding), native._chosen_backend())
+    out = lc_forward(x, weight, list(stride), list(padding), list(dilation), int(groups), native._chosen_backend())
     if bias is not None:
         out = out + bias.unsqueeze(0)
     return out
@@ -544,11 +619,20 @@ torch.fx.wrap('checked_lc_input')
 torch.fx.wrap('locally_connected2d')
 
 
+def _check_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    """ValueError unless ``groups`` is a positive int dividing both channel counts (as nn.Conv2d requires)."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f'groups must be a positive int, got {groups!r}')
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f'in_channels={in_channels} and out_channels={out_channels} must both be divisible by '
+                         f'groups={groups}')
+
+
 class LocallyConnected2d(nn.Module):
     """Conv2d semantics with an independent kernel at every output location.
 
     The input spatial size is fixed at construction (``input_size``); output size follows
-    ``nn.Conv2d``: ``(H + 2 * padding - kernel_size) // stride + 1``.
+    ``nn.Conv2d``: ``(H + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1``.
 
     Args:
         in_channels: input channels Cin.
@@ -557,40 +641,52 @@ class LocallyConnected2d(nn.Module):
         input_size: (H, W) of the input (an int means square).
         stride: int or pair.
         padding: int or pair (zero padding).
+        dilation: int or pair: tap (u, v) of output (i, j) reads input (i * stride + u * dilation - padding,
+            ...), as in ``nn.Conv2d``.
+        groups: as in ``nn.Conv2d``; both channel counts must be divisible by it, ``groups == in_channels``
+            is depthwise. Grouped layers run on the torch backend (the native kernels have no groups;
+            :func:`resolve_backend`).
         bias: one learnable bias per output neuron, shape (Cout, out_h, out_w).
 
     Attributes:
-        weight: (out_h, out_w, Cout, kh, kw, Cin); location (y, x) holds its own kernel, stored
-            like a channels-last conv weight.
+        weight: (out_h, out_w, Cout, kh, kw, Cin/groups); location (y, x) holds its own kernel, stored
+            like a channels-last conv weight (``nn.Conv2d``'s is (Cout, Cin/groups, kh, kw)).
 
     Shapes:
         input (B, Cin, H, W) -> output (B, Cout, out_h, out_w), channels-last memory format.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, input_size: IntPair,
-                 stride: IntPair = 1, padding: IntPair = 0, bias: bool = False,
-                 device=None, dtype=None) -> None:
+                 stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
+                 bias: bool = False, device=None, dtype=None) -> None:
         super().__init__()
         if in_channels <= 0 or out_channels <= 0:
             raise ValueError(f'in_channels and out_channels must be positive, got {in_channels}, {out_channels}')
+        _check_groups(in_channels, out_channels, groups)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
+        self.groups = int(groups)
         self.kernel_size = _pair(kernel_size, 'kernel_size')
         self.input_size = _pair(input_size, 'input_size')
         self.stride = _pair(stride, 'stride')
         self.padding = _pair(padding, 'padding')
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0 or min(self.input_size) < 1:
+        self.dilation = _pair(dilation, 'dilation')
+        if isinstance(dilation, bool) or (min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0
+                                          or min(self.dilation) < 1 or min(self.input_size) < 1):
             raise ValueError(f'invalid LocallyConnected2d geometry: kernel_size={self.kernel_size}, '
-                             f'stride={self.stride}, padding={self.padding}, input_size={self.input_size}')
+                             f'stride={self.stride}, padding={self.padding}, dilation={dilation!r}, '
+                             f'input_size={self.input_size}')
         self.output_size = tuple(
-            conv_output_size(n, k, s, p)
-            for n, k, s, p in zip(self.input_size, self.kernel_size, self.stride, self.padding))
+            conv_output_size(n, k, s, p, d)
+            for n, k, s, p, d in zip(self.input_size, self.kernel_size, self.stride, self.padding, self.dilation))
         if min(self.output_size) < 1:
             raise ValueError(f'input_size={self.input_size} is too small for kernel_size={self.kernel_size} '
-                             f'with padding={self.padding}: the output would be empty')
+                             f'with padding={self.padding}'
+                             + (f' and dilation={self.dilation}' if self.dilation != (1, 1) else '')
+                             + ': the output would be empty')
         factory = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(
-            *self.output_size, self.out_channels, *self.kernel_size, self.in_channels, **factory))
+            *self.output_size, self.out_channels, *self.kernel_size, self.in_channels // self.groups, **factory))
         self.bias = nn.Parameter(torch.empty(self.out_channels, *self.output_size, **factory)) if bias else None
         self.reset_parameters()
 
@@ -599,26 +695,27 @@ class LocallyConnected2d(nn.Module):
         return self.output_size[0] * self.output_size[1]
 
     def reset_parameters(self) -> None:
-        # Kaiming normal, ReLU gain, fan_out (paper appendix B), drawn independently per location.
-        fan_out = self.out_channels * self.kernel_size[0] * self.kernel_size[1]
+        # Kaiming normal, ReLU gain, fan_out (paper appendix B), drawn independently per location. With
+        # groups the fan-out of an input unit is (Cout / groups) * kh * kw (as timm inits depthwise convs).
+        fan_out = (self.out_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
         nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / fan_out))
         if self.bias is not None:
-            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+            fan_in = (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
             bound = 1.0 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, input_size: IntPair) -> 'LocallyConnected2d':
-        """An LC layer that holds ``conv``'s kernel (and bias) at every output location."""
+        """An LC layer that holds ``conv``'s kernel (and bias) at every output location; grouped
+        (depthwise included) and dilated convs keep their groups and dilation."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f'from_conv expects an nn.Conv2d, got {type(conv).__name__}')
-        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
-            raise ValueError('from_conv supports groups=1, dilation=1, numeric zero padding; got '
-                             f'groups={conv.groups}, dilation={conv.dilation}, padding={conv.padding!r}, '
-                             f'padding_mode={conv.padding_mode!r}')
+        if conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
+            raise ValueError('from_conv supports numeric zero padding only; got '
+                             f'padding={conv.padding!r}, padding_mode={conv.padding_mode!r}')
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, input_size,
-                    stride=conv.stride, padding=conv.padding, bias=conv.bias is not None,
-                    device=conv.weight.device, dtype=conv.weight.dtype)
+                    stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                    bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
         with torch.no_grad():
             layer.weight.copy_(conv.weight.permute(0, 2, 3, 1).expand_as(layer.weight))
             if conv.bias is not None:
@@ -627,13 +724,17 @@ class LocallyConnected2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = checked_lc_input(x, self.in_channels, self.input_size)
-        return locally_connected2d(x, self.weight, self.bias, self.stride, self.padding)
+        return locally_connected2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         s = (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
              f'input_size={self.input_size}, output_size={self.output_size}, stride={self.stride}')
         if self.padding != (0, 0):
             s += f', padding={self.padding}'
+        if self.dilation != (1, 1):
+            s += f', dilation={self.dilation}'
+        if self.groups != 1:
+            s += f', groups={self.groups}'
         if self.bias is None:
             s += ', bias=False'
         return s

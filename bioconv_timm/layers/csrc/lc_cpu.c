@@ -6,14 +6,17 @@
  *   Wt   (OH, OW, CO, KH, KW, C)   the layer weight: one channels-last conv kernel per location
  *   out  (B, OH, OW, CO)           the output; g, its gradient, has the same shape
  *
+ * Dilation (DH, DW): tap (ky, kx) of location (y, x) reads input (y SH + ky DH - PH, x SW + kx DW - PW).
+ *
  * Every product is a small matrix product per output location l (L = OH * OW of them), K = KH * KW * C:
  *   forward       out[:, l] (B x CO) = patches_l (B x K) @ Wt[l]^T (K x CO)   vectorized over CO
  *   input grad    gx[:, pixel, :]    = sum over the (l, kernel offset) whose kernel covers the pixel of
  *                                      g[:, l] (B x CO) @ Wt[l, :, offset] (CO x C)  vectorized over C
  *   weight grad   gW[l] (CO x K)     = g[:, l]^T (CO x B) @ patches_l (B x K)  vectorized along a kernel row
  *                                      (over CO when C is not a multiple of the vector width, e.g. RGB)
- * The patches are never materialized: a kernel row of a patch is one contiguous run of KW * C values of x,
- * read in place; taps that fall in the zero padding are skipped.
+ * The patches are never materialized: a kernel row of a patch is one contiguous run of KW * C values of x
+ * (with DW > 1, KW runs of C values, DW * C apart), read in place; taps that fall in the zero padding are
+ * skipped.
  *
  * A micro-kernel keeps a TM x TN tile of accumulator vectors in registers and streams one operand as vectors
  * and the other as broadcast scalars. The drivers split locations (or pixels) over OpenMP threads so that no
@@ -44,6 +47,14 @@ typedef float vf __attribute__((vector_size(VW * 4), aligned(4), may_alias));
 #define INLINE static inline __attribute__((always_inline))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Taps [k0, k1) of a kernel axis that land inside [0, n) when tap k reads position start + k * d (d >= 1). */
+INLINE i64 ceil_div_nonneg(i64 a, i64 d) { return a <= 0 ? 0 : (a + d - 1) / d; }
+INLINE void valid_taps(i64 start, i64 d, i64 n, i64 k, i64 *k0, i64 *k1)
+{
+    *k0 = MIN(k, ceil_div_nonneg(-start, d));
+    *k1 = MAX(*k0, MIN(k, ceil_div_nonneg(n - start, d)));
+}
 
 INLINE vf vload(const float *p) { return *(const vf *)p; }
 INLINE void vstore(float *p, vf v) { *(vf *)p = v; }
@@ -129,19 +140,23 @@ static void transpose_block(const float *s, i64 si, float *d, i64 dj, i64 I, i64
 
 /* ------------------------------------------------------------------------------------------------------
  * Forward: out[b, l, co] = sum_{ky, r} x[b, y SH + ky - PH, x SW - PW + kx0 + r / C, r % C] *
- * Wt[l, co, ky, kx0 C + r], r along the run of valid taps. Each location's kernel is first copied
- * transposed, (K, COP), COP = CO rounded up to the vector width with zero columns, into a per-thread
- * buffer; then a tile is FWD_TM batch rows x FWD_TN output-channel vectors, x broadcast.
+ * Wt[l, co, ky, kx0 C + r], r along the run of valid taps (DH = DW = 1). Each location's kernel is first
+ * copied transposed, (K, COP), COP = CO rounded up to the vector width with zero columns, into a per-thread
+ * buffer; then a tile is FWD_TM batch rows x FWD_TN output-channel vectors, x broadcast. A kernel row is
+ * nkx runs of ``run`` values, xcol floats apart in x and wcol in the kernel: nkx = 1 (a literal, so the
+ * loop folds away) without width dilation, one run of C per valid kernel column with it.
  * ------------------------------------------------------------------------------------------------------ */
 INLINE void fwd_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, const float *wt, i64 COP, i64 R,
-                     i64 ky0, i64 ky1, i64 run, float *o, i64 ostride, i64 cov)
+                     i64 ky0, i64 ky1, i64 nkx, i64 xcol, i64 wcol, i64 run, float *o, i64 ostride, i64 cov)
 {
     vf acc[FWD_TM][FWD_TN];
     ZERO_ACC(acc, FWD_TM, FWD_TN)
     for (i64 ky = ky0; ky < ky1; ky++) {
-        const float *xr = x + ky * rowstride;
-        const float *wr = wt + ky * R * COP;
-        for (i64 r = 0; r < run; r++) RANK1_UPDATE(acc, FWD_TM, FWD_TN, m, n, xr + r, xstride, wr + r * COP);
+        for (i64 kx = 0; kx < nkx; kx++) {
+            const float *xr = x + ky * rowstride + kx * xcol;
+            const float *wr = wt + ky * R * COP + kx * wcol;
+            for (i64 r = 0; r < run; r++) RANK1_UPDATE(acc, FWD_TM, FWD_TN, m, n, xr + r, xstride, wr + r * COP);
+        }
     }
     if (cov >= n * VW) {
         STORE_TILE(acc, FWD_TM, FWD_TN, m, n, o, ostride)
@@ -187,39 +202,54 @@ static i64 fwd_group_bytes(void)
 
 INLINE void fwd_location_block(const float *x, const float *wt, float *out, i64 l, i64 b0, i64 b1, i64 H, i64 W,
                                i64 C, i64 PH, i64 PW, i64 OW, i64 CO, i64 COP, i64 KH, i64 KW, i64 SH, i64 SW,
-                               i64 xstride, i64 ostride)
+                               i64 DH, i64 DW, i64 xstride, i64 ostride)
 {
     const i64 R = KW * C, ncv = COP / VW, nct = (ncv + FWD_TN - 1) / FWD_TN;
     const i64 y = l / OW, xo = l % OW, col0 = xo * SW - PW, row0 = y * SH - PH;
-    const i64 kx0 = MIN(KW, MAX(0, -col0)), kx1 = MAX(kx0, MIN(KW, W - col0));
-    const i64 ky0 = MIN(KH, MAX(0, -row0)), ky1 = MAX(ky0, MIN(KH, H - row0));
-    const i64 run = (kx1 - kx0) * C;
-    const float *xl = x + (row0 * W + col0 + kx0) * C;
+    i64 kx0, kx1, ky0, ky1;
+    valid_taps(col0, DW, W, KW, &kx0, &kx1);
+    valid_taps(row0, DH, H, KH, &ky0, &ky1);
+    /* DW == 1: a kernel row's valid taps are one run; else one run of C per valid kernel column */
+    const i64 nkx = kx1 - kx0, run = DW == 1 ? nkx * C : C, rowstride = DH * W * C;
+    const i64 span = nkx > 0 ? (nkx - 1) * DW * C + C : 0;  /* floats from a kernel row's first valid tap to its end */
+    const float *xl = x + (row0 * W + col0 + kx0 * DW) * C;
     const float *wl = wt + kx0 * C * COP;
     for (i64 b = b0; b < b1; b += FWD_TM) {
         const int m = (int)MIN(b1 - b, FWD_TM);
         if (b + FWD_TM < b1)  /* the next tile's rows: short strided runs the hardware prefetcher misses */
             for (i64 i = 0; i < MIN(FWD_TM, b1 - b - FWD_TM); i++)
                 for (i64 ky = ky0; ky < ky1; ky++)
-                    for (i64 r = 0; r < run; r += 16)
-                        __builtin_prefetch(xl + (b + FWD_TM + i) * xstride + ky * W * C + r);
+                    for (i64 r = 0; r < span; r += 16)
+                        __builtin_prefetch(xl + (b + FWD_TM + i) * xstride + ky * rowstride + r);
         for (i64 ct = 0; ct < nct; ct++) {
             const int n = (int)MIN(ncv - ct * FWD_TN, FWD_TN);
             const i64 co = ct * FWD_TN * VW;
             const float *xb = xl + b * xstride;
             float *o = out + b * ostride + l * CO + co;
-            if (m == FWD_TM && n == FWD_TN)
-                fwd_tile(FWD_TM, FWD_TN, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
-            else if (m == FWD_TM && n == 1)
-                fwd_tile(FWD_TM, 1, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
-            else
-                fwd_tile(m, n, xb, xstride, W * C, wl + co, COP, R, ky0, ky1, run, o, ostride, CO - co);
+            if (DW == 1) {  /* nkx = 1: the same code as without dilation */
+                if (m == FWD_TM && n == FWD_TN)
+                    fwd_tile(FWD_TM, FWD_TN, xb, xstride, rowstride, wl + co, COP, R, ky0, ky1, 1, 0, 0, run, o,
+                             ostride, CO - co);
+                else if (m == FWD_TM && n == 1)
+                    fwd_tile(FWD_TM, 1, xb, xstride, rowstride, wl + co, COP, R, ky0, ky1, 1, 0, 0, run, o,
+                             ostride, CO - co);
+                else
+                    fwd_tile(m, n, xb, xstride, rowstride, wl + co, COP, R, ky0, ky1, 1, 0, 0, run, o, ostride,
+                             CO - co);
+            } else {
+                if (m == FWD_TM && n == FWD_TN)
+                    fwd_tile(FWD_TM, FWD_TN, xb, xstride, rowstride, wl + co, COP, R, ky0, ky1, nkx, DW * C, C * COP,
+                             run, o, ostride, CO - co);
+                else
+                    fwd_tile(m, n, xb, xstride, rowstride, wl + co, COP, R, ky0, ky1, nkx, DW * C, C * COP, run, o,
+                             ostride, CO - co);
+            }
         }
     }
 }
 
 int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
-               i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, int nthreads)
+               i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
 {
     const i64 K = KH * KW * C, L = OH * OW, xstride = H * W * C, ostride = L * CO;
     const i64 COP = (CO + VW - 1) / VW * VW, kernel_bytes = K * COP * (i64)sizeof(float);
@@ -250,7 +280,7 @@ int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W,
             for (i64 b0 = 0; b0 < B; b0 += bb)
                 for (i64 j = 0; j < nl; j++)
                     fwd_location_block(x, wt + j * K * COP, out, l0 + j, b0, MIN(B, b0 + bb), H, W, C, PH, PW, OW,
-                                       CO, COP, KH, KW, SH, SW, xstride, ostride);
+                                       CO, COP, KH, KW, SH, SW, DH, DW, xstride, ostride);
         }
         free(wt);
     }
@@ -259,21 +289,21 @@ int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W,
 
 /* ------------------------------------------------------------------------------------------------------
  * Input gradient, gather form (C % VW == 0): gx[b, h, w, :] = sum over the (l, ky, kx) with
- * (y SH + ky, x SW + kx) = (h + PH, w + PW) of sum_co g[b, l, co] * Wt[l, co, ky, kx, :].
+ * (y SH + ky DH, x SW + kx DW) = (h + PH, w + PW) of sum_co g[b, l, co] * Wt[l, co, ky, kx, :].
  * ------------------------------------------------------------------------------------------------------ */
 #define MAX_TAPS 256   /* KH * KW; the Python side checks it */
 
 /* The (location, weight offset) pairs whose kernels cover input pixel (h, w); returns how many. */
-static int pixel_taps(i64 h, i64 w, i64 PH, i64 PW, i64 OH, i64 OW, i64 KH, i64 KW, i64 SH, i64 SW, i64 C,
-                      i64 *loc, i64 *off)
+static int pixel_taps(i64 h, i64 w, i64 PH, i64 PW, i64 OH, i64 OW, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH,
+                      i64 DW, i64 C, i64 *loc, i64 *off)
 {
     int n = 0;
     const i64 p = h + PH, q = w + PW;
     for (i64 ky = 0; ky < KH; ky++) {
-        const i64 ty = p - ky;
+        const i64 ty = p - ky * DH;
         if (ty < 0 || ty % SH || ty / SH >= OH) continue;
         for (i64 kx = 0; kx < KW; kx++) {
-            const i64 tx = q - kx;
+            const i64 tx = q - kx * DW;
             if (tx < 0 || tx % SW || tx / SW >= OW) continue;
             loc[n] = (ty / SH) * OW + tx / SW;
             off[n] = (ky * KW + kx) * C;
@@ -297,7 +327,7 @@ INLINE void gin_tile(int m, int n, int ntaps, const i64 *loc, const i64 *off, co
 }
 
 void lc_backward_input(const float *g, const float *Wt, float *gx, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
-                       i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, int nthreads)
+                       i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
 {
     const i64 K = KH * KW * C, L = OH * OW, xstride = H * W * C;
     const i64 nbt = (B + GIN_TM - 1) / GIN_TM, ncv = C / VW, nct = (ncv + GIN_TN - 1) / GIN_TN;
@@ -305,7 +335,7 @@ void lc_backward_input(const float *g, const float *Wt, float *gx, i64 B, i64 H,
     for (i64 pix = 0; pix < H * W; pix++)
         for (i64 ct = 0; ct < nct; ct++) {
             i64 loc[MAX_TAPS], off[MAX_TAPS];
-            const int ntaps = pixel_taps(pix / W, pix % W, PH, PW, OH, OW, KH, KW, SH, SW, C, loc, off);
+            const int ntaps = pixel_taps(pix / W, pix % W, PH, PW, OH, OW, KH, KW, SH, SW, DH, DW, C, loc, off);
             const int n = (int)MIN(ncv - ct * GIN_TN, GIN_TN);
             const i64 c0 = ct * GIN_TN * VW;
             for (i64 bt = 0; bt < nbt; bt++) {
@@ -326,8 +356,9 @@ void lc_backward_input(const float *g, const float *Wt, float *gx, i64 B, i64 H,
 
 /* ------------------------------------------------------------------------------------------------------
  * Weight gradient from channels-last x (C % VW == 0): gW[l, co, ky, kx, c] = sum_b g[b, l, co] *
- * x[b, y SH + ky - PH, x SW + kx - PW, c]. The taps that fall in the zero padding get zero gradient; the
- * others form one run of (kx1 - kx0) * C values per kernel row.
+ * x[b, y SH + ky DH - PH, x SW + kx DW - PW, c]. The taps that fall in the zero padding get zero gradient;
+ * the others form one run of (kx1 - kx0) * C values per kernel row (DW = 1), or one run of C per valid
+ * kernel column (DW > 1).
  * ------------------------------------------------------------------------------------------------------ */
 INLINE void gw_tile(int m, int n, const float *x, i64 xstride, const float *g, i64 gstride, i64 B, float *gw, i64 K)
 {
@@ -346,7 +377,7 @@ INLINE void gw_tile(int m, int n, const float *x, i64 xstride, const float *g, i
 }
 
 void lc_backward_weight(const float *x, const float *g, float *gW, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
-                        i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, int nthreads)
+                        i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
 {
     const i64 R = KW * C, K = KH * R, L = OH * OW, xstride = H * W * C, gstride = L * CO;
     const i64 nct = (CO + GW_TM - 1) / GW_TM;
@@ -355,11 +386,13 @@ void lc_backward_weight(const float *x, const float *g, float *gW, i64 B, i64 H,
         for (i64 ct = 0; ct < nct; ct++) {
             const i64 y = l / OW, xo = l % OW, co = ct * GW_TM, col0 = xo * SW - PW;
             const int m = (int)MIN(CO - co, GW_TM);
-            const i64 kx0 = MIN(KW, MAX(0, -col0)), kx1 = MAX(kx0, MIN(KW, W - col0));
+            i64 kx0, kx1;
+            valid_taps(col0, DW, W, KW, &kx0, &kx1);
             const i64 nv = (kx1 - kx0) * C / VW;
+            const i64 seg = DW == 1 ? MAX(1, kx1 - kx0) : 1;  /* kernel columns per contiguous run of x */
             float *gwl = gW + (l * CO + co) * K;
             for (i64 ky = 0; ky < KH; ky++) {
-                const i64 row = y * SH + ky - PH;
+                const i64 row = y * SH + ky * DH - PH;
                 float *gwk = gwl + ky * R;
                 const int inside = row >= 0 && row < H && nv > 0;
                 for (int i = 0; i < m; i++) {
@@ -368,12 +401,16 @@ void lc_backward_weight(const float *x, const float *g, float *gW, i64 B, i64 H,
                     memset(gwk + i * K + kx1 * C, 0, (KW - kx1) * C * sizeof(float));
                 }
                 if (!inside) continue;
-                const float *xr = x + (row * W + col0 + kx0) * C;
-                for (i64 v = 0; v < nv; v += GW_TN) {
-                    const int n = (int)MIN(nv - v, GW_TN);
-                    float *o = gwk + kx0 * C + v * VW;
-                    if (m == GW_TM && n == GW_TN) gw_tile(GW_TM, GW_TN, xr + v * VW, xstride, g + l * CO + co, gstride, B, o, K);
-                    else gw_tile(m, n, xr + v * VW, xstride, g + l * CO + co, gstride, B, o, K);
+                for (i64 kx = kx0; kx < kx1; kx += seg) {
+                    const float *xr = x + (row * W + col0 + kx * DW) * C;
+                    const i64 nvs = seg * C / VW;
+                    for (i64 v = 0; v < nvs; v += GW_TN) {
+                        const int n = (int)MIN(nvs - v, GW_TN);
+                        float *o = gwk + kx * C + v * VW;
+                        const float *gl = g + l * CO + co;
+                        if (m == GW_TM && n == GW_TN) gw_tile(GW_TM, GW_TN, xr + v * VW, xstride, gl, gstride, B, o, K);
+                        else gw_tile(m, n, xr + v * VW, xstride, gl, gstride, B, o, K);
+                    }
                 }
             }
         }
@@ -400,7 +437,8 @@ INLINE void gwc_tile(int m, int n, const float *x, i64 xstride, const float *g, 
 }
 
 void lc_backward_weight_any(const float *x, const float *g, float *gW, i64 B, i64 H, i64 W, i64 C, i64 PH,
-                            i64 PW, i64 OH, i64 OW, i64 CO, i64 COP, i64 KH, i64 KW, i64 SH, i64 SW, int nthreads)
+                            i64 PW, i64 OH, i64 OW, i64 CO, i64 COP, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW,
+                            int nthreads)
 {
     const i64 R = KW * C, K = KH * R, L = OH * OW, xstride = H * W * C, gstride = L * COP;
     const i64 ncv = COP / VW, nct = (ncv + GWC_TN - 1) / GWC_TN;
@@ -410,20 +448,24 @@ void lc_backward_weight_any(const float *x, const float *g, float *gW, i64 B, i6
             const i64 y = l / OW, xo = l % OW, col0 = xo * SW - PW;
             const int n = (int)MIN(ncv - ct * GWC_TN, GWC_TN);
             const i64 co = ct * GWC_TN * VW, cov = CO - co;
-            const i64 kx0 = MIN(KW, MAX(0, -col0)), kx1 = MAX(kx0, MIN(KW, W - col0)), run = (kx1 - kx0) * C;
+            i64 kx0, kx1;
+            valid_taps(col0, DW, W, KW, &kx0, &kx1);
+            const i64 seg = DW == 1 ? MAX(1, kx1 - kx0) : 1, run = seg * C;  /* kernel columns, values per run */
             float *gwl = gW + (l * CO + co) * K;
             for (i64 c = 0; c < MIN(cov, n * VW); c++) memset(gwl + c * K, 0, K * sizeof(float));
             for (i64 ky = 0; ky < KH; ky++) {
-                const i64 row = y * SH + ky - PH;
+                const i64 row = y * SH + ky * DH - PH;
                 if (row < 0 || row >= H) continue;
-                const float *xr = x + (row * W + col0 + kx0) * C;
-                for (i64 r = 0; r < run; r += GWC_TM) {
-                    const int m = (int)MIN(run - r, GWC_TM);
-                    float *o = gwl + ky * R + kx0 * C + r;
-                    const float *gl = g + l * COP + co;
-                    if (m == GWC_TM && n == GWC_TN) gwc_tile(GWC_TM, GWC_TN, xr + r, xstride, gl, gstride, B, o, K, cov);
-                    else if (m == GWC_TM && n == 1) gwc_tile(GWC_TM, 1, xr + r, xstride, gl, gstride, B, o, K, cov);
-                    else gwc_tile(m, n, xr + r, xstride, gl, gstride, B, o, K, cov);
+                for (i64 kx = kx0; kx < kx1; kx += seg) {
+                    const float *xr = x + (row * W + col0 + kx * DW) * C;
+                    for (i64 r = 0; r < run; r += GWC_TM) {
+                        const int m = (int)MIN(run - r, GWC_TM);
+                        float *o = gwl + ky * R + kx * C + r;
+                        const float *gl = g + l * COP + co;
+                        if (m == GWC_TM && n == GWC_TN) gwc_tile(GWC_TM, GWC_TN, xr + r, xstride, gl, gstride, B, o, K, cov);
+                        else if (m == GWC_TM && n == 1) gwc_tile(GWC_TM, 1, xr + r, xstride, gl, gstride, B, o, K, cov);
+                        else gwc_tile(m, n, xr + r, xstride, gl, gstride, B, o, K, cov);
+                    }
                 }
             }
         }
