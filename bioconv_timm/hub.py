@@ -29,13 +29,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._atomic import atomic_write_text
 from .models import model_spec
-from .paper import CITATION, PAPER_CELLS, label_for_model, reported_top1
+from .paper import CITATION, PAPER_CELLS, TABLE1_TOP1, label_for_model
 
 __all__ = ['PublishError', 'PublishResult', 'read_source', 'split_model_tag', 'build_model', 'export_folder',
            'card_data', 'model_card', 'render_model_card', 'publish', 'paper_cell_for', 'UPLOAD_FILES',
            'LICENSE_TEXT', 'CARD_SECTIONS']
 
-PAPER_CIFAR10_PAD4 = reported_top1('cifar10', pad=4)  # paper Table 1, by row label
 UPLOAD_FILES = ('model.safetensors', 'config.json', 'README.md')
 
 # The sections a card must have (tests/test_hub.py checks every card in model_cards/).
@@ -467,9 +466,9 @@ def _card_body(model, source: Dict[str, Any], repo_id: str) -> str:
             results_text += f' or for this architecture ({name} with {_fmt_kwargs(run_kwargs)})'
         elif arch == 'resnet20':
             label = label_for_model(name, config.get('reps') or 1)
-            if label in PAPER_CIFAR10_PAD4:
+            if label in TABLE1_TOP1:
                 results_text += (f'; for context, the same cell ("{label}") on CIFAR10 with padding 4 reached '
-                                 f'{PAPER_CIFAR10_PAD4[label]:.1f}% top-1 there (paper Table 1)')
+                                 f'{TABLE1_TOP1[label]:.1f}% top-1 there (paper Table 1)')
         results_text += '. The two numbers are not comparable.\n'
     if result.get('best_top1') is not None and top1 is not None:
         results_text += f'\nBest top-1 during training: {float(result["best_top1"]):.2f}%.'

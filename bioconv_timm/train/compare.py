@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._atomic import atomic_write_text
-from ..paper import model_for_label, reported_top1
+from ..paper import TABLE1_TOP1, model_for_label
 from .config import TrainConfig, finished_run
 from .loop import train
 
 __all__ = ['CompareConfig', 'CompareCell', 'compare', 'preset_config', 'PRESETS', 'cell_config', 'format_compare_table', 'DEFAULT_CELLS', 'PAPER_CIFAR10_PAD4']
 
 # Paper Table 1 / Table 5: CIFAR10, padding 4, mean of 5 runs, top-1 (%), by row label.
-PAPER_CIFAR10_PAD4 = reported_top1('cifar10', pad=4)
+PAPER_CIFAR10_PAD4 = TABLE1_TOP1
 
 
 @dataclass(frozen=True)
