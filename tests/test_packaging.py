@@ -106,6 +106,16 @@ def test_ci_runs_the_readme_commands_as_written():
     assert test in ci_lines
 
 
+def test_ci_and_the_test_suite_leave_no_gigabytes_behind():
+    # A stop's CI once failed with "No space left on device": earlier .ci/run work folders (venvs, wheels) and
+    # pytest's kept tmp_path folders (training tests write checkpoints, ~15 GB a session) had filled the disk.
+    assert PYPROJECT['tool']['pytest']['ini_options'].get('tmp_path_retention_policy') == 'failed'
+    ci_lines = [line.strip() for line in (ROOT / '.ci' / 'run').read_text().splitlines()]
+    trap = ci_lines.index('trap \'rm -rf "$WORK"\' EXIT')
+    assert ci_lines.index('WORK="$(mktemp -d)"') < trap < next(i for i, line in enumerate(ci_lines)
+                                                             if line.startswith('python3 -m venv'))
+
+
 def test_readme_states_the_torch_floor_of_pyproject():
     torch = next(Requirement(r) for r in PYPROJECT['project']['dependencies'] if Requirement(r).name == 'torch')
     assert str(torch.specifier) == '>=2.4'
