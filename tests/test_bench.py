@@ -13,9 +13,10 @@ from bioconv_timm import bench
 from bioconv_timm.bench import (IMPLS, MODES, BenchConfig, LayerCase, UnfoldEinsumLC, bench_layers, bench_models,
                                 estimate_case_bytes, format_report, run_benchmark, shape_set, summarize_layers)
 from bioconv_timm.bench.run import _resolve
+from bioconv_timm.bench.runners import _make_runners
 from bioconv_timm.cli import bench as bench_cli
 from bioconv_timm.cli import build_parser, main
-from bioconv_timm.layers import LocallyConnected2d
+from bioconv_timm.layers import LocallyConnected2d, native
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
@@ -23,7 +24,8 @@ HAS_CLEAR_REFS = Path('/proc/self/clear_refs').exists()
 
 LAYER_KEYS = {
     'group', 'shape', 'label', 'batch', 'in_channels', 'out_channels', 'input_size', 'output_size', 'kernel',
-    'stride', 'padding', 'impl', 'mode', 'device', 'amp', 'input_format', 'gflop', 'repeats', 'inner',
+    'stride', 'padding', 'groups', 'dilation', 'impl', 'mode', 'device', 'amp', 'lc_backend', 'input_format',
+    'gflop', 'repeats', 'inner',
     'times_ms', 'median_ms', 'min_ms', 'max_ms', 'q1_ms', 'q3_ms', 'gflop_per_s', 'ratio_to_conv_cl',
     'ratio_to_lc', 'estimated_bytes', 'peak_mem_bytes', 'mem_method', 'skipped'}
 
@@ -137,6 +139,139 @@ def test_einsum_baseline_matches_the_lc_layer_forward_and_gradients(geometry):
     y_ein.backward(grad)
     torch.testing.assert_close(x_ein.grad, x_lc.grad)
     torch.testing.assert_close(baseline.lc_layout_weight_grad(), lc.weight.grad)
+
+
+# ------------------------------------------------------------------- grouped (depthwise) and dilated
+
+def test_depthwise_dilated_shape_set():
+    cases = shape_set('depthwise_dilated')
+    assert [(c.name, c.batch, c.in_channels, c.out_channels, c.size, c.kernel, c.padding, c.groups, c.dilation,
+             c.out_size) for c in cases] == [
+        ('dw3', 32, 64, 64, 16, 3, 1, 64, 1, 16), ('dw7', 32, 40, 40, 16, 7, 3, 40, 1, 16),
+        ('dw7', 32, 80, 80, 16, 7, 3, 80, 1, 16), ('dilated', 32, 32, 32, 16, 3, 2, 1, 2, 16)]
+    assert len({c.label for c in cases}) == 4   # the labels key the ratios: they must differ
+    assert cases[1].label == 'depthwise_dilated dw7 40->40 16x16 k7s1g40 B=32'
+    assert cases[3].label == 'depthwise_dilated dilated 32->32 16x16 k3s1d2 B=32'
+    assert shape_set('resnet20')[0].label == 'resnet20 stage1 16->16 32x32 k3s1 B=128'   # unchanged
+    # a depthwise output sees one input channel: MACs / groups; dilation widens the window, not the work
+    assert cases[0].macs == 32 * 16 * 16 * 64 * 1 * 9
+    assert cases[3].macs == 32 * 16 * 16 * 32 * 32 * 9
+    assert LayerCase('t', 'd', 1, 4, 4, 9, kernel=3, padding=0, dilation=3).out_size == 3   # 9 - 3*2
+    assert all(c.batch == 4 for c in shape_set('depthwise_dilated', 4))
+    with pytest.raises(ValueError, match='groups'):
+        LayerCase('t', 'bad', 1, 6, 4, 8, groups=4)
+    # the weight estimate follows the groups: a depthwise LC layer holds Cin x fewer weights (B=1: the
+    # weights dominate the estimate)
+    dw, dense = shape_set('depthwise_dilated', 1)[0], LayerCase('t', 'dense', 1, 64, 64, 16)
+    assert estimate_case_bytes(dw, 'lc', 'fwd') < estimate_case_bytes(dense, 'lc', 'fwd') / 10
+    assert bench.PAPER_SHAPE_SETS == ('resnet20', 'tinyimagenet', 'resnet18_half')
+    assert 'depthwise_dilated' in bench.PUBLIC_SHAPE_SETS
+
+
+@pytest.mark.parametrize('case', shape_set('tiny_grouped') + shape_set('depthwise_dilated', 1),
+                         ids=lambda c: c.label)
+def test_every_implementation_computes_the_grouped_dilated_conv(case):
+    """With the conv's kernel at every location, all five implementations of a benchmark case compute
+    nn.Conv2d (groups, dilation): forward, input gradient, and the weight gradient summed over locations."""
+    runners = _make_runners(case, IMPLS, torch.device('cpu'), None, lc_from_conv=True)
+    conv = runners['conv_nchw'].module
+    assert (conv.groups, conv.dilation) == (case.groups, (case.dilation, case.dilation))
+    x = runners['conv_nchw'].x.detach()
+    ref_x = x.clone().requires_grad_(True)
+    ref = torch.nn.functional.conv2d(ref_x, conv.weight.detach().clone().requires_grad_(True), None, case.stride,
+                                     case.padding, case.dilation, case.groups)
+    assert ref.shape == (case.batch, case.out_channels, case.out_size, case.out_size)
+    grad = torch.randn_like(ref)
+    ref.backward(grad)
+    w_ref = torch.nn.grad.conv2d_weight(x, conv.weight.shape, grad, case.stride, case.padding, case.dilation,
+                                        case.groups)
+    for impl, runner in runners.items():
+        runner.module.zero_grad(set_to_none=True)
+        xi = runner.x.detach().clone().requires_grad_(True)
+        y = runner.module(xi)
+        torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4, msg=lambda m: f'{impl} forward: {m}')
+        y.backward(grad)
+        torch.testing.assert_close(xi.grad, ref_x.grad, rtol=1e-4, atol=1e-4, msg=lambda m: f'{impl} dx: {m}')
+        if impl.startswith('conv'):
+            w_grad = runner.module.weight.grad
+        else:
+            # an LC weight gradient, (out_h, out_w, Cout, kh, kw, Cin/g), summed over the locations, is the
+            # gradient of the shared conv kernel (Cout, Cin/g, kh, kw)
+            lc_grad = runner.module.lc_layout_weight_grad() if impl == 'einsum' else runners['lc'].module.weight.grad
+            w_grad = lc_grad.sum((0, 1)).permute(0, 3, 1, 2)
+        torch.testing.assert_close(w_grad, w_ref, rtol=1e-4, atol=1e-3, msg=lambda m: f'{impl} dw: {m}')
+    # the grouped LC layer runs on the torch backend by default; a dilated ungrouped one natively, where built
+    expected = 'torch' if case.groups != 1 or not native.available() else 'native'
+    assert bench.lc_backend(case, 'lc') == (expected, None)
+    assert bench.lc_backend(case, 'lc_torch') == ('torch', None)
+    assert bench.lc_backend(case, 'conv_cl') == (None, None)
+
+
+def test_bench_layers_times_grouped_and_dilated_cases():
+    cases = shape_set('tiny_grouped')
+    records = bench_layers(cases, repeats=2, memory='none')
+    _check_layer_records(records, cases, repeats=2)
+    for r in records:
+        case = next(c for c in cases if c.label == r['label'])
+        assert (r['groups'], r['dilation']) == (case.groups, case.dilation)
+        if r['impl'] in ('lc', 'lc_torch') and case.groups != 1:
+            assert r['lc_backend'] == 'torch'   # no native grouped kernels
+        elif r['impl'] in ('conv_nchw', 'conv_cl', 'einsum'):
+            assert r['lc_backend'] is None
+    assert cases[0].label.endswith('k3s1g4 B=2') and cases[2].label.endswith('k3s1d2g2 B=2')
+    assert {s['lc_backend'] for s in summarize_layers(records)[:2]} == {'torch'}
+    layer_table, summary_table = bench.format_layer_table(records), bench.format_summary_table(records)
+    assert 'LC backend' in layer_table and 'LC backend' in summary_table
+    assert any(line.split()[-1] == 'torch' for line in summary_table.splitlines() if 'g4' in line)
+
+
+@pytest.mark.skipif(not HAS_CLEAR_REFS, reason='needs /proc/self/clear_refs (Linux)')
+def test_grouped_case_peak_memory_in_a_subprocess():
+    # the subprocess rebuilds the LayerCase from JSON: groups and dilation must survive the trip
+    case = shape_set('tiny_grouped')[2]
+    records = bench_layers([case], impls=('conv_cl', 'lc', 'einsum'), modes=('fwd+bwd',), repeats=1,
+                           memory='subprocess')
+    assert all(r['mem_method'] == bench.CPU_MEM_METHOD and isinstance(r['peak_mem_bytes'], int) for r in records)
+
+
+def test_grouped_lc_under_the_native_backend_is_skipped_with_the_reason():
+    cases = shape_set('tiny_grouped')[:1] + shape_set('tiny')[:1]
+    with native.use_backend('native'):
+        if not native.available():
+            pytest.skip('the native kernels do not build here')
+        assert bench.lc_backend(cases[0], 'lc')[0] is None
+        records = bench_layers(cases, impls=('conv_cl', 'lc', 'lc_torch'), modes=('fwd',), repeats=1, memory='none')
+    by = {(r['group'], r['impl']): r for r in records}
+    lc = by['tiny_grouped', 'lc']
+    assert "lc backend 'native'" in lc['skipped'] and 'groups=4' in lc['skipped']
+    assert lc['median_ms'] is None and lc['lc_backend'] is None and lc['times_ms'] == []
+    lc_torch = by['tiny_grouped', 'lc_torch']
+    assert lc_torch['skipped'] is None and lc_torch['lc_backend'] == 'torch' and lc_torch['ratio_to_lc'] is None
+    assert by['tiny_grouped', 'conv_cl']['median_ms'] > 0
+    # the ungrouped case still runs natively in the same run
+    assert by['tiny', 'lc']['skipped'] is None and by['tiny', 'lc']['lc_backend'] == 'native'
+    assert "skipped: lc backend 'native'" in bench.format_layer_table(records)
+    assert summarize_layers(records)[0]['lc_over_conv_cl'] is None
+
+
+def test_bioconv_bench_selects_the_depthwise_dilated_set(tmp_path, capsys):
+    cfg = _resolve(bench_cli.config_from_args(build_parser().parse_args(
+        ['bench', '--shapes', 'depthwise_dilated', '--models', 'none'])))
+    assert cfg.shapes == ('depthwise_dilated',) and cfg.batch_size is None and cfg.models == 'none'
+    both = bench_cli.config_from_args(build_parser().parse_args(
+        ['bench', '--shapes', 'resnet20', 'depthwise_dilated']))
+    assert tuple(both.shapes) == ('resnet20', 'depthwise_dilated')
+    assert 'depthwise_dilated' not in _resolve(BenchConfig()).shapes   # not a paper shape: only when asked
+    # the same path end to end, at the test-sized grouped shapes
+    out = tmp_path / 'grouped.json'
+    assert main(['bench', '--shapes', 'tiny_grouped', '--models', 'none', '--repeats', '1', '--memory', 'none',
+                 '--json', str(out)]) == 0
+    text = capsys.readouterr().out
+    assert 'LC backend' in text and 'k3s1g4' in text
+    result = json.loads(out.read_text())
+    _check_layer_records(result['layers'], shape_set('tiny_grouped'), repeats=1)
+    if native.available():
+        assert 'grouped layers: torch backend' in text
 
 
 def test_bench_models_records_are_well_formed():

@@ -5,16 +5,20 @@ What one run measures, on the same inputs and interleaved (repeat r times every 
 the order, so that all of them see the same machine load):
 
 - **layers** (:func:`bench_layers`): at each shape (:data:`SHAPE_SETS`: the paper's ResNet20 stages at B=128,
-  the same at 48x48 for TinyImageNet, the 0.5x ResNet18 at 224 with B=32), five implementations of the same
-  layer: ``conv_nchw`` (``nn.Conv2d``, NCHW), ``conv_cl`` (``nn.Conv2d``, channels-last input and weight),
-  ``lc`` (:class:`bioconv_timm.layers.LocallyConnected2d`, imported, not copied; channels-last input as in
-  the LC models; on CPU fp32 its native kernels, :mod:`bioconv_timm.layers.native`), ``lc_torch`` (the same layer
-  forced onto its torch backend: what CUDA, bf16/fp16 and machines without a C compiler run) and ``einsum``
-  (:class:`UnfoldEinsumLC`, the authors' layout, the same weights as ``lc``),
-  each in two modes: ``fwd`` (under ``torch.no_grad``) and ``fwd+bwd`` (forward, then backward of a fixed
-  random output gradient into the input and the weight). Per record: median and spread (min, max,
-  quartiles) over the repeats, GFLOP/s (2 x the MACs of the conv-equivalent op; fwd+bwd counts 3x fwd),
-  the time ratio to ``conv_cl`` and to ``lc`` in the same mode, and the peak memory of one call.
+  the same at 48x48 for TinyImageNet, the 0.5x ResNet18 at 224 with B=32, the default; on request
+  ``depthwise_dilated``: 3x3 and 7x7 depthwise and a 3x3 dilation-2 layer at 16x16, B=32), five implementations
+  of the same layer: ``conv_nchw`` (``nn.Conv2d``, NCHW), ``conv_cl`` (``nn.Conv2d``, channels-last input and
+  weight), ``lc`` (:class:`bioconv_timm.layers.LocallyConnected2d`, imported, not copied; channels-last input as
+  in the LC models; on CPU fp32 its native kernels, :mod:`bioconv_timm.layers.native`), ``lc_torch`` (the same
+  layer forced onto its torch backend: what CUDA, bf16/fp16 and machines without a C compiler run) and
+  ``einsum`` (:class:`UnfoldEinsumLC`, the authors' layout, the same weights as ``lc``), each in two modes:
+  ``fwd`` (under ``torch.no_grad``) and ``fwd+bwd`` (forward, then backward of a fixed random output gradient
+  into the input and the weight). Per record: median and spread (min, max, quartiles) over the repeats, GFLOP/s
+  (2 x the MACs of the conv-equivalent op; fwd+bwd counts 3x fwd), the time ratio to ``conv_cl`` and to ``lc``
+  in the same mode, the peak memory of one call, and for ``lc`` / ``lc_torch`` the LC backend that ran
+  (``lc_backend``: grouped layers run on torch, the native kernels have no groups; under
+  ``BIOCONV_LC_BACKEND=native`` a grouped ``lc`` is skipped with that reason). Every implementation handles
+  groups and dilation (``einsum``: one einsum with the group as a batch dimension).
 - **models** (:func:`bench_models`): images/s of a whole training step (forward, cross-entropy, backward,
   timm ``create_optimizer_v2('adamw')`` step, fused or foreach) for ``conv_resnet20`` vs ``lc_resnet20``
   and ``conv_resnet18_half`` vs ``lc_resnet18_half``, and the peak memory of a step.
@@ -53,22 +57,23 @@ The modules, one concept each:
 """
 from ..sharding import estimate_model_bytes
 from .baseline import TorchBackendLC, UnfoldEinsumLC
-from .cases import (PUBLIC_SHAPE_SETS, SHAPE_SETS, LayerCase, resnet18_half_cases, resnet20_cases, shape_set,
-                    tinyimagenet_cases)
+from .cases import (PAPER_SHAPE_SETS, PUBLIC_SHAPE_SETS, SHAPE_SETS, LayerCase, depthwise_dilated_cases,
+                    resnet18_half_cases, resnet20_cases, shape_set, tinyimagenet_cases)
 from .memory import CPU_MEM_METHOD, CPU_MEM_METHOD_INPROCESS, CUDA_MEM_METHOD, estimate_case_bytes
 from .report import (STEP_TARGET_SETTINGS, TARGETS, check_targets, format_layer_table, format_model_table,
                      format_report, format_summary_table)
 from .run import BenchConfig, run_benchmark
-from .runners import AMP_DTYPES, IMPLS, MODES
+from .runners import AMP_DTYPES, IMPLS, MODES, lc_backend
 from .steps import MODEL_PAIRS, bench_models, default_model_batch
 from .timing import add_ratios, bench_layers, summarize_layers
 
 __all__ = [
     'IMPLS', 'MODES', 'SHAPE_SETS', 'MODEL_PAIRS', 'TARGETS', 'LayerCase', 'BenchConfig', 'UnfoldEinsumLC',
-    'resnet20_cases', 'tinyimagenet_cases', 'resnet18_half_cases', 'shape_set', 'estimate_case_bytes',
-    'estimate_model_bytes', 'bench_layers', 'summarize_layers', 'bench_models', 'check_targets',
-    'run_benchmark', 'format_layer_table', 'format_summary_table', 'format_model_table', 'format_report',
+    'resnet20_cases', 'tinyimagenet_cases', 'resnet18_half_cases', 'depthwise_dilated_cases', 'shape_set',
+    'estimate_case_bytes', 'estimate_model_bytes', 'bench_layers', 'summarize_layers', 'bench_models',
+    'check_targets', 'run_benchmark', 'format_layer_table', 'format_summary_table', 'format_model_table',
+    'format_report',
     # also public, used by the CLI and the tests
-    'PUBLIC_SHAPE_SETS', 'AMP_DTYPES', 'STEP_TARGET_SETTINGS', 'CPU_MEM_METHOD', 'CPU_MEM_METHOD_INPROCESS',
-    'CUDA_MEM_METHOD', 'TorchBackendLC', 'default_model_batch', 'add_ratios',
+    'PUBLIC_SHAPE_SETS', 'PAPER_SHAPE_SETS', 'lc_backend', 'AMP_DTYPES', 'STEP_TARGET_SETTINGS', 'CPU_MEM_METHOD',
+    'CPU_MEM_METHOD_INPROCESS', 'CUDA_MEM_METHOD', 'TorchBackendLC', 'default_model_batch', 'add_ratios',
 ]

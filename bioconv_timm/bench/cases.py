@@ -4,13 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-__all__ = ['LayerCase', 'resnet20_cases', 'tinyimagenet_cases', 'resnet18_half_cases', 'SHAPE_SETS',
-           'PUBLIC_SHAPE_SETS', 'shape_set']
+__all__ = ['LayerCase', 'resnet20_cases', 'tinyimagenet_cases', 'resnet18_half_cases', 'depthwise_dilated_cases',
+           'SHAPE_SETS', 'PAPER_SHAPE_SETS', 'PUBLIC_SHAPE_SETS', 'shape_set']
 
 
 @dataclass(frozen=True)
 class LayerCase:
-    """One layer shape: a ``kernel x kernel`` convolution (or its LC version) on a square input.
+    """One layer shape: a ``kernel x kernel`` convolution (or its LC version) on a square input, with
+    ``nn.Conv2d``'s ``groups`` (``groups == in_channels``: depthwise) and ``dilation``.
 
     Input (batch, in_channels, size, size) -> output (batch, out_channels, out_size, out_size).
     """
@@ -23,21 +24,35 @@ class LayerCase:
     kernel: int = 3
     stride: int = 1
     padding: int = 1
+    groups: int = 1     # last, so that positional constructions of the ungrouped cases keep their meaning
+    dilation: int = 1
+
+    def __post_init__(self) -> None:
+        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f'groups={self.groups} must divide in_channels={self.in_channels} and '
+                             f'out_channels={self.out_channels}')
+        if self.dilation < 1 or self.out_size < 1:
+            raise ValueError(f'invalid geometry: size={self.size}, kernel={self.kernel}, stride={self.stride}, '
+                             f'padding={self.padding}, dilation={self.dilation}')
 
     @property
     def out_size(self) -> int:
-        return (self.size + 2 * self.padding - self.kernel) // self.stride + 1
+        return (self.size + 2 * self.padding - self.dilation * (self.kernel - 1) - 1) // self.stride + 1
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulates of the forward pass (the same for conv, LC and einsum)."""
+        """Multiply-accumulates of the forward pass (the same for conv, LC and einsum): each output sees
+        ``in_channels / groups`` input channels."""
         return (self.batch * self.out_size ** 2 * self.out_channels
-                * self.in_channels * self.kernel ** 2)
+                * (self.in_channels // self.groups) * self.kernel ** 2)
 
     @property
     def label(self) -> str:
+        # d/g only where they are not 1: the labels of the ungrouped, undilated cases (and the JSON and
+        # docs that quote them) stay as they were
+        extra = (f'd{self.dilation}' if self.dilation != 1 else '') + (f'g{self.groups}' if self.groups != 1 else '')
         return (f'{self.group} {self.name} {self.in_channels}->{self.out_channels} {self.size}x{self.size} '
-                f'k{self.kernel}s{self.stride} B={self.batch}')
+                f'k{self.kernel}s{self.stride}{extra} B={self.batch}')
 
 
 def resnet20_cases(batch: int = 128, size: int = 32, group: str = 'resnet20') -> List[LayerCase]:
@@ -71,9 +86,31 @@ def resnet18_half_cases(batch: int = 32) -> List[LayerCase]:
     ]
 
 
+def depthwise_dilated_cases(batch: int = 32) -> List[LayerCase]:
+    """Grouped and dilated layers (issue 18), at 16x16 (a ConvNeXt stage-2-like grid on small images):
+    3x3 depthwise (64ch, MobileNet-style), 7x7 depthwise (40ch and 80ch, ConvNeXt's token mixer), and a 3x3
+    dilation-2 conv (32->32, padding 2 keeps the 16x16 grid). Not paper shapes: ``bioconv bench`` runs them
+    only when asked (``--shapes depthwise_dilated``)."""
+    g = 'depthwise_dilated'
+    return [
+        LayerCase(g, 'dw3', batch, 64, 64, 16, groups=64),
+        LayerCase(g, 'dw7', batch, 40, 40, 16, kernel=7, padding=3, groups=40),
+        LayerCase(g, 'dw7', batch, 80, 80, 16, kernel=7, padding=3, groups=80),
+        LayerCase(g, 'dilated', batch, 32, 32, 16, padding=2, dilation=2),
+    ]
+
+
 def _tiny_cases(batch: int = 2) -> List[LayerCase]:
     """Test-sized shapes (a stride-1 and a stride-2 layer): for unit tests and smoke runs, not for numbers."""
     return [LayerCase('tiny', 'body', batch, 4, 4, 8), LayerCase('tiny', 'down', batch, 4, 8, 7, stride=2)]
+
+
+def _tiny_grouped_cases(batch: int = 2) -> List[LayerCase]:
+    """Test-sized grouped and dilated shapes: depthwise 3x3, depthwise 5x5 stride 2, groups=2 (not
+    depthwise) with dilation 2: for unit tests, not for numbers."""
+    return [LayerCase('tiny_grouped', 'dw3', batch, 4, 4, 8, groups=4),
+            LayerCase('tiny_grouped', 'dw5s2', batch, 4, 8, 9, kernel=5, stride=2, padding=2, groups=4),
+            LayerCase('tiny_grouped', 'g2d2', batch, 4, 6, 8, padding=2, groups=2, dilation=2)]
 
 
 # name -> (builder(batch) -> cases, the paper's batch size)
@@ -81,9 +118,12 @@ SHAPE_SETS: Dict[str, Tuple[Callable[[int], List[LayerCase]], int]] = {
     'resnet20': (resnet20_cases, 128),
     'tinyimagenet': (tinyimagenet_cases, 128),
     'resnet18_half': (resnet18_half_cases, 32),
-    'tiny': (_tiny_cases, 2),   # hidden from --help
+    'depthwise_dilated': (depthwise_dilated_cases, 32),
+    'tiny': (_tiny_cases, 2),                   # hidden from --help
+    'tiny_grouped': (_tiny_grouped_cases, 2),   # hidden from --help
 }
-PUBLIC_SHAPE_SETS = ('resnet20', 'tinyimagenet', 'resnet18_half')
+PAPER_SHAPE_SETS = ('resnet20', 'tinyimagenet', 'resnet18_half')   # what `bioconv bench` runs by default
+PUBLIC_SHAPE_SETS = PAPER_SHAPE_SETS + ('depthwise_dilated',)
 
 
 def shape_set(name: str, batch: Optional[int] = None) -> List[LayerCase]:

@@ -37,13 +37,14 @@ def _estimate_layer_parts(case: LayerCase, impl: str, mode: str, act_bytes: int,
     x = b * cin * case.size ** 2
     xp = b * cin * (case.size + 2 * case.padding) ** 2
     out = b * cout * loc
-    kk = cin * k * k
+    kk = cin * k * k                     # a location's patch, all groups together
+    kw = (cin // case.groups) * k * k    # one output channel's kernel: a group's share of the patch
     bwd = mode == 'fwd+bwd'
     amp_copy = act_bytes < 4
     if impl in ('conv_nchw', 'conv_cl'):
-        w = cout * kk
+        w = cout * kw
         return 4 * w * (2 if bwd else 1) + act_bytes * (2 * x + 2 * out) * (2 if bwd else 1)
-    w = loc * cout * kk
+    w = loc * cout * kw
     weights = 4 * w * (2 if bwd else 1) + (act_bytes * w * (2 if bwd else 1) if amp_copy else 0)
     if impl in ('lc', 'lc_torch'):  # the torch path's footprint, an upper bound for the native one
         acts = act_bytes * (xp + 2 * out) + min(chunk, act_bytes * b * loc * kk)

@@ -73,29 +73,30 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) 
 
 
 def format_layer_table(records: Sequence[dict]) -> str:
-    """Every record: median ms, min-max, IQR, GFLOP/s, ratio to conv_cl and to LC, peak memory."""
+    """Every record: median ms, min-max, IQR, GFLOP/s, ratio to conv_cl and to LC, peak memory, and the
+    backend an LC implementation ran on (grouped layers take the torch backend even where native is default)."""
     rows = []
     for r in records:
         if r['skipped']:
-            rows.append([r['label'], r['mode'], r['impl'], 'skipped: ' + r['skipped'], '', '', '', '', '', ''])
+            rows.append([r['label'], r['mode'], r['impl'], 'skipped: ' + r['skipped'], '', '', '', '', '', '', ''])
             continue
         rows.append([r['label'], r['mode'], r['impl'], _fmt(r['median_ms']),
                      f"{_fmt(r['min_ms'])}-{_fmt(r['max_ms'])}", f"{_fmt(r['q1_ms'])}-{_fmt(r['q3_ms'])}",
                      _fmt(r['gflop_per_s'], '.1f'), _fmt(r['ratio_to_conv_cl']), _fmt(r['ratio_to_lc']),
-                     _mib(r['peak_mem_bytes'])])
+                     _mib(r['peak_mem_bytes']), r.get('lc_backend') or '-'])
     return _table(['shape', 'mode', 'impl', 'median ms', 'min-max ms', 'IQR ms', 'GFLOP/s', 'x conv_cl',
-                   'x LC', 'peak MiB'], rows, left=3)
+                   'x LC', 'peak MiB', 'LC backend'], rows, left=3)
 
 
 def format_summary_table(records: Sequence[dict]) -> str:
     """Per (shape, mode): conv NCHW / channels-last / LC / LC torch backend / einsum medians, LC/conv_cl,
-    einsum/LC, LC torch/LC."""
+    einsum/LC, LC torch/LC, and the backend the LC column ran on."""
     rows = [[s['label'], s['mode'], _fmt(s.get('conv_nchw_ms')), _fmt(s.get('conv_cl_ms')), _fmt(s.get('lc_ms')),
              _fmt(s.get('lc_torch_ms')), _fmt(s.get('einsum_ms')), _fmt(s['lc_over_conv_cl']),
-             _fmt(s['einsum_over_lc'], '.1f'), _fmt(s['lc_torch_over_lc'], '.1f')]
+             _fmt(s['einsum_over_lc'], '.1f'), _fmt(s['lc_torch_over_lc'], '.1f'), s.get('lc_backend') or '-']
             for s in summarize_layers(records)]
     return _table(['shape', 'mode', 'conv_nchw ms', 'conv_cl ms', 'LC ms', 'LC torch ms', 'einsum ms', 'LC/conv_cl',
-                   'einsum/LC', 'torch/LC'], rows, left=2)
+                   'einsum/LC', 'torch/LC', 'LC backend'], rows, left=2)
 
 
 def format_model_table(records: Sequence[dict]) -> str:
@@ -124,7 +125,9 @@ def format_report(result: dict) -> str:
     backend = meta.get('lc_backend') or {}
     if backend.get('available'):
         parts.append(f"LC layer: native kernels ({backend.get('vector_width')} floats per vector, "
-                     f"{' '.join(backend.get('flags', []))}); lc_torch = the same layer on its torch backend")
+                     f"{' '.join(backend.get('flags', []))}); lc_torch = the same layer on its torch backend"
+                     + ('; grouped layers: torch backend (no native grouped kernels; see the LC backend column)'
+                        if any(r.get('groups', 1) != 1 for r in result['layers']) else ''))
     elif backend.get('error'):
         parts.append(f"LC layer: torch backend (native kernels unavailable: {backend['error'].splitlines()[0]})")
     if meta.get('warning'):

@@ -14,7 +14,7 @@ import torch
 from .. import _malloc
 from .._atomic import atomic_path
 from ..layers import native
-from .cases import PUBLIC_SHAPE_SETS, LayerCase, shape_set
+from .cases import PAPER_SHAPE_SETS, LayerCase, shape_set
 from .report import check_targets
 from .runners import IMPLS, MODES, _device, _progress
 from .steps import bench_models
@@ -36,7 +36,7 @@ class BenchConfig:
     full: bool = False
     device: str = 'cpu'
     amp: Optional[str] = None
-    shapes: Optional[Sequence[str]] = None        # shape sets; default quick: resnet20, else all three
+    shapes: Optional[Sequence[str]] = None        # shape sets; default quick: resnet20, else the 3 paper sets
     batch_size: Optional[int] = None              # layer batch for every shape set (default: per set)
     repeats: Optional[int] = None
     warmup: int = 1
@@ -59,7 +59,7 @@ class BenchConfig:
 def _resolve(cfg: BenchConfig) -> BenchConfig:
     """``cfg`` with every None default filled in for its device and ``quick`` / ``full``."""
     cuda = torch.device(cfg.device).type == 'cuda'
-    shapes = cfg.shapes if cfg.shapes is not None else (('resnet20',) if cfg.quick else PUBLIC_SHAPE_SETS)
+    shapes = cfg.shapes if cfg.shapes is not None else (('resnet20',) if cfg.quick else PAPER_SHAPE_SETS)
     batch = cfg.batch_size or (64 if cfg.quick else None)
     repeats = cfg.repeats or (15 if cfg.quick else (10 if cuda else 7))
     impls = tuple(cfg.impls)

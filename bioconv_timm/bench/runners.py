@@ -10,11 +10,11 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from ..layers import LocallyConnected2d
+from ..layers import LocallyConnected2d, native, resolve_backend
 from .baseline import TorchBackendLC, UnfoldEinsumLC
 from .cases import LayerCase
 
-__all__ = ['IMPLS', 'MODES', 'AMP_DTYPES']
+__all__ = ['IMPLS', 'MODES', 'AMP_DTYPES', 'lc_backend']
 
 IMPLS: Tuple[str, ...] = ('conv_nchw', 'conv_cl', 'lc', 'lc_torch', 'einsum')
 MODES: Tuple[str, ...] = ('fwd', 'fwd+bwd')
@@ -57,19 +57,48 @@ def _progress(progress: Optional[Callable[[str], None]], message: str) -> None:
         progress(message)
 
 
+def _conv(case: LayerCase) -> nn.Conv2d:
+    """The ``nn.Conv2d`` of ``case`` (groups and dilation included), bias-free like the LC layer here."""
+    return nn.Conv2d(case.in_channels, case.out_channels, case.kernel, case.stride, case.padding,
+                     dilation=case.dilation, groups=case.groups, bias=False)
+
+
+def lc_backend(case: LayerCase, impl: str, device: Union[str, torch.device] = 'cpu',
+               amp: Optional[str] = None) -> Tuple[Optional[str], Optional[str]]:
+    """(backend, None): the LC backend ('native' or 'torch') that ``impl`` runs ``case`` on in this process
+    (``lc``: the process's choice, ``BIOCONV_LC_BACKEND`` / ``native.use_backend``; ``lc_torch``: torch); or
+    (None, why ``impl`` cannot run ``case``), e.g. ``lc`` under the native backend for a grouped case, whose
+    kernels have no groups. (None, None) for the implementations that are not the LC layer."""
+    if impl not in ('lc', 'lc_torch'):
+        return None, None
+    # the layer casts to the autocast dtype before its operator picks a backend: decide on that dtype
+    dtype = AMP_DTYPES[amp] if amp else torch.float32
+    x = torch.empty(0, dtype=dtype, device=device)
+    taps = torch.empty(0, 0, 0, case.kernel, case.kernel, 0, dtype=dtype, device=device)  # shape[3:5] = taps
+    try:
+        return resolve_backend(x, taps, 'torch' if impl == 'lc_torch' else '', case.groups), None
+    except (NotImplementedError, native.NativeBuildError) as err:
+        return None, f'{impl} backend {native.get_backend()!r}: {str(err).splitlines()[0]}'
+
+
 def _build_layer(case: LayerCase, impl: str, device: torch.device, conv: nn.Conv2d,
-                 lc_holder: Dict[str, LocallyConnected2d]) -> nn.Module:
+                 lc_holder: Dict[str, LocallyConnected2d], lc_from_conv: bool = False) -> nn.Module:
     """``impl``'s module at ``case``: the conv ones share ``conv``'s weights, the LC ones the LC layer kept in
-    ``lc_holder`` (built by the first of them)."""
+    ``lc_holder`` (built by the first of them; its own random kernel per location, or with ``lc_from_conv``
+    ``conv``'s kernel at every location, so that all five compute the conv's function: for tests)."""
     if impl == 'conv_nchw':
         return conv
     if impl == 'conv_cl':
-        cl = nn.Conv2d(case.in_channels, case.out_channels, case.kernel, case.stride, case.padding, bias=False)
+        cl = _conv(case)
         cl.load_state_dict(conv.state_dict())
         return cl.to(device=device, memory_format=torch.channels_last)
     if 'lc' not in lc_holder:
-        lc_holder['lc'] = LocallyConnected2d(case.in_channels, case.out_channels, case.kernel, case.size,
-                                             case.stride, case.padding, device=device)
+        if lc_from_conv:
+            lc_holder['lc'] = LocallyConnected2d.from_conv(conv, case.size)
+        else:
+            lc_holder['lc'] = LocallyConnected2d(case.in_channels, case.out_channels, case.kernel, case.size,
+                                                 case.stride, case.padding, case.dilation, case.groups,
+                                                 device=device)
     if impl == 'lc':
         return lc_holder['lc']
     if impl == 'lc_torch':
@@ -115,18 +144,17 @@ class _LayerRunner:
 
 
 def _make_runners(case: LayerCase, impls: Sequence[str], device: torch.device, amp: Optional[str],
-                  seed: int = 0) -> Dict[str, _LayerRunner]:
+                  seed: int = 0, lc_from_conv: bool = False) -> Dict[str, _LayerRunner]:
     """{impl: runner} at ``case``, all on the same input (B, Cin, size, size) and output gradient
-    (B, Cout, out_size, out_size), seeded."""
+    (B, Cout, out_size, out_size), seeded. ``lc_from_conv``: the LC layers hold the conv's weights."""
     torch.manual_seed(seed)
-    conv = nn.Conv2d(case.in_channels, case.out_channels, case.kernel, case.stride, case.padding,
-                     bias=False).to(device)
+    conv = _conv(case).to(device)
     x0 = torch.randn(case.batch, case.in_channels, case.size, case.size, device=device)
     g0 = torch.randn(case.batch, case.out_channels, case.out_size, case.out_size, device=device)
     holder: Dict[str, LocallyConnected2d] = {}
     runners = {}
     for impl in impls:
-        module = _build_layer(case, impl, device, conv, holder)
+        module = _build_layer(case, impl, device, conv, holder, lc_from_conv)
         fmt = torch.channels_last if impl in CHANNELS_LAST_IMPLS else torch.contiguous_format
         x = x0.contiguous(memory_format=fmt).clone(memory_format=fmt).requires_grad_(True)
         runners[impl] = _LayerRunner(module, x, g0, device, amp)

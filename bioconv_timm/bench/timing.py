@@ -11,18 +11,21 @@ import torch
 from .cases import LayerCase
 from .memory import CUDA_MEM_METHOD, _cpu_case_memory, _skip_reason, estimate_case_bytes
 from .runners import (AMP_DTYPES, CHANNELS_LAST_IMPLS, IMPLS, MODES, _device, _make_runners, _progress, _stats,
-                      _sync)
+                      _sync, lc_backend)
 
 __all__ = ['bench_layers', 'add_ratios', 'summarize_layers']
 
 
 def _layer_record(case: LayerCase, impl: str, mode: str, device: torch.device, amp: Optional[str]) -> dict:
-    """The record of (case, impl, mode) before it is measured: the shape, the work, the memory estimate."""
+    """The record of (case, impl, mode) before it is measured: the shape, the work, the memory estimate, and
+    for the LC implementations the backend they run on (``lc_backend``: None for the others)."""
+    backend, _ = lc_backend(case, impl, device, amp)
     return dict(
         group=case.group, shape=case.name, label=case.label, batch=case.batch,
         in_channels=case.in_channels, out_channels=case.out_channels, input_size=[case.size, case.size],
         output_size=[case.out_size, case.out_size], kernel=case.kernel, stride=case.stride,
-        padding=case.padding, impl=impl, mode=mode, device=str(device), amp=amp,
+        padding=case.padding, groups=case.groups, dilation=case.dilation, impl=impl, mode=mode,
+        device=str(device), amp=amp, lc_backend=backend,
         input_format='channels_last' if impl in CHANNELS_LAST_IMPLS else 'nchw',
         gflop=2 * case.macs * (3 if mode == 'fwd+bwd' else 1) / 1e9,
         repeats=0, inner=None, times_ms=[], median_ms=None, min_ms=None, max_ms=None, q1_ms=None, q3_ms=None,
@@ -88,8 +91,12 @@ def bench_layers(cases: Sequence[LayerCase], impls: Sequence[str] = IMPLS, modes
             recs = {(impl, mode): _layer_record(case, impl, mode, dev, amp) for impl in impls for mode in modes}
             run_impls = []
             for impl in impls:
-                estimate = max(recs[impl, mode]['estimated_bytes'] for mode in modes)
-                reason = _skip_reason(estimate, dev, max_memory_bytes)
+                # an implementation that cannot compute this case (the native LC kernels and groups) is
+                # skipped with its reason, like one that would not fit in memory
+                _, reason = lc_backend(case, impl, dev, amp)
+                if not reason:
+                    estimate = max(recs[impl, mode]['estimated_bytes'] for mode in modes)
+                    reason = _skip_reason(estimate, dev, max_memory_bytes)
                 if reason:
                     for mode in modes:
                         recs[impl, mode]['skipped'] = reason
@@ -162,13 +169,15 @@ def add_ratios(records: List[dict]) -> List[dict]:
 
 
 def summarize_layers(records: Sequence[dict]) -> List[dict]:
-    """One row per (case, mode): the median of each implementation, LC / conv_cl, einsum / LC and
-    LC torch backend / LC."""
+    """One row per (case, mode): the median of each implementation, LC / conv_cl, einsum / LC,
+    LC torch backend / LC, and the backend the ``lc`` implementation ran on (``lc_backend``)."""
     rows: Dict[Tuple[str, str], dict] = {}
     for r in records:
         row = rows.setdefault((r['label'], r['mode']), dict(label=r['label'], group=r['group'], mode=r['mode']))
         row[f"{r['impl']}_ms"] = r['median_ms']
         row[f"{r['impl']}_peak_mem_bytes"] = r['peak_mem_bytes']
+        if r['impl'] == 'lc':
+            row['lc_backend'] = None if r['skipped'] else r.get('lc_backend')
     for row in rows.values():
         lc, conv_cl, einsum = row.get('lc_ms'), row.get('conv_cl_ms'), row.get('einsum_ms')
         lc_torch = row.get('lc_torch_ms')

@@ -6,7 +6,8 @@ import sys
 
 import torch
 
-from ..bench import (IMPLS, MODES, PUBLIC_SHAPE_SETS, SHAPE_SETS, BenchConfig, format_report, run_benchmark)
+from ..bench import (IMPLS, MODES, PAPER_SHAPE_SETS, PUBLIC_SHAPE_SETS, SHAPE_SETS, BenchConfig, format_report,
+                     run_benchmark)
 
 
 def _shape_sets_arg(value: str) -> str:
@@ -26,9 +27,11 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     p('--device', default='cpu', help="'cpu' (default) or 'cuda' ('cuda:1', ...)")
     p('--amp', default=None, choices=('bf16', 'fp16'), help='torch.autocast dtype (default: fp32)')
     p('--shapes', nargs='+', type=_shape_sets_arg, default=None, metavar='SET',
-      help=f'layer shape sets: {", ".join(PUBLIC_SHAPE_SETS)}, or none (default: resnet20 with --quick, else all)')
+      help=f'layer shape sets: {", ".join(PUBLIC_SHAPE_SETS)}, or none (default: resnet20 with --quick, else '
+           f'the paper\'s {", ".join(PAPER_SHAPE_SETS)}; depthwise_dilated: grouped/dilated layers, B=32)')
     p('--batch-size', type=int, default=None,
-      help='layer batch size for every shape set (default: the paper\'s, 128 / 128 / 32; 64 with --quick)')
+      help='layer batch size for every shape set (default: the paper\'s, 128 / 128 / 32; depthwise_dilated 32; '
+           '64 with --quick)')
     p('--repeats', type=int, default=None, help='timed repeats per measurement (default 7; CUDA 10; --quick 15)')
     p('--warmup', type=int, default=1, help='untimed calls before timing (default 1)')
     p('--impls', nargs='+', choices=IMPLS, default=list(IMPLS), help='implementations to time (default: all)')
