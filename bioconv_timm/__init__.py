@@ -10,6 +10,7 @@ from .sleep import hebbian_share_weights_, hebbian_share_layer_, HebbianSleepCon
 from . import models  # registers the models with timm
 from .models import BioResNet, MODEL_NAMES, PUBLISHED_TAGS
 from .convert import to_locally_connected
+from . import timm_models  # registers the converted timm CNNs (lc_resnet18, lc_convnext_atto_ws10, ...)
 
 __version__ = '0.1.0'
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -26,7 +26,7 @@ from timm.layers import Conv2dSame
 
 from .layers import LocallyConnected2d, conv_output_size
 
-__all__ = ['to_locally_connected', 'conv_input_sizes']
+__all__ = ['to_locally_connected', 'conv_input_sizes', 'meta_copy']
 
 
 def _size_pair(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -39,7 +39,7 @@ def _size_pair(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-def _meta_copy(model: nn.Module) -> nn.Module:
+def meta_copy(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` whose parameters and buffers live on the meta device.
 
     The memo maps every tensor to its meta twin before copying, so the weights are never duplicated in memory
@@ -80,7 +80,7 @@ def conv_input_sizes(model: nn.Module, img_size: Union[int, Tuple[int, int]],
     """
     h, w = _size_pair(img_size)
     in_chans = _default_in_chans(model) if in_chans is None else int(in_chans)
-    twin = _meta_copy(model).eval()  # eval: batch statistics of a 1-image batch are not needed (nor possible)
+    twin = meta_copy(model).eval()  # eval: batch statistics of a 1-image batch are not needed (nor possible)
     seen: Dict[str, Tuple[int, ...]] = {}
 
     def record(name: str):
@@ -167,6 +167,21 @@ def _plan(convs: List[Tuple[str, nn.Conv2d]], shapes: Dict[str, Tuple[int, ...]]
     return to_convert, kept, skipped
 
 
+def _new_weights(layer: LocallyConnected2d, conv: nn.Conv2d,
+                 init: Union[str, Callable[[torch.Tensor, nn.Conv2d], None]]) -> LocallyConnected2d:
+    """``layer`` (holding ``conv``'s kernel) with its weight drawn afresh unless ``init == 'copy'``; the bias stays
+    the conv's."""
+    with torch.no_grad():
+        if init == 'independent':
+            bias = None if layer.bias is None else layer.bias.clone()
+            layer.reset_parameters()
+            if bias is not None:
+                layer.bias.copy_(bias)
+        elif init != 'copy':
+            init(layer.weight, conv)
+    return layer
+
+
 def _swap(model: nn.Module, replacement: Dict[int, nn.Module]) -> None:
     """Put ``replacement[id(child)]`` in place of every such child, so a conv registered under several names
     (shared) becomes one shared LC layer."""
@@ -185,6 +200,7 @@ def to_locally_connected(
         max_params: int = 200_000_000,
         verbose: bool = True,
         skip_unsupported: bool = False,
+        init: Union[str, Callable[[torch.Tensor, nn.Conv2d], None]] = 'copy',
 ) -> nn.Module:
     """Replace every ``nn.Conv2d`` of ``model`` by a ``LocallyConnected2d`` holding its kernel at every location.
 
@@ -207,6 +223,13 @@ def to_locally_connected(
         verbose: print the parameter counts before and after, and the convs kept.
         skip_unsupported: keep the convs that cannot be converted yet (dynamic, string or non-zero padding)
             convolutional instead of refusing; they are listed in the printed summary.
+        init: the LC weights. ``'copy'``: the conv's kernel at every location (the model computes what it did;
+            it starts at the sleep phase's fixed point). ``'independent'``: a fresh kernel at every location,
+            Kaiming normal with fan_out = (Cout / groups) * kh * kw (``LocallyConnected2d.reset_parameters``, the
+            paper's LC init; also what timm's ResNets and MobileNets draw for their convs), for training from
+            scratch as the paper's LC networks are. A callable ``init(weight, conv)`` fills each new layer's weight
+            (out_h, out_w, Cout, kh, kw, Cin / groups) in place, e.g. with the conv's own init at every location.
+            Biases are copied in every case.
 
     Returns:
         ``model``, with ``model.sleep_every``, ``model.img_size`` (H, W) and, where it has one, a copy of its
@@ -221,6 +244,8 @@ def to_locally_connected(
                         'nn.Sequential, or use LocallyConnected2d.from_conv(conv, input_size)')
     if sleep_every is not None and (isinstance(sleep_every, bool) or int(sleep_every) < 1):
         raise ValueError(f'sleep_every must be a positive int (optimizer steps) or None, got {sleep_every!r}')
+    if not (callable(init) or init in ('copy', 'independent')):
+        raise ValueError(f"init must be 'copy', 'independent' or a callable init(weight, conv), got {init!r}")
     img_hw = _size_pair(img_size)
     in_chans = _default_in_chans(model) if in_chans is None else int(in_chans)
     keep_conv = [keep_conv] if isinstance(keep_conv, str) else list(keep_conv)
@@ -251,7 +276,9 @@ def to_locally_connected(
             f'largest layers convolutional with keep_conv= (largest: '
             + ', '.join(f'{n} {_millions(lc_numel[n])}' for n in largest) + ')')
 
-    replacement = {id(conv): LocallyConnected2d.from_conv(conv, hw) for _, conv, hw in to_convert}
+    replacement = {}
+    for _, conv, hw in to_convert:  # layer by layer: a layer's draws do not depend on the layers after it
+        replacement[id(conv)] = _new_weights(LocallyConnected2d.from_conv(conv, hw), conv, init)
     _swap(model, replacement)
 
     model.sleep_every = int(sleep_every) if sleep_every is not None else None

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from ._atomic import atomic_write_text
 from .models import model_spec
 from .paper import CITATION, PAPER_CELLS, TABLE1_TOP1, label_for_model
+from .timm_models import TIMM_FAMILIES
 
 __all__ = ['PublishError', 'PublishResult', 'read_source', 'split_model_tag', 'build_model', 'export_folder',
            'card_data', 'model_card', 'render_model_card', 'publish', 'paper_cell_for', 'UPLOAD_FILES',
@@ -398,7 +399,10 @@ def _card_body(model, source: Dict[str, Any], repo_id: str) -> str:
     std = config.get('std') or cfg.get('std')
     dataset = config.get('dataset')
     run_kwargs = _run_model_kwargs(source)
-    if run_kwargs:  # another depth or stem than the registered name says: describe the network that was built
+    if not spec.is_bioresnet:  # a converted timm CNN (bioconv_timm.timm_models)
+        arch_text = (TIMM_FAMILIES[arch].description + f', at {img_h}x{img_w}'
+                     + (f', built with {_fmt_kwargs(run_kwargs)}' if run_kwargs else ''))
+    elif run_kwargs:  # another depth or stem than the registered name says: describe the network that was built
         arch_text = _describe_arch(model, name, run_kwargs)
     else:
         arch_text = dict(resnet20='CIFAR ResNet20: 3x3 stem, 3 stages of 3 BasicBlocks with 16/32/64 channels',

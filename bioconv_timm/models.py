@@ -37,8 +37,8 @@ from timm.models._features import feature_take_indices
 
 from .layers import LocallyConnected2d, conv_output_size
 
-__all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'TORCHSCRIPT_ERROR',
-           'adapt_pretrained_state_dict', 'checked_input']
+__all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'BIORESNET_NAMES', 'TIMM_ARCHS',
+           'TORCHSCRIPT_ERROR', 'adapt_pretrained_state_dict', 'checked_input', 'pretrained_source']
 
 LayerType = str  # 'conv' or 'lc'
 
@@ -369,29 +369,46 @@ _ARCHS = dict(
 )
 
 
+# timm CNNs registered as conv / LC / LC-ws models by bioconv_timm.timm_models (built with to_locally_connected);
+# the names are listed here so that every registered name has its spec in one table.
+TIMM_ARCHS: Tuple[str, ...] = ('resnet18', 'convnext_atto', 'mobilenetv3_small_050')
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What a registered name stands for: the architecture, the layer type of the body and of the stem, and the
     sleep period (optimizer steps between sleeps; None: no sleep)."""
-    arch: str                           # 'resnet20' or 'resnet18_half' (_ARCHS)
+    arch: str                           # 'resnet20', 'resnet18_half' (_ARCHS: BioResNet) or one of TIMM_ARCHS
     layer_type: LayerType               # 'conv' or 'lc'
     stem_type: LayerType                # the first layer's type: Table 13's conv-stem variants differ here
     sleep_every: Optional[int] = None
 
+    @property
+    def is_bioresnet(self) -> bool:
+        """True for the paper's ResNets (BioResNet); False for the converted timm CNNs (TIMM_ARCHS)."""
+        return self.arch in _ARCHS
+
     def model_args(self) -> Dict[str, Any]:
         """The BioResNet arguments of this spec (its architecture's defaults)."""
+        if not self.is_bioresnet:
+            raise ValueError(f'{self.arch} is a converted timm CNN (bioconv_timm.timm_models), not a BioResNet')
         args = {k: v for k, v in _ARCHS[self.arch].items() if k != 'num_classes'}
         return dict(args, layer_type=self.layer_type, stem_type=self.stem_type, sleep_every=self.sleep_every)
 
 
 def _specs() -> Dict[str, ModelSpec]:
     specs = {}
-    for arch in ('resnet20', 'resnet18_half'):
+    def family(arch: str) -> None:
         specs[f'conv_{arch}'] = ModelSpec(arch, 'conv', 'conv')
         for n in (None, 1, 10, 100):
             specs[f'lc_{arch}' + (f'_ws{n}' if n else '')] = ModelSpec(arch, 'lc', 'lc', n)
+
+    family('resnet20')
+    family('resnet18_half')
     for n in (None, 1, 10, 100):  # paper Table 13: LC with a convolutional first layer
         specs['lc_resnet18_half_convstem' + (f'_ws{n}' if n else '')] = ModelSpec('resnet18_half', 'lc', 'conv', n)
+    for arch in TIMM_ARCHS:
+        family(arch)
     return specs
 
 
@@ -418,15 +435,7 @@ def _create_bioresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     if cfg_size and cfg_size != (model_args['img_size'],) * 2 and 'img_size' not in kwargs:
         kwargs['img_size'] = cfg_size
     if pretrained:
-        has_source = cfg.file or cfg.url or cfg.state_dict
-        explicit_hub = cfg.source == 'hf-hub'  # timm.create_model('hf-hub:ORG/NAME'): the user named the repo
-        if not has_source and not explicit_hub and cfg.hf_hub_id and cfg.hf_hub_id.startswith(HUB_ORG + '/') \
-                and f'{variant}.{cfg.tag}' not in PUBLISHED_TAGS:
-            raise RuntimeError(
-                f'No pretrained weights are published for {variant}.{cfg.tag} yet ({cfg.hf_hub_id}). '
-                f'Train it with `bioconv train --model {variant}`, then load the weights with '
-                f"timm.create_model('{variant}', pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')).")
-        source = cfg.file or cfg.url or (f'hf-hub:{cfg.hf_hub_id}' if cfg.hf_hub_id else None) or 'state_dict'
+        source = pretrained_source(variant, cfg)
     try:
         model = build_model_with_cfg(
             BioResNet, variant, pretrained,
@@ -434,12 +443,8 @@ def _create_bioresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> 
             feature_cfg=dict(flatten_sequential=False, out_indices=tuple(range(len(model_args['layers']) + 1))),
             **{**model_args, **kwargs})
     except Exception as exc:
-        if pretrained and _is_unreadable_weights_error(exc):
-            raise RuntimeError(
-                f'Could not read the pretrained weights of {variant} from {source}: {exc}. The safetensors file is '
-                'truncated or corrupt (an interrupted download or copy). Delete it (for a Hub download: the '
-                "'models--ORG--NAME' folder in the Hugging Face cache) and download or copy it again; no random "
-                'weights were used.') from exc
+        if pretrained and is_unreadable_weights_error(exc):
+            raise unreadable_weights_error(variant, source, exc) from exc
         raise
     # Keep the data config in step with a non-default input size (e.g. img_size=48 for TinyImageNet).
     img_size = kwargs.get('img_size')
@@ -453,7 +458,30 @@ def _create_bioresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     return model
 
 
-def _is_unreadable_weights_error(exc: BaseException) -> bool:
+def pretrained_source(variant: str, cfg: PretrainedCfg) -> str:
+    """Where ``pretrained=True`` loads ``variant``'s weights from (a file, URL or 'hf-hub:ORG/NAME'); raises a
+    RuntimeError saying how to train and load them when the cfg names our Hub repo but the tag is unpublished."""
+    has_source = cfg.file or cfg.url or cfg.state_dict
+    explicit_hub = cfg.source == 'hf-hub'  # timm.create_model('hf-hub:ORG/NAME'): the user named the repo
+    if not has_source and not explicit_hub and cfg.hf_hub_id and cfg.hf_hub_id.startswith(HUB_ORG + '/') \
+            and f'{variant}.{cfg.tag}' not in PUBLISHED_TAGS:
+        raise RuntimeError(
+            f'No pretrained weights are published for {variant}.{cfg.tag} yet ({cfg.hf_hub_id}). '
+            f'Train it with `bioconv train --model {variant}`, then load the weights with '
+            f"timm.create_model('{variant}', pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')).")
+    return cfg.file or cfg.url or (f'hf-hub:{cfg.hf_hub_id}' if cfg.hf_hub_id else None) or 'state_dict'
+
+
+def unreadable_weights_error(variant: str, source: str, exc: BaseException) -> RuntimeError:
+    """The error for a truncated or corrupt weights file: what happened and what to do."""
+    return RuntimeError(
+        f'Could not read the pretrained weights of {variant} from {source}: {exc}. The safetensors file is '
+        'truncated or corrupt (an interrupted download or copy). Delete it (for a Hub download: the '
+        "'models--ORG--NAME' folder in the Hugging Face cache) and download or copy it again; no random "
+        'weights were used.')
+
+
+def is_unreadable_weights_error(exc: BaseException) -> bool:
     """True for the errors safetensors (or torch.load) raises on a truncated or corrupt weights file."""
     try:
         from safetensors import SafetensorError
@@ -499,12 +527,14 @@ def adapt_pretrained_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.M
     The classifier (``fc``) for another ``num_classes`` is dropped by timm (pretrained_cfg['classifier']).
     """
     state_dict = dict(state_dict)
-    stem = getattr(model, 'conv1', None)
-    if isinstance(stem, LocallyConnected2d) and 'conv1.weight' in state_dict:
-        w = state_dict['conv1.weight']
-        if w.dim() == 6 and tuple(w.shape[:5]) == tuple(stem.weight.shape[:5]):
-            state_dict['conv1.weight'] = _adapt_lc_in_chans(w, stem.in_channels)
     modules = dict(model.named_modules())
+    first_conv = (getattr(model, 'pretrained_cfg', None) or {}).get('first_conv') or 'conv1'
+    stem = modules.get(first_conv)
+    key = first_conv + '.weight'
+    if isinstance(stem, LocallyConnected2d) and key in state_dict:
+        w = state_dict[key]
+        if w.dim() == 6 and tuple(w.shape[:5]) == tuple(stem.weight.shape[:5]):
+            state_dict[key] = _adapt_lc_in_chans(w, stem.in_channels)
     for key, value in state_dict.items():
         module = modules.get(key.rsplit('.', 1)[0])
         if isinstance(module, LocallyConnected2d) and key.endswith('.weight') and value.dim() == 6 \
@@ -562,6 +592,7 @@ def _cfg(name: str, tag: str, **kwargs: Any) -> Dict[str, Any]:
 
 
 MODEL_NAMES: Tuple[str, ...] = tuple(MODEL_SPECS)
+BIORESNET_NAMES: Tuple[str, ...] = tuple(n for n in MODEL_NAMES if MODEL_SPECS[n].is_bioresnet)
 _DEFAULT_TAG = dict(resnet20='cifar10', resnet18_half='in1k')
 
 
@@ -576,7 +607,7 @@ _EXTRA_TAGS = dict(
 
 def _default_cfgs() -> Dict[str, PretrainedCfg]:
     cfgs = {}
-    for name in MODEL_NAMES:
+    for name in BIORESNET_NAMES:  # the timm CNNs' cfgs are in bioconv_timm.timm_models
         arch = MODEL_SPECS[name].arch
         tag = _DEFAULT_TAG[arch]
         # '*' keeps .cifar10 / .in1k the default tag whichever tags are published (timm would otherwise make
@@ -601,14 +632,15 @@ def model_table(pattern: str = '*') -> List[dict]:
     for name in MODEL_NAMES:
         if not fnmatch.fnmatch(name, pattern):
             continue
-        with torch.device('meta'):  # count parameters without allocating ~500M floats
-            model = timm.create_model(name)
+        spec = MODEL_SPECS[name]
+        model = timm.create_model(name, device='meta')  # count parameters without allocating ~500M floats
         rows.append(dict(
             name=name,
             input_size='x'.join(str(s) for s in model.pretrained_cfg['input_size']),
             params=sum(p.numel() for p in model.parameters()),
-            sleep_every=model.sleep_every,
-            layer_type=model.layer_type if model.stem_type == model.layer_type else f'{model.layer_type} (conv stem)',
+            sleep_every=spec.sleep_every,
+            layer_type=spec.layer_type if spec.stem_type == spec.layer_type else f'{spec.layer_type} (conv stem)',
+            family='paper ResNet' if spec.is_bioresnet else f'timm {spec.arch}',
         ))
     return rows
 

@@ -4,9 +4,10 @@ import torch
 
 import bioconv_timm
 from bioconv_timm import BioResNet, LocallyConnected2d, MODEL_NAMES, share_weights_
+from bioconv_timm.models import BIORESNET_NAMES
 
-RESNET20 = [n for n in MODEL_NAMES if 'resnet20' in n]
-RESNET18 = [n for n in MODEL_NAMES if 'resnet18' in n]
+RESNET20 = [n for n in BIORESNET_NAMES if 'resnet20' in n]
+RESNET18 = [n for n in BIORESNET_NAMES if 'resnet18' in n]
 
 EXPECTED_NAMES = {
     'conv_resnet20', 'lc_resnet20', 'lc_resnet20_ws1', 'lc_resnet20_ws10', 'lc_resnet20_ws100',
@@ -14,12 +15,17 @@ EXPECTED_NAMES = {
     'lc_resnet18_half_ws100', 'lc_resnet18_half_convstem', 'lc_resnet18_half_convstem_ws1',
     'lc_resnet18_half_convstem_ws10', 'lc_resnet18_half_convstem_ws100',
 }
+# timm CNNs made LC (bioconv_timm.timm_models): conv_F, lc_F, lc_F_ws{1,10,100}
+EXPECTED_TIMM_NAMES = {f'{kind}_{family}' for family in ('resnet18', 'convnext_atto', 'mobilenetv3_small_050')
+                       for kind in ('conv', 'lc')} | {
+    f'lc_{family}_ws{n}' for family in ('resnet18', 'convnext_atto', 'mobilenetv3_small_050') for n in (1, 10, 100)}
 
 
 def test_all_names_registered_with_timm():
-    assert set(MODEL_NAMES) == EXPECTED_NAMES
-    listed = set(timm.list_models('lc_*')) | set(timm.list_models('conv_resnet*'))
-    assert EXPECTED_NAMES <= listed
+    assert set(BIORESNET_NAMES) == EXPECTED_NAMES
+    assert set(MODEL_NAMES) == EXPECTED_NAMES | EXPECTED_TIMM_NAMES and len(MODEL_NAMES) == 29
+    listed = set(timm.list_models('lc_*')) | set(timm.list_models('conv_*'))
+    assert set(MODEL_NAMES) <= listed
     # registered tags, published or not; list_pretrained() names only published ones (none yet)
     assert 'lc_resnet18_half_ws10.in1k' in timm.list_models('lc_resnet18_half_ws10*', include_tags=True)
     assert 'lc_resnet18_half_ws10.in1k' not in timm.list_pretrained('lc_resnet18_half_ws10*')

@@ -58,12 +58,14 @@ def activations_model(model: Any, identifier: str, batch_size: int = 64) -> Any:
 
 
 def model_commitment(identifier: str, wrapper: Any, layers: Sequence[str],
-                     region_layer_map: Optional[Mapping[str, str]] = None) -> Any:
+                     region_layer_map: Optional[Mapping[str, str]] = None,
+                     readout_layer: str = BEHAVIORAL_READOUT_LAYER) -> Any:
     """brainscore_vision ``ModelCommitment``: regions -> layers (given, or chosen on the public benchmarks),
-    ``global_pool`` as behavioral readout, 8 degrees of visual field."""
+    ``readout_layer`` (the average pool, the last of ``candidate_layers``) as behavioral readout, 8 degrees of
+    visual field."""
     _require_brainscore()
     from brainscore_vision.model_helpers.brain_transformation import ModelCommitment
     return ModelCommitment(identifier=identifier, activations_model=wrapper, layers=list(layers),
-                           behavioral_readout_layer=BEHAVIORAL_READOUT_LAYER,
+                           behavioral_readout_layer=readout_layer,
                            region_layer_map=dict(region_layer_map) if region_layer_map else None,
                            visual_degrees=VISUAL_DEGREES)

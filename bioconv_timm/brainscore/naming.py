@@ -42,7 +42,9 @@ def candidate_layers(model_or_name: Any) -> List[str]:
 
     The stem output is the max-pool of the ImageNet stem (the ReLU ``act1`` for the CIFAR stem); a block's
     output (``layer2.1``) is its final ReLU; ``global_pool`` is the average pool that also serves as the
-    behavioral readout. Accepts a model or a registered name (built on the meta device: no memory).
+    behavioral readout (always the last layer of the list). The converted timm CNNs (``lc_convnext_atto``, ...)
+    offer their timm ``feature_info`` modules (stem and stage outputs) and their average pool (``global_pool``,
+    ``head.global_pool`` for ConvNeXt). Accepts a model or a registered name (built on the meta device: no memory).
     """
     model = model_or_name
     if isinstance(model_or_name, str):
@@ -52,6 +54,9 @@ def candidate_layers(model_or_name: Any) -> List[str]:
         with torch.device('meta'):
             model = timm.create_model(model_or_name)
     import torch.nn as nn
+    if not hasattr(model, 'stage_names'):  # a converted timm CNN, not a BioResNet
+        pool = 'global_pool' if isinstance(getattr(model, 'global_pool', None), nn.Module) else 'head.global_pool'
+        return [info['module'] for info in model.feature_info] + [pool]
     stem = 'act1' if isinstance(getattr(model, 'maxpool', None), (nn.Identity, type(None))) else 'maxpool'
     layers = [stem]
     for stage in model.stage_names:

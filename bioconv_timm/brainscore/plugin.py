@@ -13,7 +13,7 @@ from ..paper import CITATION
 from .benchmarks import PAPER_TABLE3
 from .commitment import VISUAL_DEGREES
 from .errors import BrainScoreError
-from .naming import BEHAVIORAL_READOUT_LAYER, PLUGIN_MODELS, candidate_layers, plugin_identifier
+from .naming import PLUGIN_MODELS, candidate_layers, plugin_identifier
 from .region_layers import _load_region_layer_map, _region_layer_map_text, committed_region_layer_map
 
 __all__ = ['DEFAULT_REQUIREMENT', 'plugin_files', 'write_plugins', 'stale_plugin_files']
@@ -70,7 +70,7 @@ def plugin_files(model_name: str, region_layer_map: Optional[Mapping[str, str]] 
         raise BrainScoreError(f'requirement must be one pip requirement line, got {requirement!r}')
     values = dict(
         identifier=identifier, model_name=model_name, hub_repo=hub_repo, generated=_GENERATED,
-        visual_degrees=str(VISUAL_DEGREES), readout_layer=repr(BEHAVIORAL_READOUT_LAYER),
+        visual_degrees=str(VISUAL_DEGREES), readout_layer=repr(layers[-1]),
         first_layer=repr(layers[0]), layer_lines=''.join(f'    {layer!r},\n' for layer in layers), bibtex=BIBTEX,
         requirement=requirement.strip())
     files = {rel: _fill(template, **values) for rel, template in PLUGIN_TEMPLATES.items()}

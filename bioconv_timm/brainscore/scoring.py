@@ -151,7 +151,8 @@ def score(model_name: str, weights: Optional[PathLike] = None,
         if progress:
             print(f'[{region}] ' + ', '.join(f'{layer} {v:.3f}' for layer, v in per_layer.items())
                   + f' -> {mapping[region]}', file=sys.stderr, flush=True)
-    commitment = model_commitment(identifier, wrapper, layers, {r: mapping[r] for r in REGIONS if r in mapping})
+    commitment = model_commitment(identifier, wrapper, layers, {r: mapping[r] for r in REGIONS if r in mapping},
+                                  readout_layer=layers[-1])
     for key in keys:
         start = time.time()
         if progress:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from ..models import TIMM_ARCHS
 from ..train.compare import DEFAULT_LRS, CompareConfig, compare, format_compare_table, preset_config
 from ..train.data import DATASETS
 
@@ -21,7 +22,7 @@ def _parse_lrs(items: Sequence[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     config = preset_config(
         args.dataset, data_dir=args.data_dir, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-        pad=args.pad, seeds=tuple(args.seeds), weight_decay=args.weight_decay, lrs=_parse_lrs(args.lr),
+        pad=args.pad, img_size=args.img_size, seeds=tuple(args.seeds), weight_decay=args.weight_decay, lrs=_parse_lrs(args.lr),
         train_subset=args.train_subset, eval_subset=args.eval_subset, split=args.split,
         output_dir=args.output_dir, progress=args.progress, device=args.device,
         sleep_optimizer=args.sleep_optimizer)
@@ -39,10 +40,12 @@ def add_parser(subparsers) -> None:
                                    'every flag overrides its preset.')
     p.add_argument('--dataset', default=d.dataset, choices=DATASETS)
     p.add_argument('--data-dir', default=None)
-    p.add_argument('--arch', default=None, choices=('resnet20', 'resnet18_half'))
+    p.add_argument('--arch', default=None, choices=('resnet20', 'resnet18_half') + TIMM_ARCHS,
+                   help='the network: the paper ResNets or a converted timm CNN (default: the dataset preset)')
     p.add_argument('--epochs', type=int, default=None, help='default: the dataset preset (digits 10, fashion-mnist 15)')
     p.add_argument('--batch-size', type=int, default=None)
     p.add_argument('--pad', type=int, default=None)
+    p.add_argument('--img-size', type=int, default=None, help="network input side (default: the dataset's)")
     p.add_argument('--seeds', type=int, nargs='+', default=list(d.seeds))
     p.add_argument('--weight-decay', type=float, default=None)
     p.add_argument('--lr', nargs='*', metavar='CELL=LR', help='override a learning rate, e.g. lc_ws10=2e-3')

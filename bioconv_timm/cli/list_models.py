@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         row['params'] = f"{row['params'] / 1e6:.2f}M"
         row['sleep_every'] = '-' if row['sleep_every'] is None else row['sleep_every']
-    print(format_table(rows, ['name', 'input_size', 'params', 'sleep_every', 'layer_type']))
+    print(format_table(rows, ['name', 'input_size', 'params', 'sleep_every', 'layer_type', 'family']))
     return 0
 
 

@@ -45,6 +45,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     p('--data-dir', default=None, help='folder holding the dataset files')
     p('--download', action='store_true', help='let torchvision download CIFAR (needs a network)')
     p('--split', default=d.split, choices=('val', 'test'), help='val: tune on a held-out part of train')
+    p('--img-size', type=int, default=None,
+      help="network input side; the images are resized to it (default: the dataset's: digits 24, Fashion-MNIST 28)")
     p('--pad', type=int, default=d.pad, help='pad with the training mean then random-crop (paper: 0, 4, 8)')
     p('--reps', type=int, default=d.reps, help='n translated copies of each image per batch')
     p('--train-subset', type=int, default=None, help='train on the first N images of a seeded permutation')

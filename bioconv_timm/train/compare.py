@@ -73,6 +73,7 @@ class CompareConfig:
     epochs: int = 10
     batch_size: int = 64
     pad: int = 4
+    img_size: Optional[int] = None   # network input side; default the dataset's (ConvNeXt needs >= 32)
     seeds: Tuple[int, ...] = (0,)
     weight_decay: float = 1e-4
     lrs: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LRS))
@@ -110,6 +111,8 @@ def preset_config(dataset: str, **overrides: Any) -> CompareConfig:
     from .data import canonical_dataset_name
     dataset = canonical_dataset_name(dataset)
     values = dict(PRESETS.get(dataset, {}), dataset=dataset, output_dir=f'runs/compare-{dataset}')
+    if overrides.get('arch') not in (None, values.get('arch')):
+        values.pop('model_kwargs', None)  # the preset's model_kwargs belong to its own arch
     values.update({k: v for k, v in overrides.items() if v is not None})
     return CompareConfig(**values)
 
@@ -120,6 +123,7 @@ def cell_config(config: CompareConfig, cell: CompareCell, seed: int) -> TrainCon
     slug = cell.slug
     return TrainConfig(
         model=model, dataset=config.dataset, data_dir=config.data_dir, split=config.split, pad=config.pad,
+        img_size=config.img_size,
         reps=cell.reps, train_subset=config.train_subset, eval_subset=config.eval_subset, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lrs[cell.lr_key], weight_decay=config.weight_decay,
         seed=seed, output_dir=str(Path(config.output_dir) / f'{slug}-seed{seed}'), resume=True,

@@ -17,6 +17,7 @@ import torch.nn as nn
 from .. import models as _models  # noqa: F401  (registers the models)
 from ..paper import cifar10_pad4_lr
 from ..sleep import OPTIMIZER_POLICIES, SLEEP_MODES
+from .data import DEFAULT_IMG_SIZE, canonical_dataset_name
 
 __all__ = ['TrainConfig', 'TrainResult', 'CheckpointError', 'ConfigError', 'RESULT_NEUTRAL_FIELDS',
            'RESUMABLE_CHANGES', 'config_differences', 'format_differences', 'default_lr', 'resolve_config',
@@ -44,6 +45,7 @@ class TrainConfig:
     data_dir: Optional[str] = None
     download: bool = False
     split: str = 'test'                 # 'val': tune on a held-out part of train; 'test': final numbers
+    img_size: Optional[int] = None      # network input side; default the dataset's (digits 24, Fashion-MNIST 28, ...)
     pad: int = 4                        # pad with the training mean, then random-crop (paper 0 / 4 / 8)
     reps: int = 1                       # n translated copies of each image per batch ("n reps")
     train_subset: Optional[int] = None
@@ -135,6 +137,8 @@ def fill_defaults(config: TrainConfig, model_sleep_every: Optional[int]) -> Trai
     cfg = dataclasses.replace(config)
     if cfg.batch_size is None:
         cfg.batch_size = _DEFAULT_BATCH.get(cfg.dataset, 128)
+    if cfg.img_size is None:  # as config.json states it (and as runs written before img_size existed recorded it)
+        cfg.img_size = DEFAULT_IMG_SIZE.get(canonical_dataset_name(cfg.dataset))
     if cfg.sleep_every is None:
         cfg.sleep_every = model_sleep_every or 0
     if cfg.lr is None:

@@ -51,7 +51,7 @@ import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -67,6 +67,9 @@ __all__ = [
 ]
 
 DATASETS: Tuple[str, ...] = ('digits', 'fashion-mnist', 'cifar10', 'cifar100', 'tinyimagenet', 'imagenet')
+# network input side when img_size is not given (digits: the canvas side)
+DEFAULT_IMG_SIZE: Dict[str, int] = {'digits': 24, 'fashion-mnist': 28, 'cifar10': 32, 'cifar100': 32,
+                                    'tinyimagenet': 48, 'imagenet': 224}
 _ALIASES = {'fashion_mnist': 'fashion-mnist', 'fashionmnist': 'fashion-mnist', 'tiny-imagenet': 'tinyimagenet',
             'tiny_imagenet': 'tinyimagenet'}
 
@@ -242,7 +245,7 @@ def _digits_canvases(canvas: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def _load_digits(img_size: Optional[int], pad: int) -> Tuple[Dataset, Dataset, Callable, Callable, dict]:
-    canvas = 24 if img_size is None else img_size
+    canvas = DEFAULT_IMG_SIZE['digits'] if img_size is None else img_size
     if canvas < 16:
         raise ValueError(f'digits: img_size is the canvas side and must be >= 16 (the upscaled digit), got {canvas}')
     images, labels, train_idx, test_idx = _digits_canvases(canvas)
@@ -322,7 +325,7 @@ def _load_fashion_mnist(data_dir: Optional[str], download: bool, img_size: Optio
             raise DatasetError(f'fashion-mnist in {folder}: {split} labels must be 0..9, found {labels.max()}')
         parts[split] = ImageTensorDataset(torch.from_numpy(images.copy()).unsqueeze(1),
                                           torch.from_numpy(labels.astype(np.int64)))
-    size = 28 if img_size is None else img_size
+    size = DEFAULT_IMG_SIZE['fashion-mnist'] if img_size is None else img_size
     train_tf, eval_tf = _tensor_transforms(FASHION_MNIST_MEAN, FASHION_MNIST_STD, 28, size, pad)
     info = dict(num_classes=10, in_chans=1, img_size=size, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
                 label_names=list(FASHION_MNIST_CLASSES))
@@ -405,7 +408,7 @@ def _load_cifar(name: str, data_dir: Optional[str], download: bool, img_size: Op
     meta = _unpickle(folder / spec['meta'])
     names = meta.get(spec['names'])
     label_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
-    size = 32 if img_size is None else img_size
+    size = DEFAULT_IMG_SIZE[name] if img_size is None else img_size
     train_tf, eval_tf = _tensor_transforms(spec['mean'], spec['std'], 32, size, pad)
     info = dict(num_classes=spec['num_classes'], in_chans=3, img_size=size, mean=spec['mean'], std=spec['std'],
                 label_names=label_names)
@@ -485,13 +488,13 @@ def _load_image_folder(name: str, data_dir: Optional[str], download: bool, img_s
         if words.is_file():
             table = dict(line.split('\t', 1) for line in words.read_text().splitlines() if '\t' in line)
             label_names = [table.get(c, c).split(',')[0].strip() for c in classes]
-        size = 48 if img_size is None else img_size
+        size = DEFAULT_IMG_SIZE['tinyimagenet'] if img_size is None else img_size
         # Normalize first so that any padding CenterCrop adds (pad > 8 on 64x64 images) is the mean.
         train_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std), T.CenterCrop(size + 2 * pad),
                               pad_random_crop(size)])
         eval_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std), T.CenterCrop(size)])
     else:
-        size = 224 if img_size is None else img_size
+        size = DEFAULT_IMG_SIZE['imagenet'] if img_size is None else img_size
         resize = round(size * 256 / 224)
         train_tf = T.Compose([T.Resize(resize), T.RandomCrop(size), T.RandomHorizontalFlip(), T.ToTensor(),
                               T.Normalize(mean, std)])

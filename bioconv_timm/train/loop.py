@@ -110,7 +110,7 @@ class _Run:
         self.bundle = bundle = build_datasets(
             config.dataset, data_dir=config.data_dir, pad=config.pad, split=config.split, download=config.download,
             seed=config.seed, train_subset=config.train_subset, eval_subset=config.eval_subset,
-            val_size=config.val_size)
+            img_size=config.img_size, val_size=config.val_size)
         model = create_model(config, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
                              img_size=bundle.img_size, drop_rate=config.drop_rate)
         self.cfg = cfg = fill_defaults(config, getattr(model, 'sleep_every', None))
