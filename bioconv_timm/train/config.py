@@ -100,6 +100,8 @@ def config_differences(saved: Dict[str, Any], config: 'TrainConfig',
     """
     defaults = TrainConfig().to_dict()
     wanted = config.to_dict()
+    if saved.get('img_size') is None:  # unset (or from before img_size existed): the dataset's default size
+        saved = dict(saved, img_size=DEFAULT_IMG_SIZE.get(canonical_dataset_name(saved.get('dataset', 'digits'))))
     diff = {}
     for name in wanted:
         if name in allowed:
