@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from bioconv_timm.train.compare import DEFAULT_CELLS, PAPER_CIFAR10_PAD4, CompareCell, CompareConfig, compare, format_compare_table
 
 
@@ -86,3 +88,21 @@ def test_finished_cells_are_reused_only_with_the_same_settings(tmp_path, capsys)
                      '--train-subset', '32', '--eval-subset', '32', '--no-progress'])
     err = capsys.readouterr().err
     assert code == 2 and 'pad: 4 there vs 0 now' in err and '--output-dir' in err
+
+
+def test_cli_compares_a_timm_family_on_chosen_cells(monkeypatch, capsys):
+    """`bioconv compare --arch mobilenetv3_small_050 --cells conv lc lc_ws1 --img-size 32`: the preset's ResNet-8
+    model_kwargs are dropped for another arch, and an unknown cell is named with the valid ones."""
+    from bioconv_timm import cli
+    seen = {}
+    monkeypatch.setattr('bioconv_timm.cli.compare.compare', lambda config: seen.setdefault('config', config) and [])
+    monkeypatch.setattr('bioconv_timm.cli.compare.format_compare_table', lambda rows, config: '')
+    assert cli.main(['compare', '--dataset', 'fashion-mnist', '--arch', 'mobilenetv3_small_050', '--img-size', '32',
+                     '--cells', 'conv', 'lc', 'lc_ws1', '--seeds', '0', '1', '2']) == 0
+    config = seen['config']
+    assert config.arch == 'mobilenetv3_small_050' and config.model_kwargs == {} and config.img_size == 32
+    assert [c.slug for c in config.cells] == ['conv', 'lc', 'lc_ws1'] and config.seeds == (0, 1, 2)
+    assert [c.model(config.arch) for c in config.cells] == [
+        'conv_mobilenetv3_small_050', 'lc_mobilenetv3_small_050', 'lc_mobilenetv3_small_050_ws1']
+    with pytest.raises(SystemExit, match=r"unknown compare cell\(s\) \['ws1'\].*'lc_ws1'"):
+        cli.main(['compare', '--dataset', 'fashion-mnist', '--cells', 'conv', 'ws1'])

@@ -5,7 +5,8 @@ import argparse
 from typing import Sequence
 
 from ..models import TIMM_ARCHS
-from ..train.compare import DEFAULT_LRS, CompareConfig, compare, format_compare_table, preset_config
+from ..train.compare import (DEFAULT_LRS, CompareConfig, compare, format_compare_table, preset_config,
+                             select_cells)
 from ..train.data import DATASETS
 
 
@@ -26,6 +27,11 @@ def run(args: argparse.Namespace) -> int:
         train_subset=args.train_subset, eval_subset=args.eval_subset, split=args.split,
         output_dir=args.output_dir, progress=args.progress, device=args.device,
         sleep_optimizer=args.sleep_optimizer)
+    if args.cells:
+        try:
+            config.cells = select_cells(args.cells)
+        except ValueError as exc:
+            raise SystemExit(f'--cells: {exc}') from exc
     rows = compare(config)
     print()
     print(format_compare_table(rows, config))
@@ -47,6 +53,8 @@ def add_parser(subparsers) -> None:
     p.add_argument('--pad', type=int, default=None)
     p.add_argument('--img-size', type=int, default=None, help="network input side (default: the dataset's)")
     p.add_argument('--seeds', type=int, nargs='+', default=list(d.seeds))
+    p.add_argument('--cells', nargs='+', default=None, metavar='CELL',
+                   help='train only these rows: conv lc lc_4reps lc_ws1 lc_ws10 lc_ws100 (default: all)')
     p.add_argument('--weight-decay', type=float, default=None)
     p.add_argument('--lr', nargs='*', metavar='CELL=LR', help='override a learning rate, e.g. lc_ws10=2e-3')
     p.add_argument('--sleep-optimizer', default=None, choices=('keep', 'average', 'reset'),

@@ -59,6 +59,15 @@ DEFAULT_CELLS: Tuple[CompareCell, ...] = (
     CompareCell('LC - ws(100)', 'Weight Sharing', 'lc', sleep=100),
 )
 
+def select_cells(slugs: Sequence[str], cells: Sequence[CompareCell] = DEFAULT_CELLS) -> Tuple[CompareCell, ...]:
+    """The cells named by their slugs ('conv', 'lc', 'lc_4reps', 'lc_ws1', ...), in the given order."""
+    by_slug = {c.slug: c for c in cells}
+    unknown = [s for s in slugs if s not in by_slug]
+    if unknown:
+        raise ValueError(f'unknown compare cell(s) {unknown}; the cells are {list(by_slug)}')
+    return tuple(by_slug[s] for s in slugs)
+
+
 # Learning rates for the short CPU budget (AdamW). From our Fashion-MNIST and digits probes
 # (docs/results/fashion_mnist.md): sharing shrinks the effective step of an LC layer, so frequent sharing wants a larger lr, not the paper's smaller
 # one (the paper's lrs are what `bioconv train` uses by default).
