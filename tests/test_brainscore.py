@@ -279,6 +279,27 @@ def test_model_commitment_records_regions_and_does_the_probabilities_task(noise_
     assert (predicted == probabilities["image_label"].values).mean() > 0.8  # chance: 1/3; the tint is easy to read
 
 
+def test_commitment_of_a_converted_timm_family(noise_stimuli, tinted_stimuli):
+    """lc_convnext_atto (a timm family made LC): stage outputs recorded per region, the behavioral readout on its
+    average pool, which is ConvNeXt's head.global_pool (the last candidate layer)."""
+    model, wrapper = build('lc_convnext_atto_ws10', seed=0, img_size=32, num_classes=10)
+    layers = bs.candidate_layers(model)
+    assert layers[-1] == 'head.global_pool'
+    mapping = {'V1': 'stages.0', 'V2': 'stages.1', 'V4': 'stages.2', 'IT': 'stages.3'}
+    commitment = bs.model_commitment('test-commitment-lc_convnext_atto', wrapper, layers, mapping,
+                                     readout_layer=layers[-1])
+    sizes = {'V1': 40 * 8 * 8, 'V2': 80 * 4 * 4, 'V4': 160 * 2 * 2, 'IT': 320 * 1 * 1}
+    for region, layer in mapping.items():
+        commitment.start_task(BrainModel.Task.passive)
+        commitment.start_recording(region, time_bins=[TIME_BIN])
+        recording = commitment.look_at(noise_stimuli, number_of_trials=1).transpose('presentation', 'neuroid')
+        assert recording.shape == (len(noise_stimuli), sizes[region])
+        np.testing.assert_allclose(recording.values, _direct_forward(model, noise_stimuli, layer), rtol=1e-4, atol=1e-5)
+    commitment.start_task(BrainModel.Task.probabilities, tinted_stimuli)
+    probabilities = commitment.look_at(tinted_stimuli)
+    np.testing.assert_allclose(probabilities.values.sum(axis=1), 1, atol=1e-6)
+
+
 def test_synthetic_neural_benchmark_ranks_the_generating_model_first(noise_stimuli):
     """brainscore's PLS metric and internal-consistency ceiling on a local NeuronRecordingAssembly."""
     layer = 'layer3.0'
