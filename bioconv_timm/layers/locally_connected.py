@@ -198,6 +198,68 @@ def _col2im_rows(grad_rows: torch.Tensor, weight: torch.Tensor, padded_shape: to
     return grad_padded
 
 
+def _tap_view(padded: torch.Tensor, tap: Tuple[int, int], out_size: Tuple[int, int], stride: Tuple[int, int],
+              dilation: Tuple[int, int]) -> torch.Tensor:
+    """(out_h, out_w, C, B) strided view of what kernel tap (u, v) reads for every output location."""
+    (u, v), (out_h, out_w) = tap, out_size
+    r0, c0 = u * dilation[0], v * dilation[1]
+    return padded[r0:r0 + stride[0] * (out_h - 1) + 1:stride[0], c0:c0 + stride[1] * (out_w - 1) + 1:stride[1]]
+
+
+# Depthwise layers (one input channel per group): each location's product is k*k scalar multiply-adds per
+# channel, which as batched matrix products is thousands of tiny bmm calls (7-17x a conv's time). Instead the
+# torch backend runs one broadcast multiply-add per kernel tap over all locations, channels and the batch.
+
+def _depthwise_rows(padded: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int],
+                    dilation: Tuple[int, int]) -> torch.Tensor:
+    """Depthwise forward: (Hp, Wp, C, B), (out_h, out_w, C*m, kh, kw, 1) -> (out_h, out_w, C*m, B)."""
+    c, b = padded.shape[2:]
+    out_h, out_w, cout, kh, kw, _ = weight.shape
+    m = cout // c
+    out = padded.new_zeros(out_h, out_w, c, m, b)
+    for u in range(kh):
+        for v in range(kw):
+            x = _tap_view(padded, (u, v), (out_h, out_w), stride, dilation).unsqueeze(3)  # (oh, ow, C, 1, B)
+            out.addcmul_(weight[:, :, :, u, v, 0].reshape(out_h, out_w, c, m, 1), x)
+    return out.view(out_h, out_w, cout, b)
+
+
+def _depthwise_grad_input(grad_rows: torch.Tensor, weight: torch.Tensor, padded_shape: torch.Size,
+                          stride: Tuple[int, int], dilation: Tuple[int, int]) -> torch.Tensor:
+    """Depthwise input gradient: (out_h, out_w, C*m, B) -> (Hp, Wp, C, B)."""
+    out_h, out_w, cout, b = grad_rows.shape
+    _, _, _, kh, kw, _ = weight.shape
+    c = padded_shape[2]
+    m = cout // c
+    grad = grad_rows.view(out_h, out_w, c, m, b)
+    grad_padded = grad_rows.new_zeros(padded_shape)
+    for u in range(kh):
+        for v in range(kw):
+            w = weight[:, :, :, u, v, 0].reshape(out_h, out_w, c, m, 1)
+            tap_grad = (grad * w).sum(3) if m > 1 else grad[:, :, :, 0] * w[:, :, :, 0]
+            _tap_view(grad_padded, (u, v), (out_h, out_w), stride, dilation).add_(tap_grad)
+    return grad_padded
+
+
+def _depthwise_grad_weight(grad_rows: torch.Tensor, padded: torch.Tensor, kernel_size: Tuple[int, int],
+                           stride: Tuple[int, int], dilation: Tuple[int, int]) -> torch.Tensor:
+    """Depthwise weight gradient: (out_h, out_w, C*m, B), (Hp, Wp, C, B) -> (out_h, out_w, C*m, kh, kw, 1)."""
+    out_h, out_w, cout, b = grad_rows.shape
+    c = padded.shape[2]
+    m = cout // c
+    grad = grad_rows.view(out_h, out_w, c, m, b)
+    grad_w = grad_rows.new_empty(out_h, out_w, cout, kernel_size[0], kernel_size[1], 1)
+    for u in range(kernel_size[0]):
+        for v in range(kernel_size[1]):
+            x = _tap_view(padded, (u, v), (out_h, out_w), stride, dilation).unsqueeze(3)  # (oh, ow, C, 1, B)
+            grad_w[:, :, :, u, v, 0] = torch.linalg.vecdot(grad, x).view(out_h, out_w, cout)
+    return grad_w
+
+
+def _is_depthwise(weight: torch.Tensor, groups: int) -> bool:
+    return groups > 1 and weight.shape[5] == 1
+
+
 DOUBLE_BACKWARD_ERROR = (
     'LocallyConnected2d has no double backward: a gradient through an LC layer cannot be differentiated again '
     '(create_graph=True, e.g. a gradient penalty or a Hessian-vector product). First-order gradients taken '
@@ -211,6 +273,8 @@ def _torch_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int
     """(B, Cin, H, W) any layout, (out_h, out_w, Cout, kh, kw, Cin/groups) -> (B, Cout, out_h, out_w)
     channels-last."""
     weight = weight.contiguous()  # the row chunks are views of it
+    if _is_depthwise(weight, groups):
+        return _from_hwcb(_depthwise_rows(_to_hwcb(x, padding), weight, stride, dilation))
     out = _lc_rows(_to_hwcb(x, padding), weight, stride, dilation, groups)  # (out_h, out_w, Cout, B)
     return _from_hwcb(out)
 
@@ -223,8 +287,11 @@ def _torch_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_si
     (h, w), (ph, pw) = input_size, padding
     b, cin = grad_out.shape[0], weight.shape[5] * groups
     grad_rows = _hwcb(grad_out)  # (out_h, out_w, Cout, B)
-    grad_padded = _col2im_rows(grad_rows, weight.contiguous(), torch.Size((h + 2 * ph, w + 2 * pw, cin, b)), stride,
-                               dilation, groups)
+    padded_shape = torch.Size((h + 2 * ph, w + 2 * pw, cin, b))
+    if _is_depthwise(weight, groups):
+        grad_padded = _depthwise_grad_input(grad_rows, weight, padded_shape, stride, dilation)
+    else:
+        grad_padded = _col2im_rows(grad_rows, weight.contiguous(), padded_shape, stride, dilation, groups)
     return _from_hwcb(grad_padded[ph:ph + h, pw:pw + w])
 
 
@@ -238,6 +305,8 @@ def _torch_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size:
     k, og = kh * kw * cg, cout // groups
     padded = _to_hwcb(x, padding)
     grad_rows = _hwcb(grad_out)  # (out_h, out_w, Cout, B)
+    if cg == 1 and groups > 1:
+        return _depthwise_grad_weight(grad_rows, padded, kernel_size, stride, dilation)
     grad_w = grad_out.new_empty(out_h, out_w, cout, kh, kw, cg)
     for r0, r1, n, patches in _chunk_buffers(padded, grad_w.shape, b, groups):
         patches.copy_(_patch_rows(padded, (r0, r1), out_w, (kh, kw), stride, dilation, groups))
