@@ -473,3 +473,31 @@ def test_readme_and_digits_cards_agree_on_epochs():
         batch = int(re.search(r'^\| batch_size \| (\d+) \|$', card, flags=re.M).group(1))
         steps = int(re.search(r'^(\d+) optimizer steps', card, flags=re.M).group(1))
         assert steps == epochs * (1437 // batch), path.name
+
+
+def test_timm_family_publishes_and_loads_from_the_hub_cache(hf_cache, tmp_path, monkeypatch):
+    """A converted timm family (lc_mobilenetv3_small_050_ws10, default 3x64x64, 1000 classes): published from a
+    bare weights file, then loaded by `hf-hub:` and by its registered tag from an offline Hub cache."""
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    trained = timm.create_model('lc_mobilenetv3_small_050_ws10').eval()
+    weights = tmp_path / 'w.safetensors'
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(weights))
+    repo = 'test-org/lc_mobilenetv3_small_050_ws10.in1k'
+    folder = tmp_path / 'pub'
+    publish(weights, repo, model_name='lc_mobilenetv3_small_050_ws10', dry_run_dir=folder)
+    assert "timm's MobileNetV3-Small 0.5x" in (folder / 'README.md').read_text()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = trained(x)
+    _to_cache(hf_cache, repo, folder)
+    loaded = timm.create_model(f'hf-hub:{repo}', pretrained=True).eval()
+    assert loaded.sleep_every == 10 and loaded.img_size == (64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected)
+    name = 'lc_mobilenetv3_small_050_ws10.in1k'
+    _to_cache(hf_cache, f'bioconv-timm/{name}', folder)
+    monkeypatch.setattr(bio_models, 'PUBLISHED_TAGS', {name})
+    by_tag = timm.create_model(name, pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(by_tag(x), expected)
