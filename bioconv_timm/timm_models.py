@@ -99,6 +99,14 @@ def _create_timm_model(variant: str, pretrained: bool = False, **kwargs: Any) ->
     kwargs.pop('cache_dir', None)  # timm passes it for pretrained loading only
     model = timm.create_model(family.base, num_classes=num_classes, in_chans=in_chans,
                               **{**family.base_kwargs, **kwargs})
+    feature_size = None
+    if not features_only:  # timm's feature wrappers (features_only=True) have no forward_features
+        try:
+            feature_size = _feature_size(model, in_chans, img_size)
+        except RuntimeError as exc:  # e.g. ConvNeXt's 2x2 downsampling of a 1x1 map at 24x24
+            raise ValueError(
+                f'{variant} cannot take {img_size[0]}x{img_size[1]} inputs ({exc}); build it with a larger img_size= '
+                '(32 works for every family; `bioconv train --img-size 32` resizes the images)') from exc
     if spec.layer_type == 'lc':
         to_locally_connected(model, img_size, in_chans, sleep_every=spec.sleep_every, max_params=max_params,
                              verbose=False, init=family.lc_init)
@@ -108,8 +116,8 @@ def _create_timm_model(variant: str, pretrained: bool = False, **kwargs: Any) ->
     model.fixed_input_size = spec.layer_type == 'lc'
     cfg_dict = dict(cfg.to_dict(), architecture=variant, input_size=(in_chans, *img_size),
                     fixed_input_size=model.fixed_input_size)
-    if not features_only:  # timm's feature wrappers (features_only=True) have no forward_features
-        model.feature_size = cfg_dict['pool_size'] = _feature_size(model, in_chans, img_size)
+    if feature_size is not None:
+        model.feature_size = cfg_dict['pool_size'] = feature_size
     model.pretrained_cfg = model.default_cfg = cfg_dict
     if pretrained:
         try:

@@ -109,6 +109,8 @@ def test_wrong_input_size_and_too_large_resolution_say_what_to_do():
     model = timm.create_model('lc_convnext_atto', img_size=32)
     with pytest.raises(ValueError, match=r'expects input \(B, 3, 32, 32\).*img_size'):
         model(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match=r'lc_convnext_atto cannot take 24x24 inputs .*img_size=.*--img-size 32'):
+        timm.create_model('lc_convnext_atto', img_size=24, in_chans=1)  # digits' size: too small for 4 stages
     with pytest.raises(ValueError, match=r'1,8\d\d,\d{3},\d{3} parameters.*max_params'):
         timm.create_model('lc_resnet18', img_size=224, device='meta')
     big = timm.create_model('lc_resnet18', img_size=224, device='meta', max_params=2_000_000_000)
@@ -185,3 +187,12 @@ def test_bioconv_list_shows_the_timm_families(capsys):
     out = capsys.readouterr().out
     assert 'lc_convnext_atto_ws100' in out and '45.29M' in out and 'timm convnext_atto' in out
     assert 'resnet20' not in out
+
+
+def test_bioconv_train_says_which_img_size_a_family_needs(tmp_path, capsys):
+    from bioconv_timm.cli import main
+    code = main(['train', '--model', 'lc_convnext_atto', '--dataset', 'digits', '--epochs', '1',
+                 '--output-dir', str(tmp_path / 'run'), '--no-progress'])
+    err = capsys.readouterr().err
+    assert code == 2 and 'Traceback' not in err
+    assert 'lc_convnext_atto cannot take 24x24 inputs' in err and '--img-size 32' in err

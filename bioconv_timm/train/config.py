@@ -194,6 +194,8 @@ def create_model(cfg: TrainConfig, **dataset_args: Any) -> nn.Module:
         return timm.create_model(cfg.model, **dataset_args, **cfg.model_kwargs)
     except TypeError as exc:  # an argument the model does not take
         raise ConfigError(f'{cfg.model} does not accept model_kwargs {cfg.model_kwargs}: {exc}') from exc
+    except ValueError as exc:  # the model's own check of its arguments, e.g. an img_size too small for it
+        raise ConfigError(str(exc)) from exc
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
