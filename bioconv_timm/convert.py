@@ -26,10 +26,10 @@ from timm.layers import Conv2dSame
 
 from .layers import LocallyConnected2d, conv_output_size
 
-__all__ = ['to_locally_connected', 'conv_input_sizes', 'meta_copy']
+__all__ = ['to_locally_connected', 'conv_input_sizes', 'meta_copy', 'size_pair']
 
 
-def _size_pair(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+def size_pair(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     if isinstance(img_size, int):
         pair = (img_size, img_size)
     else:
@@ -78,7 +78,7 @@ def conv_input_sizes(model: nn.Module, img_size: Union[int, Tuple[int, int]],
     original model (parameters, buffers, train/eval mode, hooks) is left exactly as it was. A conv called more
     than once with different input shapes maps to the tuple ``()`` (no single input size).
     """
-    h, w = _size_pair(img_size)
+    h, w = size_pair(img_size)
     in_chans = _default_in_chans(model) if in_chans is None else int(in_chans)
     twin = meta_copy(model).eval()  # eval: batch statistics of a 1-image batch are not needed (nor possible)
     seen: Dict[str, Tuple[int, ...]] = {}
@@ -246,7 +246,7 @@ def to_locally_connected(
         raise ValueError(f'sleep_every must be a positive int (optimizer steps) or None, got {sleep_every!r}')
     if not (callable(init) or init in ('copy', 'independent')):
         raise ValueError(f"init must be 'copy', 'independent' or a callable init(weight, conv), got {init!r}")
-    img_hw = _size_pair(img_size)
+    img_hw = size_pair(img_size)
     in_chans = _default_in_chans(model) if in_chans is None else int(in_chans)
     keep_conv = [keep_conv] if isinstance(keep_conv, str) else list(keep_conv)
 

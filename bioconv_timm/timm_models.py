@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, load_pretrained, register_model, resolve_pretrained_cfg
 
-from .convert import meta_copy, to_locally_connected
+from .convert import meta_copy, size_pair, to_locally_connected
 from .models import (HUB_ORG, IMAGENET_MEAN, IMAGENET_STD, MODEL_SPECS, PAPER, TIMM_ARCHS, _TagCfg,
                      adapt_pretrained_state_dict, is_unreadable_weights_error, pretrained_source,
                      unreadable_weights_error)
@@ -68,10 +68,6 @@ TIMM_FAMILIES: Dict[str, TimmFamily] = {
 assert tuple(TIMM_FAMILIES) == TIMM_ARCHS  # models.MODEL_SPECS names these archs; every one is built here
 
 
-def _size_pair(img_size: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
-    return (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)  # type: ignore
-
-
 def _feature_size(model: nn.Module, in_chans: int, img_size: Tuple[int, int]) -> Tuple[int, int]:
     """(h, w) of ``forward_features`` at ``img_size``, from a forward pass of a meta-device copy (no compute)."""
     twin = meta_copy(model).eval()
@@ -92,7 +88,7 @@ def _create_timm_model(variant: str, pretrained: bool = False, **kwargs: Any) ->
     if features_only and pretrained:
         raise ValueError(f'{variant}: pretrained=True with features_only=True is not supported yet; create the model '
                          'with pretrained=True and take its stage outputs with model.forward_intermediates(x)')
-    img_size = _size_pair(kwargs.pop('img_size', cfg.input_size[-2:]))
+    img_size = size_pair(kwargs.pop('img_size', cfg.input_size[-2:]))
     max_params = kwargs.pop('max_params', DEFAULT_MAX_PARAMS)
     in_chans = kwargs.pop('in_chans', cfg.input_size[0])
     num_classes = kwargs.pop('num_classes', cfg.num_classes)
