@@ -148,8 +148,9 @@ def test_depthwise_dilated_shape_set():
     assert [(c.name, c.batch, c.in_channels, c.out_channels, c.size, c.kernel, c.padding, c.groups, c.dilation,
              c.out_size) for c in cases] == [
         ('dw3', 32, 64, 64, 16, 3, 1, 64, 1, 16), ('dw7', 32, 40, 40, 16, 7, 3, 40, 1, 16),
-        ('dw7', 32, 80, 80, 16, 7, 3, 80, 1, 16), ('dilated', 32, 32, 32, 16, 3, 2, 1, 2, 16)]
-    assert len({c.label for c in cases}) == 4   # the labels key the ratios: they must differ
+        ('dw7', 32, 80, 80, 16, 7, 3, 80, 1, 16), ('dilated', 32, 32, 32, 16, 3, 2, 1, 2, 16),
+        ('grouped', 32, 64, 64, 16, 3, 1, 4, 1, 16)]
+    assert len({c.label for c in cases}) == 5   # the labels key the ratios: they must differ
     assert cases[1].label == 'depthwise_dilated dw7 40->40 16x16 k7s1g40 B=32'
     assert cases[3].label == 'depthwise_dilated dilated 32->32 16x16 k3s1d2 B=32'
     assert shape_set('resnet20')[0].label == 'resnet20 stage1 16->16 32x32 k3s1 B=128'   # unchanged
@@ -200,8 +201,8 @@ def test_every_implementation_computes_the_grouped_dilated_conv(case):
             lc_grad = runner.module.lc_layout_weight_grad() if impl == 'einsum' else runners['lc'].module.weight.grad
             w_grad = lc_grad.sum((0, 1)).permute(0, 3, 1, 2)
         torch.testing.assert_close(w_grad, w_ref, rtol=1e-4, atol=1e-3, msg=lambda m: f'{impl} dw: {m}')
-    # the grouped LC layer runs on the torch backend by default; a dilated ungrouped one natively, where built
-    expected = 'torch' if case.groups != 1 or not native.available() else 'native'
+    # grouped and dilated LC layers run on the native kernels by default, where they build
+    expected = 'native' if native.available() else 'torch'
     assert bench.lc_backend(case, 'lc') == (expected, None)
     assert bench.lc_backend(case, 'lc_torch') == ('torch', None)
     assert bench.lc_backend(case, 'conv_cl') == (None, None)
@@ -214,15 +215,18 @@ def test_bench_layers_times_grouped_and_dilated_cases():
     for r in records:
         case = next(c for c in cases if c.label == r['label'])
         assert (r['groups'], r['dilation']) == (case.groups, case.dilation)
-        if r['impl'] in ('lc', 'lc_torch') and case.groups != 1:
-            assert r['lc_backend'] == 'torch'   # no native grouped kernels
+        if r['impl'] == 'lc':   # grouped layers run natively too, where the kernels build
+            assert r['lc_backend'] == ('native' if native.available() else 'torch')
+        elif r['impl'] == 'lc_torch':
+            assert r['lc_backend'] == 'torch'
         elif r['impl'] in ('conv_nchw', 'conv_cl', 'einsum'):
             assert r['lc_backend'] is None
     assert cases[0].label.endswith('k3s1g4 B=2') and cases[2].label.endswith('k3s1d2g2 B=2')
-    assert {s['lc_backend'] for s in summarize_layers(records)[:2]} == {'torch'}
+    assert {s['lc_backend'] for s in summarize_layers(records)[:2]} == {'native' if native.available() else 'torch'}
     layer_table, summary_table = bench.format_layer_table(records), bench.format_summary_table(records)
     assert 'LC backend' in layer_table and 'LC backend' in summary_table
-    assert any(line.split()[-1] == 'torch' for line in summary_table.splitlines() if 'g4' in line)
+    assert any(line.split()[-1] == ('native' if native.available() else 'torch')
+               for line in summary_table.splitlines() if 'g4' in line)
 
 
 @pytest.mark.skipif(not HAS_CLEAR_REFS, reason='needs /proc/self/clear_refs (Linux)')
@@ -234,22 +238,26 @@ def test_grouped_case_peak_memory_in_a_subprocess():
     assert all(r['mem_method'] == bench.CPU_MEM_METHOD and isinstance(r['peak_mem_bytes'], int) for r in records)
 
 
-def test_grouped_lc_under_the_native_backend_is_skipped_with_the_reason():
+def test_lc_under_the_native_backend_without_kernels_is_skipped_with_the_reason(monkeypatch):
+    """BIOCONV_LC_BACKEND=native on a machine whose kernels do not build: the lc rows are skipped with the
+    build error, the rest of the run (lc_torch, the convs) goes on."""
     cases = shape_set('tiny_grouped')[:1] + shape_set('tiny')[:1]
+
+    def no_kernels():
+        raise native.NativeBuildError('no C compiler found (tried $CC, cc, gcc, clang)')
+
+    monkeypatch.setattr(native, 'load', no_kernels)
     with native.use_backend('native'):
-        if not native.available():
-            pytest.skip('the native kernels do not build here')
         assert bench.lc_backend(cases[0], 'lc')[0] is None
         records = bench_layers(cases, impls=('conv_cl', 'lc', 'lc_torch'), modes=('fwd',), repeats=1, memory='none')
     by = {(r['group'], r['impl']): r for r in records}
-    lc = by['tiny_grouped', 'lc']
-    assert "lc backend 'native'" in lc['skipped'] and 'groups=4' in lc['skipped']
-    assert lc['median_ms'] is None and lc['lc_backend'] is None and lc['times_ms'] == []
-    lc_torch = by['tiny_grouped', 'lc_torch']
-    assert lc_torch['skipped'] is None and lc_torch['lc_backend'] == 'torch' and lc_torch['ratio_to_lc'] is None
-    assert by['tiny_grouped', 'conv_cl']['median_ms'] > 0
-    # the ungrouped case still runs natively in the same run
-    assert by['tiny', 'lc']['skipped'] is None and by['tiny', 'lc']['lc_backend'] == 'native'
+    for group in ('tiny_grouped', 'tiny'):
+        lc = by[group, 'lc']
+        assert "lc backend 'native'" in lc['skipped'] and 'no C compiler' in lc['skipped']
+        assert lc['median_ms'] is None and lc['lc_backend'] is None and lc['times_ms'] == []
+        lc_torch = by[group, 'lc_torch']
+        assert lc_torch['skipped'] is None and lc_torch['lc_backend'] == 'torch' and lc_torch['ratio_to_lc'] is None
+        assert by[group, 'conv_cl']['median_ms'] > 0
     assert "skipped: lc backend 'native'" in bench.format_layer_table(records)
     assert summarize_layers(records)[0]['lc_over_conv_cl'] is None
 
@@ -271,7 +279,7 @@ def test_bioconv_bench_selects_the_depthwise_dilated_set(tmp_path, capsys):
     result = json.loads(out.read_text())
     _check_layer_records(result['layers'], shape_set('tiny_grouped'), repeats=1)
     if native.available():
-        assert 'grouped layers: torch backend' in text
+        assert 'depthwise layers: their own native kernels' in text
 
 
 def test_bench_models_records_are_well_formed():

@@ -148,7 +148,8 @@ def test_opcheck_with_groups_and_dilation(geometry, dtype, backend):
         torch.library.opcheck(lc_backward_input, (grad, weight, size, stride, padding, dilation, groups, backend))
         torch.library.opcheck(lc_backward_weight, (grad, x.detach(), kernel, stride, padding, dilation, groups,
                                                    backend))
-    assert used == {(part, 'torch') for part in PARTS}
+    expected = 'native' if HAS_NATIVE and dtype == torch.float32 else 'torch'
+    assert used == {(part, expected) for part in PARTS}
 
 
 def test_ops_reject_inconsistent_groups_and_dilation():
@@ -212,40 +213,77 @@ def _mixed_model():
                          LocallyConnected2d(8, 8, 3, 6, padding=2, dilation=2))
 
 
-def test_automatic_backend_runs_grouped_layers_on_torch_and_dilated_ones_natively():
+def test_automatic_backend_runs_grouped_and_dilated_layers_natively():
     model = _mixed_model()
     x = torch.randn(2, 8, 6, 6, requires_grad=True)
-    per_layer = []
+    expected = 'native' if HAS_NATIVE else 'torch'
     for layer in (model[0], model[2], model[4]):
         with backends_used() as used:
             layer(x).sum().backward()
-        per_layer.append(used)
-        assert resolve_backend(x, layer.weight, 'auto', layer.groups) == (
-            'native' if HAS_NATIVE and layer.groups == 1 else 'torch')
-    dense = 'native' if HAS_NATIVE else 'torch'
-    assert per_layer == [{(part, dense) for part in PARTS}, {(part, 'torch') for part in PARTS},
-                         {(part, dense) for part in PARTS}]
+        assert used == {(part, expected) for part in PARTS}
+        assert resolve_backend(x, layer.weight, 'auto') == expected
     with native.use_backend('torch'):
-        assert resolve_backend(x, model[4].weight, '', model[4].groups) == 'torch'
+        assert resolve_backend(x, model[2].weight, '') == 'torch'
+        with backends_used() as used:
+            model[2](x).sum().backward()
+        assert used == {(part, 'torch') for part in PARTS}
+
+
+# (batch, Cin, Cout, (H, W), (kh, kw), stride, padding, dilation, groups): depthwise (their own kernels) at
+# channel counts that are and are not a multiple of the vector width (16, 8, 4), with odd batches, strides,
+# dilations and taps that fall entirely in the padding; a depthwise layer with a channel multiplier and
+# grouped layers with 2 and 16 channels per group (the dense kernels per group, their vectorized and
+# fallback paths).
+NATIVE_GROUPED = [
+    (3, 16, 16, (8, 8), (3, 3), (1, 1), (1, 1), (1, 1), 16),
+    (5, 24, 24, (9, 7), (7, 7), (2, 1), (3, 3), (1, 1), 24),
+    (2, 5, 5, (10, 9), (3, 2), (1, 2), (4, 2), (3, 2), 5),
+    (4, 3, 6, (7, 9), (3, 3), (2, 2), (1, 1), (1, 1), 3),
+    (3, 4, 6, (7, 9), (3, 2), (2, 1), (1, 0), (2, 1), 2),
+    (6, 32, 32, (6, 6), (3, 3), (1, 1), (2, 2), (2, 2), 2),
+]
 
 
 @needs_native
-def test_asking_for_native_names_what_the_kernels_lack():
-    model = _mixed_model()
-    x = torch.randn(2, 8, 6, 6)
-    with native.use_backend('native'):
-        model[0](x)  # dense: fine
-        model[4](x)  # dilated: fine
-        with pytest.raises(NotImplementedError,
-                           match=r"no support for groups=8 \(grouped/depthwise.*use_backend\('torch'\)"):
-            model[2](x)
-        # where the native kernels would not run anyway (float64), the torch backend runs as before
-        model.double()(x.double())
-    weight = model[2].weight.detach().float()
-    with pytest.raises(NotImplementedError, match='groups=8'):
-        lc_backward_weight(torch.randn(2, 8, 6, 6), x, [3, 3], [1, 1], [1, 1], None, 8, 'native')
-    with pytest.raises(NotImplementedError, match='groups=8'):
-        lc_backward_input(torch.randn(2, 8, 6, 6), weight, [6, 6], [1, 1], [1, 1], None, 8, 'native')
+@pytest.mark.parametrize('geometry', NATIVE_GROUPED, ids=lambda g: (
+    'b{}-c{}-o{}-{}x{}-k{}x{}-s{}x{}-p{}x{}-d{}x{}-g{}'.format(g[0], g[1], g[2], *g[3], *g[4], *g[5], *g[6], *g[7],
+                                                               g[8])))
+def test_native_grouped_kernels_match_the_reference(geometry):
+    b, cin, cout, size, kernel, stride, padding, dilation, groups = geometry
+    torch.manual_seed(7)
+    layer = LocallyConnected2d(cin, cout, kernel, size, stride, padding, dilation, groups, bias=True)
+    x = torch.randn(b, cin, *size).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(b, cout, *layer.output_size)
+    params = [t.detach().double().requires_grad_() for t in (x, layer.weight, layer.bias)]
+    expected = reference(*params, stride, padding, dilation, groups)
+    expected_grads = torch.autograd.grad(expected, params, grad.double())
+    xi = x.clone().requires_grad_()
+    with backends_used() as used, native.use_backend('native'):
+        out = layer(xi)
+        got_grads = torch.autograd.grad(out, [xi, layer.weight, layer.bias], grad)
+    assert used == {(part, 'native') for part in PARTS}
+    assert out.is_contiguous(memory_format=torch.channels_last) and got_grads[1].is_contiguous()
+    for name, got, want in zip(('output', 'input', 'weight', 'bias'), (out, *got_grads), (expected, *expected_grads)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=name)
+
+
+@needs_native
+def test_native_depthwise_results_do_not_depend_on_the_thread_count():
+    torch.manual_seed(8)
+    layer = LocallyConnected2d(16, 16, 3, (9, 9), stride=2, padding=1, groups=16)
+    x = torch.randn(5, 16, 9, 9, requires_grad=True)
+    grad = torch.randn(5, 16, *layer.output_size)
+    results, threads = [], torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            with native.use_backend('native'):
+                out = layer(x)
+                results.append((out, *torch.autograd.grad(out, (x, layer.weight), grad)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
 
 
 # (batch, Cin, Cout, (H, W), (kh, kw), stride, padding, dilation): Cin a multiple of 16 (the gather input

@@ -41,11 +41,11 @@ def backends_used():
                 depth[0] -= 1
         return wrapper
 
-    for backend in ('native', 'torch'):
+    for backend in ('native', 'native_depthwise', 'native_grouped', 'torch'):
         for part in PARTS:
             name = f'_{backend}_{part}'
             saved[name] = getattr(layers, name)
-            setattr(layers, name, spy(saved[name], part, backend))
+            setattr(layers, name, spy(saved[name], part, backend.split('_')[0]))
     try:
         yield used
     finally:

@@ -6,9 +6,9 @@ the order, so that all of them see the same machine load):
 
 - **layers** (:func:`bench_layers`): at each shape (:data:`SHAPE_SETS`: the paper's ResNet20 stages at B=128,
   the same at 48x48 for TinyImageNet, the 0.5x ResNet18 at 224 with B=32, the default; on request
-  ``depthwise_dilated``: 3x3 and 7x7 depthwise and a 3x3 dilation-2 layer at 16x16, B=32), five implementations
-  of the same layer: ``conv_nchw`` (``nn.Conv2d``, NCHW), ``conv_cl`` (``nn.Conv2d``, channels-last input and
-  weight), ``lc`` (:class:`bioconv_timm.layers.LocallyConnected2d`, imported, not copied; channels-last input as
+  ``depthwise_dilated``: 3x3 and 7x7 depthwise, a 3x3 dilation-2 and a 4-group 3x3 layer at 16x16, B=32), five
+  implementations of the same layer: ``conv_nchw`` (``nn.Conv2d``, NCHW), ``conv_cl`` (``nn.Conv2d``,
+  channels-last input and weight), ``lc`` (:class:`bioconv_timm.layers.LocallyConnected2d`, imported, not copied; channels-last input as
   in the LC models; on CPU fp32 its native kernels, :mod:`bioconv_timm.layers.native`), ``lc_torch`` (the same
   layer forced onto its torch backend: what CUDA, bf16/fp16 and machines without a C compiler run) and
   ``einsum`` (:class:`UnfoldEinsumLC`, the authors' layout, the same weights as ``lc``), each in two modes:

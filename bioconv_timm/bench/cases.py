@@ -89,7 +89,8 @@ def resnet18_half_cases(batch: int = 32) -> List[LayerCase]:
 def depthwise_dilated_cases(batch: int = 32) -> List[LayerCase]:
     """Grouped and dilated layers (issue 18), at 16x16 (a ConvNeXt stage-2-like grid on small images):
     3x3 depthwise (64ch, MobileNet-style), 7x7 depthwise (40ch and 80ch, ConvNeXt's token mixer), and a 3x3
-    dilation-2 conv (32->32, padding 2 keeps the 16x16 grid). Not paper shapes: ``bioconv bench`` runs them
+    dilation-2 conv (32->32, padding 2 keeps the 16x16 grid), and a 3x3 conv with 4 groups of 16 channels
+    (ResNeXt-style, 64->64). Not paper shapes: ``bioconv bench`` runs them
     only when asked (``--shapes depthwise_dilated``)."""
     g = 'depthwise_dilated'
     return [
@@ -97,6 +98,7 @@ def depthwise_dilated_cases(batch: int = 32) -> List[LayerCase]:
         LayerCase(g, 'dw7', batch, 40, 40, 16, kernel=7, padding=3, groups=40),
         LayerCase(g, 'dw7', batch, 80, 80, 16, kernel=7, padding=3, groups=80),
         LayerCase(g, 'dilated', batch, 32, 32, 16, padding=2, dilation=2),
+        LayerCase(g, 'grouped', batch, 64, 64, 16, groups=4),
     ]
 
 

@@ -126,8 +126,8 @@ def format_report(result: dict) -> str:
     if backend.get('available'):
         parts.append(f"LC layer: native kernels ({backend.get('vector_width')} floats per vector, "
                      f"{' '.join(backend.get('flags', []))}); lc_torch = the same layer on its torch backend"
-                     + ('; grouped layers: torch backend (no native grouped kernels; see the LC backend column)'
-                        if any(r.get('groups', 1) != 1 for r in result['layers']) else ''))
+                     + ('; depthwise layers: their own native kernels, other grouped layers: the dense ones '
+                        'per channel group' if any(r.get('groups', 1) != 1 for r in result['layers']) else ''))
     elif backend.get('error'):
         parts.append(f"LC layer: torch backend (native kernels unavailable: {backend['error'].splitlines()[0]})")
     if meta.get('warning'):

@@ -67,8 +67,8 @@ def lc_backend(case: LayerCase, impl: str, device: Union[str, torch.device] = 'c
                amp: Optional[str] = None) -> Tuple[Optional[str], Optional[str]]:
     """(backend, None): the LC backend ('native' or 'torch') that ``impl`` runs ``case`` on in this process
     (``lc``: the process's choice, ``BIOCONV_LC_BACKEND`` / ``native.use_backend``; ``lc_torch``: torch); or
-    (None, why ``impl`` cannot run ``case``), e.g. ``lc`` under the native backend for a grouped case, whose
-    kernels have no groups. (None, None) for the implementations that are not the LC layer."""
+    (None, why ``impl`` cannot run ``case``), e.g. ``lc`` under the native backend where the kernels do not
+    build. (None, None) for the implementations that are not the LC layer."""
     if impl not in ('lc', 'lc_torch'):
         return None, None
     # the layer casts to the autocast dtype before its operator picks a backend: decide on that dtype
@@ -76,8 +76,8 @@ def lc_backend(case: LayerCase, impl: str, device: Union[str, torch.device] = 'c
     x = torch.empty(0, dtype=dtype, device=device)
     taps = torch.empty(0, 0, 0, case.kernel, case.kernel, 0, dtype=dtype, device=device)  # shape[3:5] = taps
     try:
-        return resolve_backend(x, taps, 'torch' if impl == 'lc_torch' else '', case.groups), None
-    except (NotImplementedError, native.NativeBuildError) as err:
+        return resolve_backend(x, taps, 'torch' if impl == 'lc_torch' else ''), None
+    except native.NativeBuildError as err:
         return None, f'{impl} backend {native.get_backend()!r}: {str(err).splitlines()[0]}'
 
 

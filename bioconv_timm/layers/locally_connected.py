@@ -12,15 +12,18 @@ With ``groups`` g (``nn.Conv2d`` semantics, depthwise when g == Cin) the weight 
 
 Two backends compute it (:mod:`bioconv_timm.layers.native` chooses; ``BIOCONV_LC_BACKEND=auto|native|torch``):
 
-- **native** (CPU, fp32; the default where a C compiler exists; dilation included, groups not):
+- **native** (CPU, fp32; the default where a C compiler exists; dilation and groups included):
   ``layers/csrc/lc_cpu.c``, register-tiled SIMD kernels that read the patches in place from the
   channels-last activations (a kernel row of a patch is one contiguous run), so nothing is ever unfolded or
-  repacked; outputs and gradients are written channels-last directly.
-- **torch** (CUDA, bf16/fp16, grouped layers, or no compiler): the patches are gathered from a
-  batch-innermost padded copy of the input a few output rows at a time into one reused buffer (cache-sized
-  on CPU, up to 1 GiB on CUDA: :func:`chunk_bytes`), and multiplied with ``torch.bmm`` (one product per
-  location and channel group); at most that one buffer of unfolded patches exists. Backward pads the input again, re-gathers the patches from it and reuses the same
-  buffer for the patch gradients (col2im).
+  repacked; outputs and gradients are written channels-last directly. Depthwise layers (Cin == Cout ==
+  groups) have kernels of their own, vectorized over channels; other grouped layers run the dense kernels
+  once per channel group.
+- **torch** (CUDA, bf16/fp16, or no compiler): the patches are gathered from a batch-innermost padded copy
+  of the input a few output rows at a time into one reused buffer (cache-sized on CPU, up to 1 GiB on CUDA:
+  :func:`chunk_bytes`), and multiplied with ``torch.bmm`` (one product per location and channel group); at
+  most that one buffer of unfolded patches exists. Backward pads the input again, re-gathers the patches
+  from it and reuses the same buffer for the patch gradients (col2im). Depthwise layers take a per-tap path
+  instead (one broadcast multiply-add per kernel tap).
 
 Both give the same results up to fp32 rounding (the summation order differs). Only the input and the
 weight are saved for backward.
@@ -45,7 +48,7 @@ from . import native
 IntPair = Union[int, Tuple[int, int], Sequence[int]]
 
 __all__ = ['DOUBLE_BACKWARD_ERROR', 'LocallyConnected2d', 'chunk_bytes', 'conv_output_size', 'lc_backward_input',
-           'lc_backward_weight', 'lc_forward', 'locally_connected2d', 'native_lacks', 'resolve_backend']
+           'lc_backward_weight', 'lc_forward', 'locally_connected2d', 'resolve_backend']
 
 
 def _pair(value: IntPair, name: str) -> Tuple[int, int]:
@@ -376,24 +379,100 @@ def _native_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size
     return grad_w
 
 
-def native_lacks(groups: int = 1) -> Optional[str]:
-    """What the native kernels cannot compute for this geometry (None: they can): today they have no
-    grouped kernels (``groups != 1``, depthwise included); dilation they have."""
-    return f'groups={groups} (grouped/depthwise LC layers)' if groups != 1 else None
+def _depthwise_taps(weight: torch.Tensor) -> torch.Tensor:
+    """(out_h, out_w, C, kh, kw, 1) depthwise weight -> (out_h, out_w, kh, kw, C), the native kernels' layout."""
+    return weight[..., 0].permute(0, 1, 3, 4, 2).contiguous()
 
 
-def _resolve(t: torch.Tensor, taps: int, backend: str, groups: int = 1) -> str:
+def _native_depthwise_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int],
+                              padding: Tuple[int, int], dilation: Tuple[int, int]) -> torch.Tensor:
+    """Depthwise forward (Cout == Cin == groups) on the C kernels, (B, C, out_h, out_w) channels-last."""
+    lib, threads = native.load(), torch.get_num_threads()
+    x = x.contiguous(memory_format=torch.channels_last)
+    b, c, h, w = x.shape
+    out_h, out_w, _, kh, kw, _ = weight.shape
+    taps = _depthwise_taps(weight)
+    out = x.new_empty(b, out_h, out_w, c)
+    lib.lc_dw_forward(x.data_ptr(), taps.data_ptr(), out.data_ptr(), b, h, w, c, *padding, out_h, out_w, kh, kw,
+                      *stride, *dilation, threads)
+    return out.permute(0, 3, 1, 2)
+
+
+def _native_depthwise_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Tuple[int, int],
+                                     stride: Tuple[int, int], padding: Tuple[int, int],
+                                     dilation: Tuple[int, int]) -> torch.Tensor:
+    """Depthwise input gradient on the C kernels, (B, C, H, W) channels-last."""
+    lib, threads = native.load(), torch.get_num_threads()
+    grad = grad_out.contiguous(memory_format=torch.channels_last)
+    out_h, out_w, c, kh, kw, _ = weight.shape
+    b, (h, w) = grad.shape[0], input_size
+    taps = _depthwise_taps(weight)
+    grad_x = grad.new_empty(b, h, w, c)
+    lib.lc_dw_backward_input(grad.data_ptr(), taps.data_ptr(), grad_x.data_ptr(), b, h, w, c, *padding, out_h,
+                             out_w, kh, kw, *stride, *dilation, threads)
+    return grad_x.permute(0, 3, 1, 2)
+
+
+def _native_depthwise_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Tuple[int, int],
+                                      stride: Tuple[int, int], padding: Tuple[int, int],
+                                      dilation: Tuple[int, int]) -> torch.Tensor:
+    """Depthwise weight gradient on the C kernels, (out_h, out_w, C, kh, kw, 1)."""
+    lib, threads = native.load(), torch.get_num_threads()
+    x = x.contiguous(memory_format=torch.channels_last)
+    grad = grad_out.contiguous(memory_format=torch.channels_last)
+    b, c, h, w = x.shape
+    out_h, out_w = grad.shape[2:]
+    kh, kw = kernel_size
+    grad_taps = x.new_empty(out_h, out_w, kh, kw, c)
+    lib.lc_dw_backward_weight(x.data_ptr(), grad.data_ptr(), grad_taps.data_ptr(), b, h, w, c, *padding, out_h,
+                              out_w, kh, kw, *stride, *dilation, threads)
+    return grad_taps.permute(0, 1, 4, 2, 3).unsqueeze(-1).contiguous()
+
+
+# Grouped layers that are not plain depthwise ones (1 < groups < Cin, or a channel multiplier) run the dense
+# kernels once per channel group, on copies of that group's channels: no kernel of their own to maintain.
+
+def _group_slices(channels: int, groups: int) -> list:
+    size = channels // groups
+    return [slice(g * size, (g + 1) * size) for g in range(groups)]
+
+
+def _native_grouped_forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int], padding: Tuple[int, int],
+                            dilation: Tuple[int, int], groups: int) -> torch.Tensor:
+    outs = [_native_forward(x[:, cin], weight[:, :, cout], stride, padding, dilation)
+            for cin, cout in zip(_group_slices(x.shape[1], groups), _group_slices(weight.shape[2], groups))]
+    return torch.cat(outs, 1).contiguous(memory_format=torch.channels_last)
+
+
+def _native_grouped_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Tuple[int, int],
+                                   stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
+                                   groups: int) -> torch.Tensor:
+    grads = [_native_backward_input(grad_out[:, cout], weight[:, :, cout], input_size, stride, padding, dilation)
+             for cout in _group_slices(weight.shape[2], groups)]
+    return torch.cat(grads, 1).contiguous(memory_format=torch.channels_last)
+
+
+def _native_grouped_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Tuple[int, int],
+                                    stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
+                                    groups: int) -> torch.Tensor:
+    grads = [_native_backward_weight(grad_out[:, cout], x[:, cin], kernel_size, stride, padding, dilation)
+             for cin, cout in zip(_group_slices(x.shape[1], groups), _group_slices(grad_out.shape[1], groups))]
+    return torch.cat(grads, 2)
+
+
+def _native_kind(cin: int, cout: int, groups: int) -> str:
+    """Which native kernels compute a layer: ``'dense'`` (groups=1), ``'depthwise'`` (Cin == Cout == groups),
+    else ``'grouped'`` (the dense kernels once per channel group)."""
+    if groups == 1:
+        return 'dense'
+    return 'depthwise' if cin == cout == groups else 'grouped'
+
+
+def _resolve(t: torch.Tensor, taps: int, backend: str) -> str:
     backend = native._check_backend(backend) if backend else native.get_backend()
     if backend == 'torch' or t.device.type != 'cpu' or t.dtype != torch.float32:
         return 'torch'
     if taps > native.MAX_TAPS:
-        return 'torch'
-    if groups != 1:
-        if backend == 'native':
-            raise NotImplementedError(
-                f'the native LC kernels have no support for {native_lacks(groups)}; run this layer on the '
-                "torch backend: native.use_backend('torch') / BIOCONV_LC_BACKEND=torch, or 'auto', which picks "
-                'the torch backend for grouped layers and the native kernels for the others')
         return 'torch'
     try:
         native.load()
@@ -405,16 +484,15 @@ def _resolve(t: torch.Tensor, taps: int, backend: str, groups: int = 1) -> str:
     return 'native'
 
 
-def resolve_backend(x: torch.Tensor, weight: torch.Tensor, backend: str = '', groups: int = 1) -> str:
+def resolve_backend(x: torch.Tensor, weight: torch.Tensor, backend: str = '') -> str:
     """The backend, ``'native'`` or ``'torch'``, that an LC call on ``x`` and ``weight`` runs on when
     ``backend`` is requested (``'auto'``, ``'native'``, ``'torch'``; ``''``: :func:`bioconv_timm.layers.native.get_backend`):
     native for CPU fp32 where the kernels build (``'native'`` raises
-    :class:`~bioconv_timm.layers.native.NativeBuildError` if they do not), else torch. Grouped layers
-    (:func:`native_lacks`) run on torch; asking for ``'native'`` for one on CPU fp32 raises
-    ``NotImplementedError`` naming what the native kernels lack."""
+    :class:`~bioconv_timm.layers.native.NativeBuildError` if they do not) and the kernel has at most
+    ``native.MAX_TAPS`` taps, else torch. Grouped and dilated layers included."""
     if weight.dtype != x.dtype:
         return 'torch'
-    return _resolve(x, weight.shape[3] * weight.shape[4], backend, groups)
+    return _resolve(x, weight.shape[3] * weight.shape[4], backend)
 
 
 # --- the operators: bioconv::lc_forward and the two halves of its backward ----------------------------------
@@ -537,8 +615,13 @@ def lc_forward(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], pad
     _forward_checks(x, weight, stride, padding, dilation, groups)
     stride, padding, dilation = _pair(stride, 'stride'), _pair(padding, 'padding'), _pair(dilation, 'dilation')
     with _without_autocast(x.device.type):
-        if resolve_backend(x, weight, backend, groups) == 'native':
-            return _native_forward(x, weight, stride, padding, dilation)
+        if resolve_backend(x, weight, backend) == 'native':
+            kind = _native_kind(x.shape[1], weight.shape[2], groups)
+            if kind == 'dense':
+                return _native_forward(x, weight, stride, padding, dilation)
+            if kind == 'depthwise':
+                return _native_depthwise_forward(x, weight, stride, padding, dilation)
+            return _native_grouped_forward(x, weight, stride, padding, dilation, groups)
         return _torch_forward(x, weight, stride, padding, dilation, groups)
 
 
@@ -561,8 +644,13 @@ def lc_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: 
     input_size, stride, padding = _pair(input_size, 'input_size'), _pair(stride, 'stride'), _pair(padding, 'padding')
     dilation = _pair(dilation, 'dilation')
     with _without_autocast(grad_out.device.type):
-        if resolve_backend(grad_out, weight, backend, groups) == 'native':
-            return _native_backward_input(grad_out, weight, input_size, stride, padding, dilation)
+        if resolve_backend(grad_out, weight, backend) == 'native':
+            kind = _native_kind(weight.shape[5] * groups, weight.shape[2], groups)
+            if kind == 'dense':
+                return _native_backward_input(grad_out, weight, input_size, stride, padding, dilation)
+            if kind == 'depthwise':
+                return _native_depthwise_backward_input(grad_out, weight, input_size, stride, padding, dilation)
+            return _native_grouped_backward_input(grad_out, weight, input_size, stride, padding, dilation, groups)
         return _torch_backward_input(grad_out, weight, input_size, stride, padding, dilation, groups)
 
 
@@ -585,8 +673,13 @@ def lc_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Seq
     kernel_size, stride = _pair(kernel_size, 'kernel_size'), _pair(stride, 'stride')
     padding, dilation = _pair(padding, 'padding'), _pair(dilation, 'dilation')
     with _without_autocast(x.device.type):
-        if _resolve(x, kernel_size[0] * kernel_size[1], backend, groups) == 'native':
-            return _native_backward_weight(grad_out, x, kernel_size, stride, padding, dilation)
+        if _resolve(x, kernel_size[0] * kernel_size[1], backend) == 'native':
+            kind = _native_kind(x.shape[1], grad_out.shape[1], groups)
+            if kind == 'dense':
+                return _native_backward_weight(grad_out, x, kernel_size, stride, padding, dilation)
+            if kind == 'depthwise':
+                return _native_depthwise_backward_weight(grad_out, x, kernel_size, stride, padding, dilation)
+            return _native_grouped_backward_weight(grad_out, x, kernel_size, stride, padding, dilation, groups)
         return _torch_backward_weight(grad_out, x, kernel_size, stride, padding, dilation, groups)
 
 

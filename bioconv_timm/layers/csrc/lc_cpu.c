@@ -470,3 +470,78 @@ void lc_backward_weight_any(const float *x, const float *g, float *gW, i64 B, i6
             }
         }
 }
+
+/* ------------------------------------------------------------------------------------------------------
+ * Depthwise layers (groups == C == CO: each output channel sees its own input channel only). The weight is
+ * passed tap-major, wd (OH, OW, KH, KW, C), so that every product is an elementwise one over a contiguous
+ * run of C channels (vectorized over channels, any C):
+ *   forward       out[b, l, :]   = sum_t wd[l, t, :] * x[b, pixel(l, t), :]
+ *   input grad    gx[b, p, :]    = sum over the (l, t) whose tap t reads pixel p of wd[l, t, :] * g[b, l, :]
+ *   weight grad   gwd[l, t, :]   = sum_b g[b, l, :] * x[b, pixel(l, t), :]      (0 where t is in the padding)
+ * Locations (or pixels) are split over the threads, so no two threads write the same value and the results
+ * do not depend on the thread count.
+ * ------------------------------------------------------------------------------------------------------ */
+INLINE void dw_axpy(float *restrict o, const float *restrict a, const float *restrict b, i64 C)
+{
+#pragma omp simd
+    for (i64 c = 0; c < C; c++) o[c] += a[c] * b[c];
+}
+
+void lc_dw_forward(const float *x, const float *wd, float *out, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
+                   i64 OH, i64 OW, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
+{
+    const i64 L = OH * OW, T = KH * KW;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (i64 l = 0; l < L; l++) {
+        const i64 row0 = (l / OW) * SH - PH, col0 = (l % OW) * SW - PW;
+        i64 kx0, kx1, ky0, ky1;
+        valid_taps(col0, DW, W, KW, &kx0, &kx1);
+        valid_taps(row0, DH, H, KH, &ky0, &ky1);
+        const float *wl = wd + l * T * C;
+        for (i64 b = 0; b < B; b++) {
+            float *o = out + (b * L + l) * C;
+            memset(o, 0, C * sizeof(float));
+            for (i64 ky = ky0; ky < ky1; ky++)
+                for (i64 kx = kx0; kx < kx1; kx++)
+                    dw_axpy(o, wl + (ky * KW + kx) * C, x + ((b * H + row0 + ky * DH) * W + col0 + kx * DW) * C, C);
+        }
+    }
+}
+
+void lc_dw_backward_input(const float *g, const float *wd, float *gx, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
+                          i64 OH, i64 OW, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
+{
+    const i64 L = OH * OW, T = KH * KW;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (i64 pix = 0; pix < H * W; pix++) {
+        i64 loc[MAX_TAPS], off[MAX_TAPS];  /* off = t * C: the tap's offset in a location's (T, C) block */
+        const int ntaps = pixel_taps(pix / W, pix % W, PH, PW, OH, OW, KH, KW, SH, SW, DH, DW, C, loc, off);
+        for (i64 b = 0; b < B; b++) {
+            float *o = gx + (b * H * W + pix) * C;
+            memset(o, 0, C * sizeof(float));
+            for (int t = 0; t < ntaps; t++)
+                dw_axpy(o, wd + loc[t] * T * C + off[t], g + (b * L + loc[t]) * C, C);
+        }
+    }
+}
+
+void lc_dw_backward_weight(const float *x, const float *g, float *gwd, i64 B, i64 H, i64 W, i64 C, i64 PH,
+                           i64 PW, i64 OH, i64 OW, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
+{
+    const i64 L = OH * OW, T = KH * KW;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (i64 l = 0; l < L; l++) {
+        const i64 row0 = (l / OW) * SH - PH, col0 = (l % OW) * SW - PW;
+        i64 kx0, kx1, ky0, ky1;
+        valid_taps(col0, DW, W, KW, &kx0, &kx1);
+        valid_taps(row0, DH, H, KH, &ky0, &ky1);
+        float *gl = gwd + l * T * C;
+        memset(gl, 0, T * C * sizeof(float));
+        for (i64 b = 0; b < B; b++) {
+            const float *gb = g + (b * L + l) * C;
+            for (i64 ky = ky0; ky < ky1; ky++)
+                for (i64 kx = kx0; kx < kx1; kx++)
+                    dw_axpy(gl + (ky * KW + kx) * C, gb, x + ((b * H + row0 + ky * DH) * W + col0 + kx * DW) * C, C);
+        }
+    }
+}
