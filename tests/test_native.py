@@ -272,11 +272,12 @@ _PORTABLE_SCRIPT = '''
     from bioconv_timm.layers import LocallyConnected2d, locally_connected2d
     worst = 0.0
     torch.manual_seed(0)
-    for b, cin, cout, size, k, s, p, d in [(5, 16, 16, 8, 3, 1, 1, 1), (3, 32, 24, 7, 3, 2, 1, 1),
-                                           (9, 3, 16, 9, 5, 2, 2, 1), (2, 8, 8, 6, 3, 1, 0, 1),
-                                           (17, 48, 40, 5, 1, 1, 0, 1), (4, 16, 16, 8, 3, 1, 2, 2),
-                                           (3, 3, 8, 9, 3, 2, 2, 2), (5, 8, 8, 7, 3, 1, 3, 3)]:
-        layer = LocallyConnected2d(cin, cout, k, size, s, p, d)
+    for b, cin, cout, size, k, s, p, d, g in [
+            (5, 16, 16, 8, 3, 1, 1, 1, 1), (3, 32, 24, 7, 3, 2, 1, 1, 1), (9, 3, 16, 9, 5, 2, 2, 1, 1),
+            (2, 8, 8, 6, 3, 1, 0, 1, 1), (17, 48, 40, 5, 1, 1, 0, 1, 1), (4, 16, 16, 8, 3, 1, 2, 2, 1),
+            (3, 3, 8, 9, 3, 2, 2, 2, 1), (5, 8, 8, 7, 3, 1, 3, 3, 1),
+            (5, 24, 24, 9, 7, 2, 3, 1, 24), (3, 13, 13, 8, 3, 1, 2, 2, 13), (4, 16, 32, 7, 3, 1, 1, 1, 2)]:
+        layer = LocallyConnected2d(cin, cout, k, size, s, p, d, g)
         x = torch.randn(b, cin, size, size)
         g = torch.randn(b, cout, *layer.output_size)
         grads = []
@@ -284,7 +285,7 @@ _PORTABLE_SCRIPT = '''
             xi = x.to(dtype).requires_grad_()
             w = layer.weight.detach().to(dtype).requires_grad_()
             with native.use_backend(backend):
-                out = locally_connected2d(xi, w, None, layer.stride, layer.padding, layer.dilation)
+                out = locally_connected2d(xi, w, None, layer.stride, layer.padding, layer.dilation, layer.groups)
             out.backward(g.to(dtype))
             grads.append((out.detach().double(), xi.grad.double(), w.grad.double()))
         for a, r in zip(grads[1], grads[0]):
@@ -298,7 +299,7 @@ _PORTABLE_SCRIPT = '''
 @pytest.mark.parametrize('cflags, width', [('-O2 -march=x86-64-v3', 8), ('-O2 -march=x86-64', 4)])
 def test_portable_builds_without_avx512_agree(tmp_path, cflags, width):
     """The AVX2 (8 floats) and SSE2 (4 floats) builds, what machines without AVX-512 compile, are correct
-    (dilated layers included)."""
+    (dilated, depthwise and grouped layers included)."""
     proc = _run_fresh(_PORTABLE_SCRIPT, {'BIOCONV_CFLAGS': cflags, 'BIOCONV_CACHE_DIR': str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
