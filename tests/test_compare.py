@@ -64,6 +64,27 @@ def test_presets_and_cli_overrides(monkeypatch):
     assert config.lrs['lc_ws1'] == 3e-3
 
 
+def test_fashion_mnist_preset_uses_the_validation_sweeps_learning_rates(monkeypatch):
+    """`bioconv compare --dataset fashion-mnist` trains ws(10) at 2e-3 and ws(100) at 1e-3 (the best of the
+    long study's val sweep at this budget); --lr still overrides them, and digits keeps its own lrs."""
+    from bioconv_timm import cli
+    from bioconv_timm.train.compare import DEFAULT_LRS, PRESETS, preset_config
+    fm = preset_config('fashion-mnist')
+    assert fm.lrs == dict(DEFAULT_LRS, lc_ws10=2e-3, lc_ws100=1e-3)
+    assert preset_config('digits').lrs == DEFAULT_LRS == CompareConfig().lrs
+    fm.lrs['lc'] = 1.0  # a caller's edit does not leak into the preset
+    assert PRESETS['fashion-mnist']['lrs']['lc'] == 1e-3 and preset_config('fashion-mnist').lrs['lc'] == 1e-3
+    seen = []
+    monkeypatch.setattr('bioconv_timm.cli.compare.compare', lambda config: seen.append(config) or [])
+    monkeypatch.setattr('bioconv_timm.cli.compare.format_compare_table', lambda rows, config: '')
+    assert cli.main(['compare', '--dataset', 'fashion-mnist', '--cells', 'lc_ws10', 'lc_ws100']) == 0
+    assert (seen[-1].lrs['lc_ws10'], seen[-1].lrs['lc_ws100']) == (2e-3, 1e-3)
+    assert cli.main(['compare', '--dataset', 'fashion-mnist', '--lr', 'lc_ws10=1e-3']) == 0
+    assert (seen[-1].lrs['lc_ws10'], seen[-1].lrs['lc_ws100']) == (1e-3, 1e-3)
+    assert cli.main(['compare', '--dataset', 'digits']) == 0
+    assert seen[-1].lrs == DEFAULT_LRS
+
+
 def test_finished_cells_are_reused_only_with_the_same_settings(tmp_path, capsys):
     """A comparison with other settings in the same folder stops and names the setting; none is trained."""
     import dataclasses

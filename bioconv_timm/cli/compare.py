@@ -5,13 +5,13 @@ import argparse
 from typing import Sequence
 
 from ..models import TIMM_ARCHS
-from ..train.compare import (DEFAULT_LRS, CompareConfig, compare, format_compare_table, preset_config,
-                             select_cells)
+from ..train.compare import CompareConfig, compare, format_compare_table, preset_config, select_cells
 from ..train.data import DATASETS
 
 
-def _parse_lrs(items: Sequence[str]) -> dict:
-    lrs = dict(DEFAULT_LRS)
+def _parse_lrs(items: Sequence[str], preset: dict) -> dict:
+    """The preset's learning rates with the ``--lr CELL=VALUE`` overrides applied."""
+    lrs = dict(preset)
     for item in items or ():
         key, sep, value = item.partition('=')
         if not sep or key not in lrs:
@@ -23,10 +23,11 @@ def _parse_lrs(items: Sequence[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     config = preset_config(
         args.dataset, data_dir=args.data_dir, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-        pad=args.pad, img_size=args.img_size, seeds=tuple(args.seeds), weight_decay=args.weight_decay, lrs=_parse_lrs(args.lr),
+        pad=args.pad, img_size=args.img_size, seeds=tuple(args.seeds), weight_decay=args.weight_decay,
         train_subset=args.train_subset, eval_subset=args.eval_subset, split=args.split,
         output_dir=args.output_dir, progress=args.progress, device=args.device,
         sleep_optimizer=args.sleep_optimizer)
+    config.lrs = _parse_lrs(args.lr, config.lrs)
     if args.cells:
         try:
             config.cells = select_cells(args.cells)

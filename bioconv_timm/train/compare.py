@@ -7,6 +7,8 @@ folder, so an interrupted comparison continues where it stopped.
 """
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import json
 import math
@@ -109,8 +111,11 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # ResNet-8 (one block per stage) with a stride-2 stem on 10k training images: the Fashion-MNIST
     # study's budget, where the paper's conv > LC-ws(1) > LC ordering shows (docs/results/fashion_mnist.md);
     # sleep-optimizer 'average': grid-average AdamW's moments with the weights at each sleep
+    # lrs: ws(10) 2e-3 and ws(100) 1e-3, each the best of a validation-split sweep at this budget
+    # (docs/results/fashion_mnist_long.md, section 1); the other cells keep DEFAULT_LRS
     'fashion-mnist': dict(arch='resnet20', model_kwargs=dict(layers=(1, 1, 1), stem_stride=2), epochs=15,
                           batch_size=128, pad=4, weight_decay=1e-4, train_subset=10000, eval_every=5,
+                          lrs=dict(DEFAULT_LRS, lc_ws10=2e-3, lc_ws100=1e-3),
                           sleep_optimizer='average'),  # the study's best for ws(1); keep/reset no better for ws(10/100)
 }
 
@@ -119,7 +124,7 @@ def preset_config(dataset: str, **overrides: Any) -> CompareConfig:
     """A CompareConfig with the dataset's CPU budget (``PRESETS``); keyword arguments override it."""
     from .data import canonical_dataset_name
     dataset = canonical_dataset_name(dataset)
-    values = dict(PRESETS.get(dataset, {}), dataset=dataset, output_dir=f'runs/compare-{dataset}')
+    values = dict(copy.deepcopy(PRESETS.get(dataset, {})), dataset=dataset, output_dir=f'runs/compare-{dataset}')
     if overrides.get('arch') not in (None, values.get('arch')):
         values.pop('model_kwargs', None)  # the preset's model_kwargs belong to its own arch
     values.update({k: v for k, v in overrides.items() if v is not None})
