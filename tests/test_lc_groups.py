@@ -249,8 +249,14 @@ NATIVE_GROUPED = [
     'b{}-c{}-o{}-{}x{}-k{}x{}-s{}x{}-p{}x{}-d{}x{}-g{}'.format(g[0], g[1], g[2], *g[3], *g[4], *g[5], *g[6], *g[7],
                                                                g[8])))
 def test_native_grouped_kernels_match_the_reference(geometry):
-    b, cin, cout, size, kernel, stride, padding, dilation, groups = geometry
     torch.manual_seed(7)
+    out, grad_x, grad_w, _ = _native_run_matches_the_reference(*geometry)
+    assert out.is_contiguous(memory_format=torch.channels_last) and grad_w.is_contiguous()
+
+
+def _native_run_matches_the_reference(b, cin, cout, size, kernel, stride, padding, dilation, groups):
+    """Runs a biased LC layer of this geometry forward and backward under the native backend, checks that
+    every part ran natively and matches the float64 per-location reference; returns (out, *gradients)."""
     layer = LocallyConnected2d(cin, cout, kernel, size, stride, padding, dilation, groups, bias=True)
     x = torch.randn(b, cin, *size).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(b, cout, *layer.output_size)
@@ -262,9 +268,9 @@ def test_native_grouped_kernels_match_the_reference(geometry):
         out = layer(xi)
         got_grads = torch.autograd.grad(out, [xi, layer.weight, layer.bias], grad)
     assert used == {(part, 'native') for part in PARTS}
-    assert out.is_contiguous(memory_format=torch.channels_last) and got_grads[1].is_contiguous()
     for name, got, want in zip(('output', 'input', 'weight', 'bias'), (out, *got_grads), (expected, *expected_grads)):
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=name)
+    return (out, *got_grads)
 
 
 @needs_native
@@ -304,21 +310,8 @@ NATIVE_DILATED = [
 @pytest.mark.parametrize('geometry', NATIVE_DILATED, ids=lambda g: (
     'b{}-c{}-o{}-{}x{}-k{}x{}-s{}x{}-p{}x{}-d{}x{}'.format(g[0], g[1], g[2], *g[3], *g[4], *g[5], *g[6], *g[7])))
 def test_native_dilated_kernels_match_the_reference(geometry):
-    b, cin, cout, size, kernel, stride, padding, dilation = geometry
     torch.manual_seed(6)
-    layer = LocallyConnected2d(cin, cout, kernel, size, stride, padding, dilation, bias=True)
-    x = torch.randn(b, cin, *size).contiguous(memory_format=torch.channels_last)
-    grad = torch.randn(b, cout, *layer.output_size)
-    params = [t.detach().double().requires_grad_() for t in (x, layer.weight, layer.bias)]
-    expected = reference(*params, stride, padding, dilation, 1)
-    expected_grads = torch.autograd.grad(expected, params, grad.double())
-    xi = x.clone().requires_grad_()
-    with backends_used() as used, native.use_backend('native'):
-        out = layer(xi)
-        got_grads = torch.autograd.grad(out, [xi, layer.weight, layer.bias], grad)
-    assert used == {(part, 'native') for part in PARTS}
-    for name, got, want in zip(('output', 'input', 'weight', 'bias'), (out, *got_grads), (expected, *expected_grads)):
-        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=name)
+    _native_run_matches_the_reference(*geometry, groups=1)
 
 
 def test_compiled_depthwise_module_matches_eager():

@@ -481,6 +481,18 @@ void lc_backward_weight_any(const float *x, const float *g, float *gW, i64 B, i6
  * Locations (or pixels) are split over the threads, so no two threads write the same value and the results
  * do not depend on the thread count.
  * ------------------------------------------------------------------------------------------------------ */
+/* Output location l's window: the input row and column its tap (0, 0) reads, and its kernel taps
+ * [ky0, ky1) x [kx0, kx1) that land inside the input (the others read zero padding). */
+typedef struct { i64 row0, col0, ky0, ky1, kx0, kx1; } window;
+INLINE window location_window(i64 l, i64 OW, i64 H, i64 W, i64 KH, i64 KW, i64 SH, i64 SW, i64 PH, i64 PW,
+                              i64 DH, i64 DW)
+{
+    window win = {(l / OW) * SH - PH, (l % OW) * SW - PW, 0, 0, 0, 0};
+    valid_taps(win.row0, DH, H, KH, &win.ky0, &win.ky1);
+    valid_taps(win.col0, DW, W, KW, &win.kx0, &win.kx1);
+    return win;
+}
+
 INLINE void dw_axpy(float *restrict o, const float *restrict a, const float *restrict b, i64 C)
 {
 #pragma omp simd
@@ -493,17 +505,15 @@ void lc_dw_forward(const float *x, const float *wd, float *out, i64 B, i64 H, i6
     const i64 L = OH * OW, T = KH * KW;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (i64 l = 0; l < L; l++) {
-        const i64 row0 = (l / OW) * SH - PH, col0 = (l % OW) * SW - PW;
-        i64 kx0, kx1, ky0, ky1;
-        valid_taps(col0, DW, W, KW, &kx0, &kx1);
-        valid_taps(row0, DH, H, KH, &ky0, &ky1);
+        const window win = location_window(l, OW, H, W, KH, KW, SH, SW, PH, PW, DH, DW);
         const float *wl = wd + l * T * C;
         for (i64 b = 0; b < B; b++) {
             float *o = out + (b * L + l) * C;
             memset(o, 0, C * sizeof(float));
-            for (i64 ky = ky0; ky < ky1; ky++)
-                for (i64 kx = kx0; kx < kx1; kx++)
-                    dw_axpy(o, wl + (ky * KW + kx) * C, x + ((b * H + row0 + ky * DH) * W + col0 + kx * DW) * C, C);
+            for (i64 ky = win.ky0; ky < win.ky1; ky++)
+                for (i64 kx = win.kx0; kx < win.kx1; kx++)
+                    dw_axpy(o, wl + (ky * KW + kx) * C,
+                            x + ((b * H + win.row0 + ky * DH) * W + win.col0 + kx * DW) * C, C);
         }
     }
 }
@@ -531,17 +541,15 @@ void lc_dw_backward_weight(const float *x, const float *g, float *gwd, i64 B, i6
     const i64 L = OH * OW, T = KH * KW;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (i64 l = 0; l < L; l++) {
-        const i64 row0 = (l / OW) * SH - PH, col0 = (l % OW) * SW - PW;
-        i64 kx0, kx1, ky0, ky1;
-        valid_taps(col0, DW, W, KW, &kx0, &kx1);
-        valid_taps(row0, DH, H, KH, &ky0, &ky1);
+        const window win = location_window(l, OW, H, W, KH, KW, SH, SW, PH, PW, DH, DW);
         float *gl = gwd + l * T * C;
         memset(gl, 0, T * C * sizeof(float));
         for (i64 b = 0; b < B; b++) {
             const float *gb = g + (b * L + l) * C;
-            for (i64 ky = ky0; ky < ky1; ky++)
-                for (i64 kx = kx0; kx < kx1; kx++)
-                    dw_axpy(gl + (ky * KW + kx) * C, gb, x + ((b * H + row0 + ky * DH) * W + col0 + kx * DW) * C, C);
+            for (i64 ky = win.ky0; ky < win.ky1; ky++)
+                for (i64 kx = win.kx0; kx < win.kx1; kx++)
+                    dw_axpy(gl + (ky * KW + kx) * C, gb,
+                            x + ((b * H + win.row0 + ky * DH) * W + win.col0 + kx * DW) * C, C);
         }
     }
 }
