@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._atomic import atomic_write_text
+from .errors import UserRuntimeError
 from .models import model_spec
 from .paper import CITATION, PAPER_CELLS, TABLE1_TOP1, label_for_model
 from .timm_models import TIMM_FAMILIES
@@ -121,7 +122,7 @@ LICENSE_TEXT = ('MIT (this project\'s code and weights). `bioconv-timm` is an in
                 '(GPL-3.0) and is not part of this model.')
 
 
-class PublishError(RuntimeError):
+class PublishError(UserRuntimeError):
     """The run folder or checkpoint cannot be published as the named model."""
 
 

@@ -14,6 +14,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from ..errors import UserRuntimeError, UserValueError
 from .. import models as _models  # noqa: F401  (registers the models)
 from ..paper import cifar10_pad4_lr
 from ..sleep import OPTIMIZER_POLICIES, SLEEP_MODES
@@ -27,12 +28,12 @@ _DEFAULT_BATCH = {'digits': 64, 'fashion-mnist': 128, 'cifar10': 512, 'cifar100'
                   'imagenet': 256}
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserRuntimeError):
     """A checkpoint that cannot be resumed (corrupt, or from another model/configuration), or a run folder
     that already holds another run."""
 
 
-class ConfigError(ValueError):
+class ConfigError(UserValueError):
     """A setting the user can fix (unknown model, bad number, a model kwarg the dataset already fixes)."""
 
 

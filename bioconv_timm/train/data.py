@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, has_file_allowed_extension
+from ..errors import UserValueError
 
 __all__ = [
     'DataBundle', 'DatasetError', 'DATASETS', 'build_datasets', 'make_loader',
@@ -90,7 +91,7 @@ VAL_SIZES = {'cifar10': 5000, 'cifar100': 5000, 'tinyimagenet': 10000, 'imagenet
 VAL_FRACTION = 0.1  # digits, fashion-mnist
 
 
-class DatasetError(ValueError):
+class DatasetError(UserValueError):
     """A dataset is unknown, missing or malformed; the message says what is expected where."""
 
 
