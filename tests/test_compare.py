@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -125,5 +126,8 @@ def test_cli_compares_a_timm_family_on_chosen_cells(monkeypatch, capsys):
     assert [c.slug for c in config.cells] == ['conv', 'lc', 'lc_ws1'] and config.seeds == (0, 1, 2)
     assert [c.model(config.arch) for c in config.cells] == [
         'conv_mobilenetv3_small_050', 'lc_mobilenetv3_small_050', 'lc_mobilenetv3_small_050_ws1']
-    with pytest.raises(SystemExit, match=r"unknown compare cell\(s\) \['ws1'\].*'lc_ws1'"):
-        cli.main(['compare', '--dataset', 'fashion-mnist', '--cells', 'conv', 'ws1'])
+    capsys.readouterr()
+    assert cli.main(['compare', '--dataset', 'fashion-mnist', '--cells', 'conv', 'ws1']) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"^bioconv compare: error: .*unknown compare cell\(s\) \['ws1'\].*'lc_ws1'", err)
+    assert len(err.strip().splitlines()) == 1

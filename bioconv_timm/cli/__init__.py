@@ -1,7 +1,8 @@
 """The ``bioconv`` command line: one module per subcommand, each a thin layer over the Python API.
 
 This package is the only place in ``bioconv_timm`` that imports argparse, and no library module imports it
-(tests/test_architecture.py checks both).
+(tests/test_architecture.py checks both). Flags come from the settings declarations (``cli.flags``), and
+:func:`main` is the one error boundary: every error bad input can cause reaches the user as one line.
 """
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import sys
 from typing import Optional, Sequence
 
 from .._malloc import tune_this_process
-from ..train import CheckpointError, ConfigError
-from ..train.data import DatasetError
+from ..errors import BioconvError
 from . import bench, brainscore, compare, list_models, publish, sleep_sim, train
+from .flags import Parser
 
 __all__ = ['build_parser', 'main']
 
@@ -20,8 +21,7 @@ SUBCOMMANDS = (list_models, train, compare, publish, bench, brainscore, sleep_si
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog='bioconv', description='Locally connected ResNets with a sleep phase, as timm models.')
+    parser = Parser(prog='bioconv', description='Locally connected ResNets with a sleep phase, as timm models.')
     sub = parser.add_subparsers(dest='command', required=True)
     for command in SUBCOMMANDS:
         command.add_parser(sub)
@@ -36,17 +36,35 @@ def _tune_malloc_for_command() -> None:
     tune_this_process()
 
 
+def _check_environment() -> None:
+    """Settings read from the environment, checked before any work (a bad one raises a BioconvError)."""
+    from ..layers.native import get_backend
+    get_backend()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The ``bioconv`` command. Run as a command (``argv`` None: the console script, ``python -m
     bioconv_timm.cli``) it first tunes glibc malloc for this process; ``main([...])`` called from Python leaves
-    the caller's allocator alone."""
+    the caller's allocator alone.
+
+    Exit status 2, with one line ``bioconv <command>: error: <what is wrong and what to do>`` on stderr, for
+    every error that bad input can cause: a bad flag (argparse), a setting or file the project refuses (any
+    :class:`~bioconv_timm.errors.BioconvError`) and an ``OSError`` on a user's path. Anything else is a bug and
+    keeps its traceback."""
     if argv is None:
         _tune_malloc_for_command()
     args = build_parser().parse_args(argv)
+    command = ' '.join(['bioconv', args.command] + [getattr(args, 'brainscore_command', None) or ''][:1]).strip()
     try:
+        _check_environment()
         return args.func(args)
-    except (DatasetError, CheckpointError, ConfigError) as exc:
-        # bad input the user can fix: one clear line, no traceback
-        print(f'bioconv {args.command}: error: {exc}', file=sys.stderr)
+    except BioconvError as exc:
+        print(f'{command}: error: {exc}', file=sys.stderr)
         return 2
-
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: a bug, keep the traceback
+            raise
+        what = exc.strerror or type(exc).__name__
+        print(f'{command}: error: {exc.filename}: {what}; check the path (and that it is writable where '
+              'output goes)', file=sys.stderr)
+        return 2

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .._atomic import atomic_path
+from ..errors import UserValueError
 
 __all__ = ['BACKENDS', 'NativeBuildError', 'get_backend', 'set_backend', 'use_backend', 'load', 'available',
            'unavailable_reason', 'vector_width', 'build_info', 'warn_unavailable_once']
@@ -77,7 +78,7 @@ class NativeBuildError(RuntimeError):
 
 def _check_backend(name: str) -> str:
     if name not in BACKENDS:
-        raise ValueError(f'unknown LC backend {name!r}; choose one of {", ".join(BACKENDS)} '
+        raise UserValueError(f'unknown LC backend {name!r}; choose one of {", ".join(BACKENDS)} '
                          '(set with bioconv_timm.layers.native.set_backend or BIOCONV_LC_BACKEND)')
     return name
 

@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._atomic import atomic_write_text
 from ..paper import TABLE1_TOP1, model_for_label
+from ..models import TIMM_ARCHS
+from ..settings import ConfigError, inherit, setting, validate_settings
 from .config import TrainConfig, finished_run
 from .loop import train
 
@@ -66,7 +68,7 @@ def select_cells(slugs: Sequence[str], cells: Sequence[CompareCell] = DEFAULT_CE
     by_slug = {c.slug: c for c in cells}
     unknown = [s for s in slugs if s not in by_slug]
     if unknown:
-        raise ValueError(f'unknown compare cell(s) {unknown}; the cells are {list(by_slug)}')
+        raise ConfigError(f'unknown compare cell(s) {unknown}; the cells are {list(by_slug)}')
     return tuple(by_slug[s] for s in slugs)
 
 
@@ -76,32 +78,72 @@ def select_cells(slugs: Sequence[str], cells: Sequence[CompareCell] = DEFAULT_CE
 DEFAULT_LRS = {'conv': 5e-3, 'lc': 1e-3, 'lc_ws1': 3e-3, 'lc_ws10': 1e-3, 'lc_ws100': 5e-4}
 
 
+def _cells(value: Any) -> Tuple[CompareCell, ...]:
+    """Cells as given: CompareCell objects, or slugs ('conv', 'lc_ws10', ...) as on the command line."""
+    if isinstance(value, (str, CompareCell)):
+        value = (value,)
+    slugs = [v for v in value if not isinstance(v, CompareCell)]
+    by_slug = dict(zip(slugs, select_cells(slugs))) if slugs else {}
+    return tuple(v if isinstance(v, CompareCell) else by_slug[v] for v in value)
+
+
+def _distinct(values: Tuple[Any, ...], config: Any) -> Optional[str]:
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        return f'repeats {repeated[0]!r}; give each once'
+    return None if values else 'is empty; give at least one'
+
+
+def _known_lr_keys(lrs: Dict[str, float], config: Any) -> Optional[str]:
+    unknown = sorted(set(lrs) - set(DEFAULT_LRS))
+    return f'names no cell: {unknown[0]!r}; the cells are {", ".join(DEFAULT_LRS)}' if unknown else None
+
+
 @dataclass
 class CompareConfig:
-    dataset: str = 'digits'
-    data_dir: Optional[str] = None
-    arch: str = 'resnet20'
-    epochs: int = 10
-    batch_size: int = 64
-    pad: int = 4
-    img_size: Optional[int] = None   # network input side; default the dataset's (ConvNeXt needs >= 32)
-    seeds: Tuple[int, ...] = (0,)
-    weight_decay: float = 1e-4
-    lrs: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LRS))
-    train_subset: Optional[int] = None
-    eval_subset: Optional[int] = None
-    split: str = 'test'
-    output_dir: str = 'runs/compare'
-    cells: Tuple[CompareCell, ...] = DEFAULT_CELLS
-    progress: Optional[bool] = None
-    device: Optional[str] = None
-    num_workers: int = 0
-    model_kwargs: Dict[str, Any] = field(default_factory=dict)  # e.g. layers=(1, 1, 1), stem_stride=2
-    eval_every: int = 1
-    sleep_optimizer: str = 'keep'
-    final_sleep: bool = False   # sleeping cells: one more sleep (+ BN refresh) before the final evaluation
-    refresh_bn: bool = False
-    snr_at_sleep: Optional[bool] = None  # log -log SNR around every sleep (costs time; default: period >= 10)
+    """One comparison: the cells, the seeds and the training settings they share. Every field is declared once
+    (``bioconv_timm.settings``); the training settings share TrainConfig's declarations (``inherit``)."""
+    dataset: str = inherit(TrainConfig, 'dataset', 'digits', help='dataset; its preset sets the budget (PRESETS)')
+    data_dir: Optional[str] = inherit(TrainConfig, 'data_dir', None)
+    arch: str = setting('resnet20', help='the network: the paper ResNets or a converted timm CNN',
+                        choices=('resnet20', 'resnet18_half') + TIMM_ARCHS)
+    epochs: int = inherit(TrainConfig, 'epochs', 10, help='training epochs of every cell')
+    batch_size: int = inherit(TrainConfig, 'batch_size', 64)
+    pad: int = inherit(TrainConfig, 'pad', 4)
+    img_size: Optional[int] = inherit(TrainConfig, 'img_size', None)  # ConvNeXt needs >= 32
+    seeds: Tuple[int, ...] = setting((0,), help='seeds; every cell is trained once per seed', ge=0, le=2 ** 31 - 1,
+                                     check=_distinct, metavar='SEED')
+    weight_decay: float = inherit(TrainConfig, 'weight_decay', 1e-4, help='AdamW weight decay of every cell')
+    lrs: Dict[str, float] = setting(default_factory=lambda: dict(DEFAULT_LRS), flag='--lr', metavar='CELL=LR',
+                                    help='learning rate per cell kind, e.g. lc_ws10=2e-3 (the others keep the '
+                                         "preset's)", gt=0, le=100, check=_known_lr_keys)
+    train_subset: Optional[int] = inherit(TrainConfig, 'train_subset', None)
+    eval_subset: Optional[int] = inherit(TrainConfig, 'eval_subset', None)
+    split: str = inherit(TrainConfig, 'split', 'test')
+    output_dir: str = inherit(TrainConfig, 'output_dir', 'runs/compare', help='folder of the comparison: one run '
+                              'folder per cell and seed, compare.json/.md/.png')
+    cells: Tuple[CompareCell, ...] = setting(DEFAULT_CELLS, help='train only these rows: ' + ' '.join(
+        c.slug for c in DEFAULT_CELLS), convert=_cells, check=_distinct, metavar='CELL', default_help='all')
+    progress: Optional[bool] = inherit(TrainConfig, 'progress', None)
+    device: Optional[str] = inherit(TrainConfig, 'device', None)
+    num_workers: int = inherit(TrainConfig, 'num_workers', 0)
+    model_kwargs: Dict[str, Any] = inherit(TrainConfig, 'model_kwargs', default_factory=dict)
+    eval_every: int = inherit(TrainConfig, 'eval_every', 1)
+    sleep_optimizer: str = inherit(TrainConfig, 'sleep_optimizer', 'keep')
+    final_sleep: bool = inherit(TrainConfig, 'final_sleep', False, help='sleeping cells: one more sleep before '
+                                'the final evaluation')
+    refresh_bn: bool = inherit(TrainConfig, 'refresh_bn', False)
+    snr_at_sleep: Optional[bool] = inherit(TrainConfig, 'snr_at_sleep', None)
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
+        missing = sorted({c.lr_key for c in self.cells} - set(self.lrs))
+        if missing:
+            raise ConfigError(f'lrs (--lr) has no learning rate for {missing[0]}; add {missing[0]}=LR')
+        if self.batch_size % max(c.reps for c in self.cells):
+            reps = max(c.reps for c in self.cells)
+            raise ConfigError(f'batch_size={self.batch_size} (--batch-size) must be a multiple of {reps}, the reps '
+                              'of the LC - 4 reps cell')
 
 
 # Per-dataset budgets that fit about 15 minutes on a 2-core CPU (see the README and
@@ -123,7 +165,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 def preset_config(dataset: str, **overrides: Any) -> CompareConfig:
     """A CompareConfig with the dataset's CPU budget (``PRESETS``); keyword arguments override it."""
     from .data import canonical_dataset_name
-    dataset = canonical_dataset_name(dataset)
+    dataset = canonical_dataset_name(dataset) if isinstance(dataset, str) else dataset  # else: refused below
     values = dict(copy.deepcopy(PRESETS.get(dataset, {})), dataset=dataset, output_dir=f'runs/compare-{dataset}')
     if overrides.get('arch') not in (None, values.get('arch')):
         values.pop('model_kwargs', None)  # the preset's model_kwargs belong to its own arch

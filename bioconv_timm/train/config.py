@@ -14,11 +14,12 @@ import timm
 import torch
 import torch.nn as nn
 
-from ..errors import UserRuntimeError, UserValueError
+from ..errors import UserRuntimeError
+from ..settings import ConfigError, fields_with_resume, setting, validate_settings
 from .. import models as _models  # noqa: F401  (registers the models)
 from ..paper import cifar10_pad4_lr
 from ..sleep import OPTIMIZER_POLICIES, SLEEP_MODES
-from .data import DEFAULT_IMG_SIZE, canonical_dataset_name
+from .data import DATASETS, DEFAULT_IMG_SIZE, canonical_dataset_name
 
 __all__ = ['TrainConfig', 'TrainResult', 'CheckpointError', 'ConfigError', 'RESULT_NEUTRAL_FIELDS',
            'RESUMABLE_CHANGES', 'config_differences', 'format_differences', 'default_lr', 'resolve_config',
@@ -33,62 +34,137 @@ class CheckpointError(UserRuntimeError):
     that already holds another run."""
 
 
-class ConfigError(UserValueError):
-    """A setting the user can fix (unknown model, bad number, a model kwarg the dataset already fixes)."""
+def _known_model(name: str, cfg: Any) -> Optional[str]:
+    return None if name in timm.list_models() else 'is not a registered model; run `bioconv list` for the names'
+
+
+# create_model arguments the dataset (or another TrainConfig field) sets; model_kwargs may not repeat them
+_DATASET_MODEL_ARGS = {'num_classes': 'the dataset', 'in_chans': 'the dataset', 'img_size': 'the dataset (--img-size)',
+                       'drop_rate': '--drop-rate', 'pretrained': 'nothing (training starts from scratch)',
+                       'features_only': 'nothing (training needs the classifier head)',
+                       'pretrained_cfg': 'nothing (training starts from scratch)',
+                       'pretrained_cfg_overlay': 'nothing (training starts from scratch)'}
+
+
+def _model_kwargs_problem(kwargs: Dict[str, Any], cfg: Any) -> Optional[str]:
+    bad = [k for k in kwargs if not k.isidentifier()]
+    if bad:
+        return f'has a key that is no argument name: {bad[0]!r}'
+    clash = sorted(set(kwargs) & set(_DATASET_MODEL_ARGS))
+    if clash:
+        return f'may not set {clash[0]}: it is set by {_DATASET_MODEL_ARGS[clash[0]]}; remove {clash[0]}=...'
+    return None
+
+
+def _optimizer_problem(name: str, cfg: Any) -> Optional[str]:
+    from timm.optim import list_optimizers
+    known = list_optimizers()
+    return None if name.lower() in known else f'is not a timm optimizer (e.g. adamw, sgd, adam, lamb; {len(known)} in all)'
+
+
+def _device_problem(name: str, cfg: Any) -> Optional[str]:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return 'is not a device; use cpu, cuda or cuda:N'
+    if device.type == 'cpu':
+        return None
+    if device.type != 'cuda':
+        return f'is a {device.type} device, which bioconv does not train on; use cpu or cuda'
+    if not torch.cuda.is_available():
+        return 'names a CUDA device, but torch sees none; use --device cpu (or leave it unset)'
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        return f'names GPU {device.index}, but torch sees {torch.cuda.device_count()}'
+    return None
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs. ``None`` means "the documented default"."""
-    model: str = 'lc_resnet20_ws10'
-    model_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model args, e.g. layers, stem_stride
-    dataset: str = 'digits'
-    data_dir: Optional[str] = None
-    download: bool = False
-    split: str = 'test'                 # 'val': tune on a held-out part of train; 'test': final numbers
-    img_size: Optional[int] = None      # network input side; default the dataset's (digits 24, Fashion-MNIST 28, ...)
-    pad: int = 4                        # pad with the training mean, then random-crop (paper 0 / 4 / 8)
-    reps: int = 1                       # n translated copies of each image per batch ("n reps")
-    train_subset: Optional[int] = None
-    eval_subset: Optional[int] = None
-    val_size: Optional[int] = None
-    epochs: int = 200
-    eval_every: int = 1                 # evaluate every N epochs (and always after the last)
-    batch_size: Optional[int] = None    # default per dataset: 512 CIFAR/TinyImageNet, 256 ImageNet, 64 digits
-    lr: Optional[float] = None          # default: default_lr(model)
-    weight_decay: float = 1e-2
-    opt: str = 'adamw'
-    lr_milestones: Optional[Tuple[int, ...]] = None  # default: 50% and 75% of epochs (paper: 100, 150 of 200)
-    lr_decay: float = 0.25              # paper: lr divided by 4 at each milestone
-    ws_lr_scale: float = 1.0            # multiplies lr for models that sleep
-    drop_rate: float = 0.0
-    sleep_every: Optional[int] = None   # default: the model's sleep_every; 0 disables
-    sleep_mode: str = 'instant'
-    sleep_optimizer: str = 'keep'       # keep | average | reset the AdamW moments of LC weights at sleep
-    final_sleep: bool = False           # one more sleep after the last step, before the final evaluation
-    refresh_bn: bool = False            # recompute BatchNorm statistics after that final sleep
-    amp: Optional[bool] = None          # default: on for CUDA
-    amp_dtype: str = 'bfloat16'
-    device: Optional[str] = None        # default: cuda (local rank) if available, else cpu
-    channels_last: bool = True
-    ema: bool = False
-    ema_decay: float = 0.9998
-    seed: int = 0
-    num_workers: int = 0
-    output_dir: Optional[str] = None    # default: runs/<model>-<dataset>-seed<seed>
-    resume: bool = False                # continue from output_dir/last.pth when it exists
-    progress: Optional[bool] = None     # tqdm bars; default: when stderr is a terminal
-    snr_at_sleep: Optional[bool] = None  # log -log SNR before/after every sleep (sleeps.csv); default: period >= 10
+    """Everything a run needs; each field is declared once (``bioconv_timm.settings``): type, range, help and
+    whether a resumed run may change it. ``None`` means "the documented default". Bad values raise
+    :class:`ConfigError` when the config is built."""
+    model: str = setting('lc_resnet20_ws10', help='registered model name (see `bioconv list`)', check=_known_model,
+                         resume='same')
+    model_kwargs: Dict[str, Any] = setting(
+        default_factory=dict, help="extra timm.create_model arguments, e.g. 'layers=(1,1,1)' stem_stride=2",
+        check=_model_kwargs_problem, resume='same', metavar='KEY=VALUE')
+    dataset: str = setting('digits', help='digits is embedded (scikit-learn), no download', choices=DATASETS,
+                           convert=canonical_dataset_name, resume='same')
+    data_dir: Optional[str] = setting(None, help='folder holding the dataset files', path='dir_in', resume='neutral')
+    download: bool = setting(False, help='let torchvision download CIFAR (needs a network)', resume='neutral')
+    split: str = setting('test', help='val: tune on a held-out part of train; test: final numbers',
+                         choices=('val', 'test'), resume='same')
+    img_size: Optional[int] = setting(None, help='network input side; the images are resized to it', ge=8, le=512,
+                                      default_help="the dataset's (digits 24, Fashion-MNIST 28, CIFAR 32)",
+                                      resume='same')
+    pad: int = setting(4, help='pad with the training mean, then random-crop (paper: 0, 4, 8)', ge=0, le=64,
+                       resume='same')
+    reps: int = setting(1, help='n translated copies of each image per batch ("n reps")', ge=1, le=64, resume='same')
+    train_subset: Optional[int] = setting(None, help='train on the first N images of a seeded permutation', ge=1,
+                                          default_help='all', resume='same')
+    eval_subset: Optional[int] = setting(None, help='evaluate on the first N images', ge=1, default_help='all',
+                                         resume='same')
+    val_size: Optional[int] = setting(None, help='held-out size for --split val', ge=1,
+                                      default_help='as in the paper (CIFAR 5k; digits, Fashion-MNIST 10%)',
+                                      resume='same')
+    epochs: int = setting(200, help='training epochs (a resumed run may train longer)', ge=1, le=100_000,
+                          resume='extend')
+    eval_every: int = setting(1, help='evaluate every N epochs (and always after the last)', ge=1, resume='neutral')
+    batch_size: Optional[int] = setting(None, help='images per optimizer step (all processes together)', ge=1,
+                                        le=65_536, default_help="the dataset's: 512 CIFAR/TinyImageNet, 256 "
+                                        'ImageNet, 128 Fashion-MNIST, 64 digits', resume='same')
+    lr: Optional[float] = setting(None, help='learning rate', gt=0, le=100, resume='same',
+                                  default_help='paper Table 11: conv 1e-2, LC 1e-3, LC-ws10/100 5e-4')
+    weight_decay: float = setting(1e-2, help='AdamW weight decay (paper: 1e-2)', ge=0, le=1, resume='same')
+    opt: str = setting('adamw', help='timm optimizer name (paper: adamw)', check=_optimizer_problem, resume='same')
+    lr_milestones: Optional[Tuple[int, ...]] = setting(
+        None, help="epochs where lr is multiplied by --lr-decay, e.g. '100 150'; a resumed run keeps the "
+        "milestones it started with unless they are given", ge=1, resume='same', metavar='EPOCH',
+        default_help='50% and 75% of epochs (paper: 100, 150 of 200)')
+    lr_decay: float = setting(0.25, help='lr factor at each milestone (paper: 1/4)', gt=0, le=1, resume='same')
+    ws_lr_scale: float = setting(1.0, help='multiplies the default lr of models that sleep', gt=0, le=1000,
+                                 resume='same')
+    drop_rate: float = setting(0.0, help='dropout before the classifier', ge=0, lt=1, resume='same')
+    sleep_every: Optional[int] = setting(None, help='optimizer steps between sleeps (0: never)', ge=0,
+                                         default_help="the model's", resume='same')
+    sleep_mode: str = setting('instant', help='instant: set modules to their mean (the paper); hebbian: the '
+                              'anti-Hebbian dynamics of eq. 4', choices=tuple(sorted(SLEEP_MODES)), resume='same')
+    sleep_optimizer: str = setting('keep', help='what a sleep does to the AdamW moments of LC weights',
+                                   choices=OPTIMIZER_POLICIES, resume='same')
+    final_sleep: bool = setting(False, help='sleep once more after training, before the final evaluation',
+                                resume='extend')
+    refresh_bn: bool = setting(False, help='recompute BatchNorm statistics after the final sleep', resume='extend')
+    amp: Optional[bool] = setting(None, help='autocast', default_help='on for CUDA', resume='same')
+    amp_dtype: str = setting('bfloat16', help='autocast dtype', choices=('bfloat16', 'float16'), resume='same')
+    device: Optional[str] = setting(None, help='cpu, cuda or cuda:N', check=_device_problem,
+                                    default_help='cuda (local rank) if available, else cpu', resume='neutral')
+    channels_last: bool = setting(True, help='channels-last memory format', resume='same')
+    ema: bool = setting(False, help='evaluate an exponential moving average of the weights', resume='same')
+    ema_decay: float = setting(0.9998, help='EMA decay per step', ge=0, lt=1, resume='same')
+    seed: int = setting(0, help='seed of the initialization, data order and augmentation', ge=0, le=2 ** 31 - 1,
+                        resume='same')
+    num_workers: int = setting(0, help='data loader worker processes (the data order does not depend on it)',
+                               ge=0, le=256, flag='--workers', resume='neutral')
+    output_dir: Optional[str] = setting(None, help='run folder', path='dir_out',
+                                        default_help='runs/<model>-<dataset>-seed<seed>', resume='neutral')
+    resume: bool = setting(False, help='continue the run in --output-dir from its last checkpoint', resume='neutral')
+    progress: Optional[bool] = setting(None, help='tqdm bars', default_help='on a terminal', resume='neutral')
+    snr_at_sleep: Optional[bool] = setting(None, help='log -log SNR before/after every sleep (sleeps.csv)',
+                                           default_help='when the sleep period is >= 10', resume='neutral')
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
+        if self.batch_size is not None and self.batch_size % self.reps:
+            raise ConfigError(f'reps={self.reps} (--reps) must divide batch_size={self.batch_size} (--batch-size)')
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 # TrainConfig fields that never change what a run computes: where it runs and what it prints.
-RESULT_NEUTRAL_FIELDS = frozenset({'data_dir', 'download', 'device', 'num_workers', 'output_dir', 'resume',
-                                   'progress', 'eval_every', 'snr_at_sleep'})
+RESULT_NEUTRAL_FIELDS = fields_with_resume(TrainConfig, 'neutral')
 # ... and those a resumed run may also change: training longer, or a different post-training evaluation.
-RESUMABLE_CHANGES = RESULT_NEUTRAL_FIELDS | {'epochs', 'final_sleep', 'refresh_bn'}
+RESUMABLE_CHANGES = fields_with_resume(TrainConfig, 'neutral', 'extend')
 
 
 def config_differences(saved: Dict[str, Any], config: 'TrainConfig',
@@ -136,7 +212,10 @@ def default_lr(model_name: str, dataset: str = 'cifar10') -> float:
 
 
 def fill_defaults(config: TrainConfig, model_sleep_every: Optional[int]) -> TrainConfig:
-    """``config`` with every ``None`` replaced by the value it stands for, given the model's sleep period."""
+    """``config`` with every ``None`` replaced by the value it stands for, given the model's sleep period.
+
+    A resumed run that does not set ``lr_milestones`` keeps the ones its run folder started with (a longer run
+    keeps its schedule and adds epochs at the last lr), so a derived value never blocks ``--resume --epochs``."""
     cfg = dataclasses.replace(config)
     if cfg.batch_size is None:
         cfg.batch_size = _DEFAULT_BATCH.get(cfg.dataset, 128)
@@ -148,45 +227,33 @@ def fill_defaults(config: TrainConfig, model_sleep_every: Optional[int]) -> Trai
         cfg.lr = default_lr(cfg.model, cfg.dataset)
     if cfg.sleep_every:
         cfg.lr *= cfg.ws_lr_scale
+    if cfg.output_dir is None:
+        cfg.output_dir = str(Path('runs') / f'{cfg.model}-{cfg.dataset}-seed{cfg.seed}')
+    if cfg.lr_milestones is None and cfg.resume:
+        cfg.lr_milestones = _started_milestones(Path(cfg.output_dir))
     if cfg.lr_milestones is None:
         cfg.lr_milestones = (cfg.epochs // 2, (3 * cfg.epochs) // 4) if cfg.epochs >= 4 else ()
     cfg.lr_milestones = tuple(int(m) for m in cfg.lr_milestones)
-    if cfg.output_dir is None:
-        cfg.output_dir = str(Path('runs') / f'{cfg.model}-{cfg.dataset}-seed{cfg.seed}')
+    validate(cfg)
     return cfg
 
 
-# create_model arguments the dataset (or another TrainConfig field) sets; model_kwargs may not repeat them
-_DATASET_MODEL_ARGS = {'num_classes': 'the dataset', 'in_chans': 'the dataset', 'img_size': 'the dataset',
-                       'drop_rate': '--drop-rate', 'pretrained': 'nothing (training starts from scratch)'}
+def _started_milestones(run_dir: Path) -> Optional[Tuple[int, ...]]:
+    """The lr milestones of the run in ``run_dir`` (its config.json), or None where there is none to read (the
+    resume check then reports what it finds)."""
+    try:
+        saved = json.loads((run_dir / 'config.json').read_text()).get('lr_milestones')
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(saved, list) and all(isinstance(m, int) and not isinstance(m, bool) for m in saved):
+        return tuple(saved)
+    return None
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Raise ConfigError for a setting that cannot run, naming it and the fix."""
-    if cfg.model not in timm.list_models():
-        raise ConfigError(f'unknown model {cfg.model!r}; run `bioconv list` for the registered models')
-    clash = sorted(set(cfg.model_kwargs) & set(_DATASET_MODEL_ARGS))
-    if clash:
-        raise ConfigError(f'model_kwargs may not set {", ".join(clash)}: it is set by '
-                          f'{_DATASET_MODEL_ARGS[clash[0]]}; remove {clash[0]}=... from --model-kwargs')
-    if cfg.epochs < 1:
-        raise ConfigError(f'epochs must be >= 1, got {cfg.epochs}')
-    if cfg.eval_every < 1:
-        raise ConfigError(f'eval_every must be >= 1, got {cfg.eval_every}')
-    if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise ConfigError(f'batch_size must be >= 1, got {cfg.batch_size}')
-    if cfg.reps < 1 or (cfg.batch_size and cfg.batch_size % cfg.reps):
-        raise ConfigError(f'reps={cfg.reps} must be >= 1 and divide batch_size={cfg.batch_size}')
-    if cfg.pad < 0:
-        raise ConfigError(f'pad must be >= 0, got {cfg.pad}')
-    if cfg.split not in ('val', 'test'):
-        raise ConfigError(f"split must be 'val' or 'test', got {cfg.split!r}")
-    if cfg.sleep_mode not in SLEEP_MODES:
-        raise ConfigError(f'unknown sleep_mode {cfg.sleep_mode!r}; available: {sorted(SLEEP_MODES)}')
-    if cfg.sleep_optimizer not in OPTIMIZER_POLICIES:
-        raise ConfigError(f'sleep_optimizer must be one of {OPTIMIZER_POLICIES}, got {cfg.sleep_optimizer!r}')
-    if cfg.amp_dtype not in ('float16', 'bfloat16'):
-        raise ConfigError(f"amp_dtype must be 'float16' or 'bfloat16', got {cfg.amp_dtype!r}")
+    """Raise ConfigError for a setting that cannot run (every field is checked when a TrainConfig is built;
+    this checks again after a caller changed fields in place)."""
+    cfg.__post_init__()
 
 
 def create_model(cfg: TrainConfig, **dataset_args: Any) -> nn.Module:

@@ -10,17 +10,44 @@ import torch.distributed as dist
 import torch.nn as nn
 from timm.utils import distribute_bn
 
+from ..errors import UserRuntimeError
+
 __all__ = ['DistInfo', 'sync_batchnorm', 'ranks_identical']
+
+
+def _env_int(name: str, default: int, lowest: int) -> int:
+    """An integer from torchrun's environment; a malformed value is a user error naming the variable."""
+    text = os.environ.get(name, '').strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = lowest - 1
+    if value < lowest:
+        raise UserRuntimeError(f'environment variable {name}={text!r} must be an integer >= {lowest}; torchrun sets '
+                               f'it, so unset it to run one process')
+    return value
 
 
 class DistInfo:
     """Rank / world size from torchrun's environment, and the process group's set-up and tear-down."""
 
     def __init__(self) -> None:
-        self.world_size = int(os.environ.get('WORLD_SIZE', '1'))
-        self.rank = int(os.environ.get('RANK', '0'))
-        self.local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+        self.world_size = _env_int('WORLD_SIZE', 1, 1)
+        self.rank = _env_int('RANK', 0, 0)
+        self.local_rank = _env_int('LOCAL_RANK', 0, 0)
         self.enabled = self.world_size > 1
+        if self.enabled and not dist.is_initialized():
+            missing = [name for name in ('MASTER_ADDR', 'MASTER_PORT') if not os.environ.get(name)]
+            if missing:
+                raise UserRuntimeError(
+                    f'WORLD_SIZE={self.world_size} asks for {self.world_size} processes, but {" and ".join(missing)} '
+                    'is not set: start the run with torchrun (torchrun --nproc_per_node N -m bioconv_timm.train ...), '
+                    'or unset WORLD_SIZE for one process')
+        if self.rank >= self.world_size:
+            raise UserRuntimeError(f'RANK={self.rank} must be below WORLD_SIZE={self.world_size}; start the run with '
+                                   'torchrun, which sets both')
         self._owned = False
         if self.enabled and not dist.is_initialized():
             backend = 'nccl' if torch.cuda.is_available() else 'gloo'
