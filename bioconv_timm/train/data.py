@@ -654,6 +654,30 @@ class _ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+class _SeededItems(Dataset):
+    """``dataset[i]`` drawn with torch's CPU RNG seeded from ``(seed, epoch, i)`` and restored afterwards.
+
+    Why: an item's augmentation then depends on the run's seed, the epoch and the item, not on which process
+    loads it or what was drawn before, so ``num_workers=0`` and ``num_workers=N`` give the same batches (and a
+    resumed run the same images). torchvision's random transforms draw from that RNG.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        generator = torch.default_generator  # the CPU one only: CUDA generators are not touched
+        state = generator.get_state()
+        generator.manual_seed(_mix(self.seed, self.epoch, 2_000_003, int(index)))
+        try:
+            return self.dataset[index]
+        finally:
+            generator.set_state(state)  # the caller's RNG stream goes on as if nothing was drawn
+
+
 def _seed_worker(worker_id: int, base_seed: int) -> None:
     """Seed a worker's torch, numpy and python RNGs from the loader's (seed, epoch, rank) and its id."""
     seed = _mix(base_seed, worker_id)
@@ -670,15 +694,17 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, reps: int = 1, n
     Args:
         dataset: items (image (C, H, W), int label), e.g. ``bundle.train`` / ``bundle.eval``.
         batch_size: images per batch (per process when distributed), counting the rep copies.
-        train: shuffle (order fixed by ``(seed, epoch)``) and, by default, drop the last partial batch.
-            Evaluation loaders never shuffle or drop.
+        train: shuffle (order fixed by ``(seed, epoch)``), augment each item with torch's RNG seeded from
+            ``(seed, epoch, item index)`` (so the batches do not depend on ``num_workers`` or on the global RNG)
+            and, by default, drop the last partial batch. Evaluation loaders never shuffle or drop.
         reps: "n reps" (train only, ignored for eval): each batch holds ``batch_size // reps`` distinct
             images, each as ``reps`` independently augmented copies (adjacent in the batch). Every
             image still appears once per epoch, so an epoch has ``reps`` times as many batches (the
             paper: repetitions lengthen training).
-        num_workers: worker processes; their RNGs are seeded from ``(seed, epoch, rank, worker id)``.
-        seed, epoch: the shuffling order (and worker seeds) of this epoch; resuming at ``epoch``
-            replays the same order.
+        num_workers: worker processes; result-neutral (their other RNGs are seeded from
+            ``(seed, epoch, rank, worker id)``).
+        seed, epoch: the shuffling order and augmentations of this epoch; resuming at ``epoch``
+            replays the same batches.
         distributed: shard over the initialized process group: DistributedSampler(shuffle=True, seed)
             with ``set_epoch(epoch)`` for training, contiguous-stride shards without padding for eval.
         drop_last: default ``train``.
@@ -712,6 +738,8 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, reps: int = 1, n
             sampler = _ShardSampler(len(dataset), rank, world)
     elif train:
         sampler = EpochShuffleSampler(len(dataset), seed, epoch)
+    if train:
+        dataset = _SeededItems(dataset, seed, epoch)
     base_seed = _mix(seed, epoch, rank)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,

@@ -14,9 +14,28 @@ import torch.nn.functional as F
 from timm.utils import AverageMeter, accuracy
 from tqdm import tqdm
 
+from ..errors import UserRuntimeError
 from .distributed import DistInfo
 
-__all__ = ['train_one_epoch', 'evaluate']
+__all__ = ['train_one_epoch', 'evaluate', 'DivergedError', 'check_finite_weights']
+
+
+class DivergedError(UserRuntimeError, FloatingPointError):
+    """Training diverged: a non-finite loss, or weights that became non-finite. ``step`` is the optimizer step
+    (1-based) and ``lr`` the learning rate at which it happened."""
+
+    def __init__(self, message: str, step: int, lr: float) -> None:
+        super().__init__(message)
+        self.step, self.lr = step, lr
+
+
+def check_finite_weights(model: nn.Module, step: int, lr: float) -> None:
+    """Raise DivergedError when a parameter or buffer of ``model`` holds NaN or infinity (why: a checkpoint of
+    such weights would be resumed from and published as if it were a model)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DivergedError(f'training diverged: {name} holds non-finite values after optimizer step {step} '
+                                f'(lr {lr:.3g}); lower the learning rate', step, lr)
 
 
 def _batch(images: torch.Tensor, target: torch.Tensor, device: torch.device, channels_last: bool):
@@ -34,7 +53,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
     Returns the epoch's running means ``loss``, ``top1``, ``top5`` (%), the number of ``images`` and the
     ``seconds`` it took. ``step_count()`` (the sleep hook's optimizer step count) is shown and used for the EMA
-    warm-up. Raises FloatingPointError on a non-finite loss, naming the fix.
+    warm-up. Raises DivergedError (a FloatingPointError) on a non-finite loss, before that step's update,
+    naming the step, the loss, the lr and the fix.
     """
     model.train()
     loss_m, top1_m, top5_m = AverageMeter(), AverageMeter(), AverageMeter()
@@ -47,9 +67,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             output = model(images)
             loss = F.cross_entropy(output.float(), target)
         if not torch.isfinite(loss):
-            lr = optimizer.param_groups[0]['lr']
-            raise FloatingPointError(f'loss is {loss.item()} at {desc}, step {step_count()}: lower the learning rate '
-                                     f'(now {lr:g}) or disable AMP')
+            lr, step = optimizer.param_groups[0]['lr'], step_count() + 1
+            raise DivergedError(f'training diverged: the loss is {loss.item()} at optimizer step {step} ({desc}), '
+                                f'lr {lr:.3g}; lower the learning rate (or turn off AMP)', step, lr)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler(loss, optimizer)

@@ -8,9 +8,15 @@ per-layer weight SNR logging, the exact resume and the run folder (``run_log``).
 Reproducibility: every epoch re-seeds torch/numpy/random from (seed, epoch) and the data order comes from the
 same pair, so a run resumed from an epoch checkpoint ends with the same weights as an uninterrupted one (on CPU,
 same seed).
+
+Robustness: ``train`` holds its output folder for its whole life (``run_folder.hold_run_folder``: a second run
+into it stops at once, naming this one), marks it as a run (``.bioconv-run``) and never writes into a folder that
+holds someone else's files. Every file is written atomically (``_atomic``); a full disk or a diverged loss stops the
+run with one line that says which checkpoint is intact and how to go on, and nothing non-finite is saved.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import warnings
@@ -25,16 +31,17 @@ from timm.utils import ModelEmaV3, NativeScaler, random_seed
 from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
-from .._atomic import atomic_write_text
+from .._atomic import DiskFullError, duplicate_file, format_bytes, write_json
 from ..layers import LocallyConnected2d
+from ..run_folder import hold_run_folder, mark_run_folder, remove_stale_temps
 from ..sharding import estimate_model_bytes
 from ..sleep import SLEEP_MODES, SleepHook
-from .checkpoint import (CHECKPOINT_VERSION, RunCheckpointSaver, check_compatible, load_checkpoint,
-                         refuse_existing_run, rng_state, set_rng_state)
+from .checkpoint import (CHECKPOINT_VERSION, RunCheckpointSaver, find_resume_checkpoint, refuse_existing_run,
+                         refuse_foreign_folder, rng_state, set_rng_state)
 from .config import ConfigError, TrainConfig, TrainResult, create_model, fill_defaults, validate
 from .data import build_datasets, make_loader
 from .distributed import DistInfo, ranks_identical, sync_batchnorm
-from .engine import evaluate, train_one_epoch
+from .engine import DivergedError, check_finite_weights, evaluate, train_one_epoch
 from .run_log import epoch_line, log_sleeps, mean_defined, neg_log_snr, plot_curves, save_safetensors, write_csv
 
 __all__ = ['train', 'build_scheduler']
@@ -46,11 +53,21 @@ def train(config: TrainConfig) -> TrainResult:
     validate(config)
     dist_info = DistInfo()
     try:
-        run = _Run(config, dist_info)
-        run.resume_or_start()
-        for epoch in range(run.start_epoch, run.cfg.epochs):
-            run.train_epoch(epoch)
-        return run.finish()
+        # the folder depends on model, dataset and seed only; checked (and held) before anything is built
+        out_dir = Path(fill_defaults(config, None).output_dir)
+        if dist_info.main:
+            refuse_foreign_folder(out_dir)
+            if not config.resume:
+                refuse_existing_run(out_dir)
+        with hold_run_folder(out_dir, 'train') if dist_info.main else contextlib.nullcontext():
+            run = _Run(config, dist_info)
+            try:
+                run.resume_or_start()
+                for epoch in range(run.start_epoch, run.cfg.epochs):
+                    run.train_epoch(epoch)
+                return run.finish()
+            except DiskFullError as exc:
+                raise run.disk_full(exc) from exc
     finally:
         dist_info.close()
 
@@ -178,14 +195,17 @@ class _Run:
                     sleep_history=json.dumps(self.sleep_rows))
 
     def resume_or_start(self) -> None:
-        """Load ``last.pth`` when resuming (refusing one from other settings); refuse to start a new run over an
-        old one; write ``config.json``."""
+        """Load the checkpoint to resume from (``find_resume_checkpoint``: ``last.pth``, or the newest complete
+        one when it is missing; refusing one from other settings); refuse to start a new run over an old one or
+        in a folder of someone else's files; mark the folder and write ``config.json``."""
         cfg, dist, last_path = self.cfg, self.dist_info, self.out_dir / 'last.pth'
-        if not cfg.resume:
-            refuse_existing_run(self.out_dir)
-        elif last_path.exists():
-            ckpt = load_checkpoint(last_path)
-            check_compatible(ckpt, cfg, last_path)
+        if dist.main:  # again, now that the folder is held: nobody else can have written it meanwhile
+            refuse_foreign_folder(self.out_dir)
+            if not cfg.resume:
+                refuse_existing_run(self.out_dir)
+        found = find_resume_checkpoint(self.out_dir, cfg) if cfg.resume else None
+        if found is not None:
+            path, ckpt = found
             self.model.load_state_dict(ckpt['model'])
             self.optimizer.load_state_dict(ckpt['optimizer'])
             self.scheduler.load_state_dict(ckpt['scheduler'])
@@ -201,19 +221,43 @@ class _Run:
             self.snr_rows = json.loads(ckpt.get('snr_history', '[]'))
             self.sleep_rows[:] = json.loads(ckpt.get('sleep_history', '[]'))
             self.start_epoch = int(ckpt['epoch']) + 1
+            self.saver.last_epoch = int(ckpt['epoch'])
             self.best_top1 = float(ckpt['best_top1'])
+            if dist.main and path != last_path:
+                print(f'{last_path} is missing: recovering from {path.name}, the newest complete checkpoint '
+                      f'(epoch {self.start_epoch})', flush=True)
+                duplicate_file(path, last_path)
             if dist.main:
-                print(f'resuming {cfg.model} from {last_path} at epoch {self.start_epoch} (step {self.hook.steps})',
+                print(f'resuming {cfg.model} from {path} at epoch {self.start_epoch} (step {self.hook.steps})',
                       flush=True)
-        elif dist.main:
-            print(f'no checkpoint at {last_path}: starting a new run', flush=True)
+        elif cfg.resume and dist.main:
+            print(f'no checkpoint in {self.out_dir}: starting a new run', flush=True)
         if dist.main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.out_dir)  # partial files of a killed or out-of-space write
+            mark_run_folder(self.out_dir, 'train')
             bundle = self.bundle
-            atomic_write_text(self.out_dir / 'config.json', json.dumps(
-                dict(cfg.to_dict(), num_classes=bundle.num_classes, in_chans=bundle.in_chans, img_size=bundle.img_size,
-                     label_names=bundle.label_names, mean=list(bundle.mean), std=list(bundle.std),
-                     world_size=dist.world_size), indent=2))
+            write_json(self.out_dir / 'config.json', dict(
+                cfg.to_dict(), num_classes=bundle.num_classes, in_chans=bundle.in_chans, img_size=bundle.img_size,
+                label_names=bundle.label_names, mean=list(bundle.mean), std=list(bundle.std),
+                world_size=dist.world_size))
+
+    def kept_checkpoint(self) -> str:
+        """Which checkpoint a stopped run leaves to resume from, as a sentence part."""
+        epoch = self.saver.last_epoch
+        if epoch is None:
+            return 'no checkpoint had been written yet'
+        return f'the last complete checkpoint, {self.out_dir / "last.pth"} (epoch {epoch + 1}), is intact'
+
+    def disk_full(self, exc: DiskFullError) -> DiskFullError:
+        """``exc`` with what the run left and what the next checkpoint needs (one line)."""
+        last = self.out_dir / 'last.pth'
+        checkpoint_size = last.stat().st_size if last.exists() else exc.needed
+        need = max(exc.needed, checkpoint_size)
+        return DiskFullError(
+            f'no space left on the device writing {exc.path} ({format_bytes(exc.free)} free): the partial file was '
+            f'removed and {self.kept_checkpoint()}. Free at least {format_bytes(need)} (a checkpoint takes about '
+            f'{format_bytes(checkpoint_size)}) and run the same command with --resume to continue',
+            exc.path, need, exc.free)
 
     def train_epoch(self, epoch: int) -> None:
         """Train one epoch, evaluate when due, log it and write the checkpoint."""
@@ -221,10 +265,19 @@ class _Run:
         random_seed(_epoch_seed(cfg.seed, epoch), dist.rank)
         self.scheduler.step(epoch)
         lr = self.optimizer.param_groups[0]['lr']
-        stats = train_one_epoch(self.train_model, self.train_loader(epoch), self.optimizer, self.device, self.amp_ctx,
-                                scaler=self.scaler, ema=self.ema, step_count=lambda: self.hook.steps,
-                                channels_last=cfg.channels_last, progress=self.progress,
-                                desc=f'epoch {epoch + 1}/{cfg.epochs}')
+        try:
+            stats = train_one_epoch(self.train_model, self.train_loader(epoch), self.optimizer, self.device,
+                                    self.amp_ctx, scaler=self.scaler, ema=self.ema, step_count=lambda: self.hook.steps,
+                                    channels_last=cfg.channels_last, progress=self.progress,
+                                    desc=f'epoch {epoch + 1}/{cfg.epochs}')
+            # nothing non-finite is checkpointed: a step can leave NaN weights behind a finite loss
+            check_finite_weights(self.model, self.hook.steps, lr)
+            if self.ema is not None:
+                check_finite_weights(self.ema.module, self.hook.steps, lr)
+        except DivergedError as exc:
+            raise DivergedError(
+                f'{exc}. Training stopped and nothing of the diverged state was saved: {self.kept_checkpoint()}. '
+                'Train again with a lower --lr into a new --output-dir', exc.step, exc.lr) from exc
         images_per_s = dist.all_sum([stats['images'] / max(stats['seconds'], 1e-9)], self.device)[0]
         sync_batchnorm(self.model, dist)
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
@@ -279,7 +332,7 @@ class _Run:
             summary = dict(model=cfg.model, dataset=cfg.dataset, final=final, best_top1=self.best_top1,
                            steps=hook.steps, sleeps=hook.sleeps, epochs=cfg.epochs, final_sleep=cfg.final_sleep,
                            refresh_bn=cfg.refresh_bn, world_size=dist.world_size, ranks_identical=identical)
-            atomic_write_text(self.out_dir / 'result.json', json.dumps(summary, indent=2))
+            write_json(self.out_dir / 'result.json', summary)
             plot_curves(self.history, self.out_dir / 'curves.png', f'{cfg.model} on {cfg.dataset}')
             print(f"final eval top1 {final['top1']:.2f} top5 {final['top5']:.2f} -> {self.out_dir}", flush=True)
         hook.detach()
