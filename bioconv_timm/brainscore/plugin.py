@@ -9,6 +9,7 @@ from string import Template
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from .._atomic import atomic_write_text
+from ..output_paths import check_output_folder
 from ..paper import CITATION
 from .benchmarks import PAPER_TABLE3
 from .commitment import VISUAL_DEGREES
@@ -89,8 +90,10 @@ def _plugin_readme(models: Sequence[str]) -> str:
 def write_plugins(output_dir: PathLike = 'brainscore_plugin', models: Sequence[str] = PLUGIN_MODELS) -> List[Path]:
     """(Re)write the committed plugin folders (and their README) from ``plugin_files``, each file atomically;
     returns the files. A folder's ``region_layer_map/<identifier>.json`` is kept (checked: all regions,
-    candidate layers)."""
-    root = Path(output_dir)
+    candidate layers). ``output_dir`` must be a folder (or creatable): a file there, or a place that cannot be
+    written, is a :class:`BrainScoreError` naming it."""
+    # a file where the folder should be, or an unwritable place, is refused before any file is generated
+    root = check_output_folder(output_dir, BrainScoreError, flag='--output-dir ')
     written = []
     expected = _plugin_tree(models, root)
     for rel, text in expected.items():

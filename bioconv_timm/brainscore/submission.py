@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from .._atomic import atomic_path
+from ..output_paths import check_output_file
 from .benchmarks import REGIONS
 from .errors import BrainScoreError
 from .naming import _check_model_name, plugin_identifier
@@ -49,6 +50,8 @@ def build_submission(models: Union[str, Sequence[str]], output: Optional[PathLik
     when given (a {region: layer} for all four regions, or a JSON file such as the one ``score`` writes), else
     the one committed in ``plugin_dir/<identifier>/region_layer_map/`` when that file exists; without either,
     Brain-Score chooses the layers. ``hub_repo`` and ``region_layer_map`` apply to a single model only.
+    ``output`` must be a file name (not an existing folder) in a folder that can be written or created; a bad
+    one is a :class:`BrainScoreError` naming it, raised before anything is built.
     """
     names = [models] if isinstance(models, str) else list(models)
     if not names:
@@ -57,7 +60,10 @@ def build_submission(models: Union[str, Sequence[str]], output: Optional[PathLik
         raise BrainScoreError('--hub-repo and --region-layer-map describe one model; build one zip per model')
     for name in names:
         _check_model_name(name)
-    output = Path(output) if output else Path(f'brainscore-submission-{names[0] if len(names) == 1 else "bioconv"}.zip')
+    default_name = f'brainscore-submission-{names[0] if len(names) == 1 else "bioconv"}.zip'
+    # a folder, or a place nothing can be written, is refused before the plugins are built
+    output = check_output_file(output, BrainScoreError, flag='--output ', example=default_name) if output \
+        else Path(default_name)
     entries: Dict[str, Optional[str]] = {f'{SUBMISSION_ROOT}/': None, f'{SUBMISSION_ROOT}/models/': None}
     for name in names:
         base = f'{SUBMISSION_ROOT}/models/{plugin_identifier(name)}/'
@@ -99,8 +105,10 @@ def check_submission_zip(path: PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, 
     """Check a submission zip against brain-score.org's rules; returns the problems (raises if any and asked to).
 
     The rules: the file is at most 50 MB; the first entry is one root folder holding every other entry; the
-    root holds ``models/``; every ``models/<identifier>/`` folder has ``__init__.py`` and ``test.py`` (the
-    website's own upload check, which reads the folder entries, so they must be in the zip), plus
+    root holds ``models/`` and nothing else; ``models/`` holds plugin folders only (no stray files); the plugin
+    folders are derived from every entry's path, so a plugin that only its files imply is found too, and each
+    needs its own folder entry (the website's upload check reads the folder entries); every
+    ``models/<identifier>/`` folder has ``__init__.py`` and ``test.py`` (that upload check), plus
     ``model.py`` and ``requirements.txt``; the identifier has no hyphens (letters, digits, '_'), equals the
     folder name and is registered exactly once with ``model_registry['<identifier>']``; no weight files
     (by suffix, or any file over 1 MB): weights are downloaded from elsewhere; a ``region_layer_map`` JSON
@@ -146,12 +154,39 @@ def check_submission_zip(path: PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, 
                                 'link); store the file itself')
             elif kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 problems.append(f'{info.filename!r} is not a regular file or folder (mode {oct(kind)})')
-        plugin_types = {n.split('/')[1] for n in names if n.endswith('/') and n.count('/') == 2}
-        if 'models' not in plugin_types:
+        # The layout is derived from every entry's path, files included: a plugin folder that only its files imply
+        # (no folder entry of its own) is still a plugin, and is checked like the others.
+        names_set = set(names)
+        plugins: List[str] = []
+        has_models = False
+        for name in names[1:]:
+            if not name.startswith(root):
+                continue  # reported above
+            rel = name[len(root):]
+            parts = rel.rstrip('/').split('/')
+            is_dir = name.endswith('/')
+            if any(part in ('', '.') for part in parts):
+                problems.append(f'{name!r}: empty or "." path component')
+            elif parts[0] != 'models':
+                problems.append(f'{name!r}: the root folder holds only models/ (a bioconv submission is model '
+                                'plugins); remove it')
+            elif len(parts) == 1:
+                has_models = has_models or is_dir
+                if not is_dir:
+                    problems.append(f'{name!r}: models must be a folder')
+            elif len(parts) == 2 and not is_dir:
+                problems.append(f'{name!r}: a file directly in models/ belongs to no plugin; put it in a '
+                                'models/<identifier>/ folder or remove it')
+            elif parts[1] not in plugins:
+                plugins.append(parts[1])
+        if not has_models:
             problems.append(f'no "{root}models/" folder entry (the plugin folders go in models/)')
-        plugins = [n.split('/')[2] for n in names if n.endswith('/') and n.count('/') == 3 and n.split('/')[1] == 'models']
-        if 'models' in plugin_types and not plugins:
+        elif not plugins:
             problems.append('the models/ folder is empty')
+        for plugin in plugins:
+            if f'{root}models/{plugin}/' not in names_set:
+                problems.append(f'{root}models/{plugin}/ has no folder entry of its own (the website\'s upload '
+                                'check reads the folder entries, so it would not see this plugin)')
         by_name = {i.filename: i for i in infos}
         for plugin in plugins:
             base = f'{root}models/{plugin}/'
