@@ -23,8 +23,10 @@ layers are timm "no-trace" leaf modules; the input check stays in the graph). To
 """
 from __future__ import annotations
 
+import inspect
+import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.fx
@@ -35,7 +37,11 @@ from timm.models import checkpoint_seq, register_notrace_module, resolve_pretrai
 # timm exports no public name for it (timm's own models import it from here too)
 from timm.models._features import feature_take_indices
 
+from .checks import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, ModelArgError, PretrainedWeightsError, check_arg
+from .checks import arg_error, check_device, check_dtype, check_size, param_limit, resolve_max_params, short_repr
+from .checks import _is_int
 from .layers import LocallyConnected2d, conv_output_size
+from .layers.locally_connected import TORCHSCRIPT_ERROR
 
 __all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'BIORESNET_NAMES', 'TIMM_ARCHS',
            'TORCHSCRIPT_ERROR', 'adapt_pretrained_state_dict', 'checked_input', 'pretrained_source']
@@ -47,10 +53,8 @@ LayerType = str  # 'conv' or 'lc'
 # timm.models.get_notrace_modules() as leaf modules) keep each LC layer as one call_module node.
 register_notrace_module(LocallyConnected2d)
 
-TORCHSCRIPT_ERROR = (
-    'bioconv_timm models do not support TorchScript (torch.jit.script), which PyTorch has deprecated. Run them in '
-    "eager mode, or trace them with torch.fx (timm.create_model(..., features_only=True, feature_cls='fx'), "
-    'timm.models.create_feature_extractor).')
+_logger = logging.getLogger(__name__)
+
 
 
 def _init_conv_(conv: nn.Conv2d) -> None:
@@ -120,23 +124,128 @@ class BasicBlock(nn.Module):
         return self.act2(x + shortcut)
 
 
-def _check_args(layers: Sequence[int], channels: Sequence[int], stem: str, stem_stride: int, layer_type: str,
-                sleep_every: Optional[int], in_chans: int) -> None:
-    """Raise a ValueError naming the bad BioResNet argument and what it takes."""
-    if len(layers) != len(channels) or not layers:
-        raise ValueError(f'layers {tuple(layers)} and channels {tuple(channels)} must be non-empty and '
-                         'the same length (one entry per stage)')
-    if stem not in ('cifar', 'imagenet'):
-        raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
-    if layer_type not in ('conv', 'lc'):
-        raise ValueError(f"layer_type must be 'conv' or 'lc', got {layer_type!r}")
-    if sleep_every is not None and (int(sleep_every) < 1 or layer_type != 'lc'):
-        raise ValueError(f'sleep_every={sleep_every!r}: must be a positive int, and only LC models sleep')
-    if in_chans < 1:
-        raise ValueError(f'in_chans must be >= 1, got {in_chans}')
-    if stem_stride not in (1, 2) or (stem == 'imagenet' and stem_stride != 1):
-        raise ValueError(f"stem_stride={stem_stride!r}: the 'cifar' stem takes 1 or 2 (2 quarters the cost "
-                         "of small LC models), the 'imagenet' stem is always 7x7 stride 2")
+GLOBAL_POOLS = ('avg', 'max', 'avgmax', 'catavgmax', '')
+MAX_BLOCKS = 256  # blocks per stage: 4x ResNet-1202's 200; more would build for minutes
+
+
+class _Args(NamedTuple):
+    """BioResNet's architecture arguments, checked and normalized (pairs as tuples, ``stem_type`` resolved)."""
+    layers: Tuple[int, ...]
+    channels: Tuple[int, ...]
+    stem: str
+    stem_stride: int
+    layer_type: str
+    stem_type: str
+    img_size: Tuple[int, int]
+    in_chans: int
+    num_classes: int
+    global_pool: str
+    drop_rate: float
+    sleep_every: Optional[int]
+
+    def num_params(self, where: str) -> int:
+        return bioresnet_num_params(self.layers, self.channels, self.stem, self.stem_stride, self.layer_type,
+                                    self.stem_type, self.img_size, self.in_chans, self.num_classes,
+                                    self.global_pool, where)
+
+    def check_size(self, where: str, limit: int) -> None:
+        """ModelSizeError (one line: the estimate, the limit, how to raise it) above ``limit`` parameters."""
+        lc = 'lc' in (self.layer_type, self.stem_type)
+        check_size(where, self.num_params(where), limit,
+                   f'img_size={self.img_size}, in_chans={self.in_chans}, num_classes={self.num_classes}',
+                   fix='a smaller img_size (LC weights grow with the number of locations)' if lc
+                   else 'fewer channels or classes')
+
+
+def _check_args(where: str, layers: Sequence[int] = (3, 3, 3), channels: Sequence[int] = (16, 32, 64),
+                stem: str = 'cifar', stem_stride: int = 1, layer_type: str = 'conv', stem_type: Optional[str] = None,
+                img_size: Union[int, Tuple[int, int]] = 32, in_chans: int = 3, num_classes: int = 10,
+                global_pool: str = 'avg', drop_rate: float = 0.0, sleep_every: Optional[int] = None,
+                device: Any = None, dtype: Any = None, max_params: Any = None) -> _Args:
+    """Check every BioResNet argument (one ModelArgError line naming the bad one); return them normalized.
+    ``max_params`` is checked by the caller (it is not an architecture argument)."""
+    layers = check_arg(where, 'layers', layers, 'ints', lo=1, hi=MAX_BLOCKS, length=(1, 8),
+                       fix='blocks per stage, e.g. (3, 3, 3) for ResNet20')
+    channels = check_arg(where, 'channels', channels, 'ints', lo=1, hi=MAX_CHANNELS, length=(1, 8),
+                         fix='channels per stage, e.g. (16, 32, 64)')
+    if len(layers) != len(channels):
+        raise ModelArgError(f'{where}: layers={layers} and channels={channels} must be the same length (one entry '
+                            'per stage)')
+    stem = check_arg(where, 'stem', stem, 'choice', choices=('cifar', 'imagenet'))
+    layer_type = check_arg(where, 'layer_type', layer_type, 'choice', choices=('conv', 'lc'))
+    stem_type = check_arg(where, 'stem_type', stem_type, 'choice', choices=(None, 'conv', 'lc'))
+    if not (_is_int(stem_stride) and stem_stride in (1, 2)) or (stem == 'imagenet' and stem_stride != 1):
+        raise ModelArgError(f"{where}: stem_stride={short_repr(stem_stride)} is invalid: the 'cifar' stem takes 1 or 2 "
+                            "(2 quarters the cost of small LC models), the 'imagenet' stem is always 7x7 stride 2")
+    if sleep_every is not None:
+        sleep_every = check_arg(where, 'sleep_every', sleep_every, 'int', lo=1, hi=10 ** 9,
+                                fix='optimizer steps between sleep phases, or None')
+        if layer_type != 'lc':
+            raise ModelArgError(f'{where}: sleep_every={sleep_every} is invalid for a convolutional model: only LC '
+                                "models sleep (layer_type='lc')")
+    check_device(where, device)
+    check_dtype(where, dtype)
+    return _Args(
+        layers=layers, channels=channels, stem=stem, stem_stride=int(stem_stride), layer_type=layer_type,
+        stem_type=stem_type or layer_type,
+        img_size=check_arg(where, 'img_size', img_size, 'pair', lo=1, hi=MAX_SIDE,
+                           fix='the (H, W) of the input images, e.g. img_size=32'),
+        in_chans=check_arg(where, 'in_chans', in_chans, 'int', lo=1, hi=MAX_CHANNELS),
+        num_classes=check_arg(where, 'num_classes', num_classes, 'int', lo=0, hi=MAX_CLASSES,
+                              fix='0 gives no classifier (pooled features)'),
+        global_pool=check_arg(where, 'global_pool', global_pool, 'choice', choices=GLOBAL_POOLS),
+        drop_rate=check_arg(where, 'drop_rate', drop_rate, 'real', lo=0.0, hi=1.0),
+        sleep_every=sleep_every)
+
+
+def _too_small(where: str, img_size: Tuple[int, int], what: str) -> ModelArgError:
+    return ModelArgError(f'{where}: img_size={img_size} is too small: {what}; pass a larger img_size=')
+
+
+def _conv_numel(layer_type: str, cin: int, cout: int, kernel: int, stride: int, padding: int,
+                size: Tuple[int, int]) -> Tuple[int, Tuple[int, int]]:
+    """(parameters, output (H, W)) of one bias-free conv or LC layer of a BioResNet."""
+    out = _out_size(size, kernel, stride, padding)
+    if layer_type == 'lc':
+        return LocallyConnected2d.num_params(out, cout, (kernel, kernel), cin), out
+    return cout * cin * kernel * kernel, out
+
+
+def bioresnet_num_params(layers: Sequence[int], channels: Sequence[int], stem: str, stem_stride: int,
+                         layer_type: str, stem_type: str, img_size: Tuple[int, int], in_chans: int, num_classes: int,
+                         global_pool: str = 'avg', where: str = 'BioResNet') -> int:
+    """The parameter count of ``BioResNet(...)`` with these (checked) arguments, from the geometry alone.
+
+    Walks the layers the constructor builds (stem, blocks with their projection shortcuts, BatchNorms, classifier)
+    without allocating, so the size limit is checked before any memory is taken. Raises ModelArgError when
+    ``img_size`` leaves a stage empty.
+    """
+    if stem == 'cifar':
+        total, size = _conv_numel(stem_type, in_chans, channels[0], 3, stem_stride, 1, img_size)
+    else:
+        total, size = _conv_numel(stem_type, in_chans, channels[0], 7, 2, 3, img_size)
+    if min(size) < 1:
+        raise _too_small(where, img_size, 'the stem output would be empty')
+    total += 2 * channels[0]  # stem BatchNorm (weight, bias)
+    if stem == 'imagenet':
+        size = _out_size(size, 3, 2, 1)  # max-pool
+    cin = channels[0]
+    for i, (depth, width) in enumerate(zip(layers, channels)):
+        stride = 1 if i == 0 else 2
+        if min(size) < 2 and stride == 2:
+            raise _too_small(where, img_size, f'stage {i + 1} would be empty')
+        for j in range(depth):
+            s = stride if j == 0 else 1
+            n1, out = _conv_numel(layer_type, cin, width, 3, s, 1, size)
+            n2, _ = _conv_numel(layer_type, width, width, 3, 1, 1, out)
+            total += n1 + n2 + 4 * width
+            if s != 1 or cin != width:
+                total += _conv_numel(layer_type, cin, width, 1, s, 0, size)[0] + 2 * width
+            size, cin = out, width
+    pooled = cin * (2 if global_pool == 'catavgmax' else 1)
+    if num_classes > 0:
+        total += pooled * num_classes + num_classes
+    return total
 
 
 class BioResNet(nn.Module):
@@ -155,6 +264,12 @@ class BioResNet(nn.Module):
         sleep_every: period N (optimizer steps) of the sleep phase for ``_wsN`` models, else None.
         device, dtype: where and in which dtype parameters and buffers are created (as ``nn.Conv2d``);
             ``device='meta'`` allocates nothing (then ``to_empty`` + :meth:`init_weights`).
+        max_params: refuse (``bioconv_timm.checks.ModelSizeError``, before allocating) a model with more
+            parameters; default the limit of :mod:`bioconv_timm.checks` (1e9, or the enclosing ``allow_params``).
+            The meta device is checked too: a meta build is the dry run of the real one.
+
+    Every argument is checked first: a bad one raises ``bioconv_timm.checks.ModelArgError`` (a ValueError) naming
+    it, its value and what it takes.
 
     Shapes: input (B, in_chans, H, W) -> logits (B, num_classes).
     """
@@ -175,12 +290,23 @@ class BioResNet(nn.Module):
             sleep_every: Optional[int] = None,
             device: Optional[torch.device] = None,
             dtype: Optional[torch.dtype] = None,
+            max_params: Optional[int] = None,
     ) -> None:
         super().__init__()
+        where = type(self).__name__
+        # Every argument is checked and the size estimated before anything is allocated.
+        (layers, channels, stem, stem_stride, layer_type, stem_type, img_size, in_chans, num_classes, global_pool,
+         drop_rate, sleep_every) = args = _check_args(
+            where, layers, channels, stem, stem_stride, layer_type, stem_type, img_size, in_chans, num_classes,
+            global_pool, drop_rate, sleep_every, device, dtype)
+        args.check_size(where, param_limit() if max_params is None
+                        else check_arg(where, 'max_params', max_params, 'count'))
+        if stem_type == 'lc':
+            # timm adapts only conv stems: an explicit first_conv=None trait leaves this 6-D stem to
+            # adapt_pretrained_state_dict, which checks and adapts its input channels (and says so).
+            self._traits = dict(first_conv=None)
         dd = dict(device=device, dtype=dtype)
-        _check_args(layers, channels, stem, stem_stride, layer_type, sleep_every, in_chans)
-        stem_type = stem_type or layer_type
-        self.img_size: Tuple[int, int] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.img_size: Tuple[int, int] = img_size
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
@@ -200,8 +326,6 @@ class BioResNet(nn.Module):
         else:
             self.conv1 = make_conv(stem_type, in_chans, stem_width, 7, 2, 3, size, **dd)
             size = _out_size(size, 7, 2, 3)
-        if min(size) < 1:
-            raise ValueError(f'img_size={self.img_size} is too small for this network')
         self.bn1 = nn.BatchNorm2d(stem_width, **dd)
         self.act1 = nn.ReLU(inplace=True)
         stem_reduction = stem_stride if stem == 'cifar' else 2
@@ -220,8 +344,6 @@ class BioResNet(nn.Module):
         self.stage_names: List[str] = []
         for i, (depth, width) in enumerate(zip(layers, channels)):
             stride = 1 if i == 0 else 2
-            if min(size) < 2 and stride == 2:
-                raise ValueError(f'img_size={self.img_size} is too small: stage {i + 1} would be empty')
             blocks = []
             for j in range(depth):
                 block = BasicBlock(in_channels, width, stride if j == 0 else 1, size, layer_type, **dd)
@@ -277,6 +399,10 @@ class BioResNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        where = f'{type(self).__name__}.reset_classifier'
+        num_classes = check_arg(where, 'num_classes', num_classes, 'int', lo=0, hi=MAX_CLASSES)
+        if global_pool is not None:
+            check_arg(where, 'global_pool', global_pool, 'choice', choices=GLOBAL_POOLS)
         dd = get_device_dtype(self)  # the new head lives where the model is
         self.num_classes = num_classes
         pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
@@ -425,33 +551,98 @@ def model_spec(model_name: str) -> ModelSpec:
     return MODEL_SPECS[name]
 
 
+# Keyword arguments timm.create_model passes to every entrypoint, and build_model_with_cfg's own (not the model's).
+BUILDER_KWARGS = frozenset({'pretrained_cfg', 'pretrained_cfg_overlay', 'pretrained_model_args', 'cache_dir',
+                            'pretrained_strict'})
+FEATURE_KWARGS = frozenset({'features_only', 'out_indices', 'feature_cls', 'feature_cfg'})
+FEATURE_CLASSES = ('list', 'dict', 'hook', 'fx', 'getter')
+
+
+def check_feature_args(where: str, kwargs: Dict[str, Any], n_levels: int) -> Dict[str, Any]:
+    """Check ``features_only``, ``out_indices``, ``feature_cls`` and ``feature_cfg`` (timm's feature-extraction
+    arguments) against a model with ``n_levels`` feature levels; pop ``feature_cfg`` and return it (a new dict).
+
+    ``out_indices``: an int k (the last k levels) or distinct indices in -n_levels..n_levels-1;
+    ``feature_cls``: one of timm's names ('list', 'dict', 'hook', 'fx', 'getter') or a module class.
+    """
+    features_only = check_arg(where, 'features_only', kwargs.get('features_only', False), 'bool')
+    feature_cfg = kwargs.pop('feature_cfg', None)
+    if feature_cfg is None:
+        feature_cfg = {}
+    if not isinstance(feature_cfg, dict):
+        raise arg_error(where, 'feature_cfg', feature_cfg, "a dict of timm's feature options, e.g. "
+                        "feature_cfg={'feature_cls': 'fx'}")
+    feature_cfg = dict(feature_cfg)
+    for name in ('out_indices', 'feature_cls'):
+        if name in kwargs and not features_only:
+            raise arg_error(where, name, kwargs[name], 'a value only with features_only=True',
+                            'add features_only=True, or drop it')
+    out_indices = kwargs.get('out_indices', feature_cfg.get('out_indices'))
+    if out_indices is not None:
+        levels = f'{n_levels} feature levels (stem and stages), indices 0..{n_levels - 1} or -{n_levels}..-1'
+        if _is_int(out_indices):
+            check_arg(where, 'out_indices', out_indices, 'int', lo=1, hi=n_levels,
+                      fix=f'an int k takes the last k of the {levels}')
+        else:
+            indices = check_arg(where, 'out_indices', out_indices, 'ints', lo=-n_levels, hi=n_levels - 1,
+                                length=(1, n_levels), fix=f'this model has {levels}')
+            if len({i % n_levels for i in indices}) != len(indices):
+                raise arg_error(where, 'out_indices', out_indices, 'distinct feature levels',
+                                f'this model has {levels}')
+    feature_cls = kwargs.get('feature_cls', feature_cfg.get('feature_cls'))
+    if feature_cls is not None and not (isinstance(feature_cls, type) and issubclass(feature_cls, nn.Module)):
+        check_arg(where, 'feature_cls', feature_cls.lower() if isinstance(feature_cls, str) else feature_cls,
+                  'choice', choices=FEATURE_CLASSES, fix='or a feature wrapper class')
+    return feature_cfg
+
+
+def check_known_kwargs(where: str, kwargs: Dict[str, Any], accepted: Sequence[str]) -> None:
+    """ModelArgError naming the first keyword argument not in ``accepted`` (instead of a TypeError from deep inside
+    the builder)."""
+    for name in kwargs:
+        if name not in accepted:
+            raise ModelArgError(f'{where}: unknown argument {name}={short_repr(kwargs[name])}; it takes '
+                                + ', '.join(sorted(accepted)))
+
+
+_BIORESNET_ARGS = tuple(n for n in inspect.signature(BioResNet).parameters)
+
+
 def _create_bioresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> BioResNet:
     model_args = MODEL_SPECS[variant].model_args()
     source = None
+    check_known_kwargs(variant, kwargs, (*_BIORESNET_ARGS, *BUILDER_KWARGS, *FEATURE_KWARGS))
+    max_params = resolve_max_params(variant, kwargs)  # an explicit limit; never one from a Hub config.json
     cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
     # a tag with another input size (e.g. '.digits', 1x24x24) builds its LC layers at that size; timm itself
     # fills in only num_classes and in_chans from the tag
     cfg_size = tuple((cfg.input_size or ())[-2:])
     if cfg_size and cfg_size != (model_args['img_size'],) * 2 and 'img_size' not in kwargs:
         kwargs['img_size'] = cfg_size
+    # The model's arguments as build_model_with_cfg will pass them (the cfg's num_classes and in_chans unless
+    # given), checked and sized here so that the errors name this model.
+    arch_kwargs = {k: v for k, v in kwargs.items() if k in _BIORESNET_ARGS}
+    cfg_defaults = dict(num_classes=cfg.num_classes, in_chans=(cfg.input_size or (3,))[0])
+    args = _check_args(variant, **{**model_args, **cfg_defaults, **arch_kwargs})
+    args.check_size(variant, max_params)
+    feature_cfg = dict(flatten_sequential=False, out_indices=tuple(range(len(args.layers) + 1)))
+    feature_cfg.update(check_feature_args(variant, kwargs, len(args.layers) + 1))  # the user's feature_cfg wins
     if pretrained:
         source = pretrained_source(variant, cfg)
     try:
         model = build_model_with_cfg(
             BioResNet, variant, pretrained,
             pretrained_filter_fn=adapt_pretrained_state_dict,
-            feature_cfg=dict(flatten_sequential=False, out_indices=tuple(range(len(model_args['layers']) + 1))),
+            feature_cfg=feature_cfg, max_params=max_params,
             **{**model_args, **kwargs})
     except Exception as exc:
         if pretrained and is_unreadable_weights_error(exc):
             raise unreadable_weights_error(variant, source, exc) from exc
         raise
     # Keep the data config in step with a non-default input size (e.g. img_size=48 for TinyImageNet).
-    img_size = kwargs.get('img_size')
-    if img_size is None or not hasattr(model, 'pretrained_cfg'):
+    if 'img_size' not in kwargs or not hasattr(model, 'pretrained_cfg'):
         return model
-    img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    input_size = (model.in_chans, *img_size)
+    input_size = (args.in_chans, *args.img_size)
     if tuple(model.pretrained_cfg.get('input_size', ())) != input_size:
         model.pretrained_cfg = dict(model.pretrained_cfg, input_size=input_size)
         model.default_cfg = model.pretrained_cfg
@@ -518,32 +709,68 @@ def _adapt_lc_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return w.to(dtype)
 
 
+def _lc_stem_name(model: nn.Module, modules: Dict[str, nn.Module]) -> Optional[str]:
+    """The name of ``model``'s LC stem: the cfg's ``first_conv`` when it is LC, else (a config that lost it) the
+    first LC layer; None when the stem is a conv (timm adapts those itself)."""
+    first_conv = (getattr(model, 'pretrained_cfg', None) or {}).get('first_conv')
+    if first_conv:
+        return first_conv if isinstance(modules.get(first_conv), LocallyConnected2d) else None
+    return next((name for name, m in modules.items() if isinstance(m, LocallyConnected2d)), None)
+
+
+def _adapt_lc_stem(name: str, weight: torch.Tensor, stem: LocallyConnected2d, source_chans: int,
+                   in_chans: int) -> torch.Tensor:
+    """The pretrained weight of an LC stem, adapted from the ``source_chans`` input channels its cfg declares to
+    the model's ``in_chans``; refuses a weight that contradicts the declaration, as timm does for conv stems."""
+    if weight.dim() != 6 or tuple(weight.shape[:5]) != tuple(stem.weight.shape[:5]):
+        return weight  # other locations or channels: the location check below or load_state_dict names it
+    # The conv stems' consistency rule (timm's load_pretrained), on the LC weight's last (Cin / groups) dim.
+    if weight.shape[-1] * in_chans * stem.groups != source_chans * stem.in_channels:
+        raise PretrainedWeightsError(
+            f'Pretrained {name} weight shape {tuple(weight.shape)} is inconsistent with input_size[0]={source_chans}: '
+            f'an LC stem weight ends in its input channels, so it was trained with '
+            f'{weight.shape[-1] * stem.groups} channel(s), not {source_chans}. Correct the source pretrained_cfg '
+            f"(e.g. pretrained_cfg_overlay=dict(input_size=({weight.shape[-1] * stem.groups}, H, W))) before "
+            f'adapting to {in_chans} channel(s).')
+    if source_chans == in_chans:
+        return weight
+    adapted = _adapt_lc_in_chans(weight, stem.in_channels // stem.groups)
+    how = 'summed over channels' if in_chans == 1 else f'channels repeated, scaled by {source_chans}/{in_chans}'
+    _logger.info(f'Adapted the pretrained LC stem {name} from {source_chans} to {in_chans} input channel(s) ({how}); '
+                 f'weight {tuple(weight.shape)} -> {tuple(adapted.shape)}')
+    return adapted
+
+
 def adapt_pretrained_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
     """timm ``pretrained_filter_fn``: make a pretrained state dict fit ``model``'s LC stem.
 
-    timm adapts only 4-D conv stems to another ``in_chans``; an LC stem weight is 6-D, so it is adapted
-    here on its last (Cin) dim. LC weights are tied to the input size: a pretrained LC model cannot be
-    loaded at another ``img_size``, which raises a clear error instead of a list of shape mismatches.
-    The classifier (``fc``) for another ``num_classes`` is dropped by timm (pretrained_cfg['classifier']).
+    timm adapts only 4-D conv stems to another ``in_chans``; an LC stem weight is 6-D, so it is checked and adapted
+    here on its last (Cin) dim, from the input channels the pretrained cfg declares (``input_size[0]``): a weight
+    that contradicts them is refused as timm refuses such a conv stem, and an adaptation is logged as one. (LC-stem
+    models declare the timm trait ``first_conv=None``, so timm leaves the stem to this function.) LC weights are tied
+    to the input size: a pretrained LC model cannot be loaded at another ``img_size``, which raises a clear error
+    instead of a list of shape mismatches. The classifier (``fc``) for another ``num_classes`` is dropped by timm
+    (pretrained_cfg['classifier']).
     """
     state_dict = dict(state_dict)
     modules = dict(model.named_modules())
-    first_conv = (getattr(model, 'pretrained_cfg', None) or {}).get('first_conv') or 'conv1'
-    stem = modules.get(first_conv)
-    key = first_conv + '.weight'
-    if isinstance(stem, LocallyConnected2d) and key in state_dict:
-        w = state_dict[key]
-        if w.dim() == 6 and tuple(w.shape[:5]) == tuple(stem.weight.shape[:5]):
-            state_dict[key] = _adapt_lc_in_chans(w, stem.in_channels)
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    stem_name = _lc_stem_name(model, modules)
+    if stem_name is not None and stem_name + '.weight' in state_dict:
+        stem = modules[stem_name]
+        source_chans = int((cfg.get('input_size') or (3,))[0])
+        in_chans = int(getattr(model, 'in_chans', stem.in_channels))
+        key = stem_name + '.weight'
+        state_dict[key] = _adapt_lc_stem(stem_name, state_dict[key], stem, source_chans, in_chans)
     for key, value in state_dict.items():
         module = modules.get(key.rsplit('.', 1)[0])
         if isinstance(module, LocallyConnected2d) and key.endswith('.weight') and value.dim() == 6 \
                 and tuple(value.shape[:2]) != tuple(module.weight.shape[:2]):
-            raise RuntimeError(
+            raise PretrainedWeightsError(
                 f'pretrained LC weight {key} has {value.shape[0]}x{value.shape[1]} output locations but the model has '
                 f'{module.weight.shape[0]}x{module.weight.shape[1]}: locally connected weights are tied to the input '
-                f'size they were trained at ({getattr(model, "pretrained_cfg", {}).get("input_size")}); create the '
-                'model without img_size= (or with the pretrained size).')
+                f'size they were trained at ({cfg.get("input_size")}); create the model without img_size= (or with '
+                'the pretrained size).')
     return state_dict
 
 

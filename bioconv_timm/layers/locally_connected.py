@@ -44,6 +44,8 @@ import torch
 import torch.nn as nn
 
 from . import native
+from ..checks import MAX_CHANNELS, MAX_SIDE, ModelArgError, check_arg, check_device, check_dtype, check_size
+from ..checks import param_limit, short_repr
 
 IntPair = Union[int, Tuple[int, int], Sequence[int]]
 
@@ -55,9 +57,12 @@ def _pair(value: IntPair, name: str) -> Tuple[int, int]:
     if isinstance(value, int):
         pair = (value, value)
     else:
-        pair = tuple(int(v) for v in value)
+        try:
+            pair = tuple(int(v) for v in value)
+        except (TypeError, ValueError):  # 'same', None, a float string: name the argument, not int()'s complaint
+            pair = ()
         if len(pair) != 2:
-            raise ValueError(f'{name} must be an int or a pair of ints, got {value!r}')
+            raise ModelArgError(f'{name} must be an int or a pair of ints, got {short_repr(value)}')
     return pair  # type: ignore[return-value]
 
 
@@ -782,12 +787,45 @@ torch.fx.wrap('locally_connected2d')
 
 
 def _check_groups(in_channels: int, out_channels: int, groups: int) -> None:
-    """ValueError unless ``groups`` is a positive int dividing both channel counts (as nn.Conv2d requires)."""
+    """ModelArgError unless ``groups`` is a positive int dividing both channel counts (as nn.Conv2d requires)."""
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f'groups must be a positive int, got {groups!r}')
+        raise ModelArgError(f'LocallyConnected2d: groups must be a positive int, got {short_repr(groups)} (a '
+                            'divisor of in_channels and out_channels; 1 is a dense layer)')
     if in_channels % groups or out_channels % groups:
-        raise ValueError(f'in_channels={in_channels} and out_channels={out_channels} must both be divisible by '
-                         f'groups={groups}')
+        raise ModelArgError(f'LocallyConnected2d: in_channels={in_channels} and out_channels={out_channels} must '
+                            f'both be divisible by groups={groups}')
+
+
+# TorchScript cannot compile the layer (its Python shape checks and custom ops); torch.jit.script calls
+# __prepare_scriptable__ on every submodule first, so any model holding an LC layer ends here with this message.
+TORCHSCRIPT_ERROR = (
+    'bioconv_timm models do not support TorchScript (torch.jit.script), which PyTorch has deprecated. Run them in '
+    "eager mode, or trace them with torch.fx (timm.create_model(..., features_only=True, feature_cls='fx'), "
+    'timm.models.create_feature_extractor).')
+
+_WHERE = 'LocallyConnected2d'
+_PADDING_FIX = ("LocallyConnected2d pads with zeros by a fixed amount; for 'same' at stride 1 pass "
+                'padding=kernel_size // 2 (odd kernels)')
+
+
+def _check_layer_args(in_channels: int, out_channels: int, kernel_size: IntPair, input_size: IntPair,
+                      stride: IntPair, padding: IntPair, dilation: IntPair, groups: int, bias: bool, device,
+                      dtype) -> Tuple[Tuple[int, int], ...]:
+    """Every constructor argument's type and range (one ModelArgError line naming the bad one); returns the
+    (kernel_size, input_size, stride, padding, dilation) pairs."""
+    for name, value in (('in_channels', in_channels), ('out_channels', out_channels)):
+        check_arg(_WHERE, name, value, 'int', lo=1, hi=MAX_CHANNELS)
+    _check_groups(in_channels, out_channels, groups)
+    pairs = (check_arg(_WHERE, 'kernel_size', kernel_size, 'pair', lo=1, hi=MAX_SIDE),
+             check_arg(_WHERE, 'input_size', input_size, 'pair', lo=1, hi=MAX_SIDE,
+                       fix='the (H, W) of the inputs this layer will see'),
+             check_arg(_WHERE, 'stride', stride, 'pair', lo=1, hi=MAX_SIDE),
+             check_arg(_WHERE, 'padding', padding, 'pair', lo=0, hi=MAX_SIDE, fix=_PADDING_FIX),
+             check_arg(_WHERE, 'dilation', dilation, 'pair', lo=1, hi=MAX_SIDE))
+    check_arg(_WHERE, 'bias', bias, 'bool')
+    check_device(_WHERE, device)
+    check_dtype(_WHERE, dtype)
+    return pairs
 
 
 class LocallyConnected2d(nn.Module):
@@ -809,6 +847,12 @@ class LocallyConnected2d(nn.Module):
             is depthwise. Grouped layers run on the torch backend (the native kernels have no groups;
             :func:`resolve_backend`).
         bias: one learnable bias per output neuron, shape (Cout, out_h, out_w).
+        device, dtype: where and in which (floating-point) dtype the parameters are created.
+        max_params: refuse (``ModelSizeError``, before allocating) a layer with more parameters; default the
+            limit of :mod:`bioconv_timm.checks` (1e9, or the enclosing ``allow_params``).
+
+    Every argument is checked first: a bad one raises ``bioconv_timm.checks.ModelArgError`` (a ValueError) naming
+    it, its value and what it takes.
 
     Attributes:
         weight: (out_h, out_w, Cout, kh, kw, Cin/groups); location (y, x) holds its own kernel, stored
@@ -820,32 +864,28 @@ class LocallyConnected2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, input_size: IntPair,
                  stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
-                 bias: bool = False, device=None, dtype=None) -> None:
+                 bias: bool = False, device=None, dtype=None, max_params: Optional[int] = None) -> None:
         super().__init__()
-        if in_channels <= 0 or out_channels <= 0:
-            raise ValueError(f'in_channels and out_channels must be positive, got {in_channels}, {out_channels}')
-        _check_groups(in_channels, out_channels, groups)
+        # every argument is checked, and the size estimated, before anything is allocated
+        pairs = _check_layer_args(in_channels, out_channels, kernel_size, input_size, stride, padding, dilation,
+                                  groups, bias, device, dtype)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.groups = int(groups)
-        self.kernel_size = _pair(kernel_size, 'kernel_size')
-        self.input_size = _pair(input_size, 'input_size')
-        self.stride = _pair(stride, 'stride')
-        self.padding = _pair(padding, 'padding')
-        self.dilation = _pair(dilation, 'dilation')
-        if isinstance(dilation, bool) or (min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0
-                                          or min(self.dilation) < 1 or min(self.input_size) < 1):
-            raise ValueError(f'invalid LocallyConnected2d geometry: kernel_size={self.kernel_size}, '
-                             f'stride={self.stride}, padding={self.padding}, dilation={dilation!r}, '
-                             f'input_size={self.input_size}')
+        self.kernel_size, self.input_size, self.stride, self.padding, self.dilation = pairs
         self.output_size = tuple(
             conv_output_size(n, k, s, p, d)
             for n, k, s, p, d in zip(self.input_size, self.kernel_size, self.stride, self.padding, self.dilation))
         if min(self.output_size) < 1:
-            raise ValueError(f'input_size={self.input_size} is too small for kernel_size={self.kernel_size} '
-                             f'with padding={self.padding}'
-                             + (f' and dilation={self.dilation}' if self.dilation != (1, 1) else '')
-                             + ': the output would be empty')
+            raise ModelArgError(f'{_WHERE}: input_size={self.input_size} is too small for '
+                                f'kernel_size={self.kernel_size} with padding={self.padding}'
+                                + (f' and dilation={self.dilation}' if self.dilation != (1, 1) else '')
+                                + ': the output would be empty; pass a larger input_size or more padding')
+        limit = param_limit() if max_params is None else check_arg(_WHERE, 'max_params', max_params, 'count')
+        check_size(_WHERE, self.num_params(self.output_size, self.out_channels, self.kernel_size,
+                                           self.in_channels // self.groups, bias),
+                   limit, f'input_size={self.input_size}, {self.in_channels}->{self.out_channels} channels',
+                   fix='a smaller input_size or stride > 1 has fewer locations')
         factory = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(
             *self.output_size, self.out_channels, *self.kernel_size, self.in_channels // self.groups, **factory))
@@ -855,6 +895,16 @@ class LocallyConnected2d(nn.Module):
     @property
     def num_locations(self) -> int:
         return self.output_size[0] * self.output_size[1]
+
+    @staticmethod
+    def num_params(output_size: Tuple[int, int], out_channels: int, kernel_size: Tuple[int, int],
+                   in_channels_per_group: int, bias: bool = False) -> int:
+        """Parameters of a layer with this geometry: a kernel (and a bias) per output location."""
+        locations = output_size[0] * output_size[1]
+        return locations * out_channels * (kernel_size[0] * kernel_size[1] * in_channels_per_group + int(bias))
+
+    def __prepare_scriptable__(self) -> 'LocallyConnected2d':
+        raise RuntimeError(TORCHSCRIPT_ERROR)
 
     def reset_parameters(self) -> None:
         # Kaiming normal, ReLU gain, fan_out (paper appendix B), drawn independently per location. With
@@ -867,17 +917,19 @@ class LocallyConnected2d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, input_size: IntPair) -> 'LocallyConnected2d':
+    def from_conv(cls, conv: nn.Conv2d, input_size: IntPair, max_params: Optional[int] = None) -> 'LocallyConnected2d':
         """An LC layer that holds ``conv``'s kernel (and bias) at every output location; grouped
-        (depthwise included) and dilated convs keep their groups and dilation."""
+        (depthwise included) and dilated convs keep their groups and dilation. ``max_params``: as the
+        constructor's."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f'from_conv expects an nn.Conv2d, got {type(conv).__name__}')
         if conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
-            raise ValueError('from_conv supports numeric zero padding only; got '
-                             f'padding={conv.padding!r}, padding_mode={conv.padding_mode!r}')
+            raise ModelArgError('LocallyConnected2d.from_conv supports numeric zero padding only; got '
+                                f'padding={conv.padding!r}, padding_mode={conv.padding_mode!r}')
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, input_size,
                     stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                    bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+                    bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype,
+                    max_params=max_params)
         with torch.no_grad():
             layer.weight.copy_(conv.weight.permute(0, 2, 3, 1).expand_as(layer.weight))
             if conv.bias is not None:
