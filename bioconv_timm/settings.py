@@ -15,6 +15,7 @@ error text and the CLI's start-up time under our control.
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 import os
@@ -26,7 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from .errors import UserValueError
 
 __all__ = ['ConfigError', 'Setting', 'setting', 'inherit', 'validate_settings', 'declared_fields', 'field_kind',
-           'fields_with_resume', 'flag_name', 'flags_markdown', 'settings_from_mapping', 'load_settings_file',
+           'fields_with_resume', 'flag_name', 'flags_markdown', 'settings_from_mapping', 'load_settings_file', 'device_problem',
            'RESUME_RULES', 'PATH_KINDS']
 
 # same: a resumed run must have the value the run started with; neutral: never changes what a run computes
@@ -120,7 +121,7 @@ def field_kind(cls: type, name: str) -> Tuple[Any, bool, Any]:
         nullable = len(args) < len(typing.get_args(hint))
         hint = args[0] if len(args) == 1 else str
     origin = typing.get_origin(hint)
-    if origin in (tuple, list, typing.Sequence) or hint in (tuple, list):
+    if origin in (tuple, list, collections.abc.Sequence) or hint in (tuple, list):
         args = typing.get_args(hint)
         return tuple, nullable, (args[0] if args else Any)
     if origin is dict or hint is dict:
@@ -168,18 +169,12 @@ def _path_problem(value: str, kind: str) -> Optional[str]:
         return 'is not a folder'
     if kind == 'file_in' and not path.is_file():
         return 'is not a file'
-    if kind in ('dir_out', 'file_out'):
-        if kind == 'dir_out' and path.exists() and not path.is_dir():
-            return 'is a file, not a folder'
-        if kind == 'file_out' and path.is_dir():
-            return 'is a folder, not a file'
-        ancestor = path.absolute().parent if kind == 'file_out' else path.absolute()
-        while not ancestor.exists():
-            ancestor = ancestor.parent
-        if not ancestor.is_dir():
-            return f'cannot be created: {ancestor} is a file'
-        if not os.access(ancestor, os.W_OK):
-            return f'cannot be created: {ancestor} is not writable'
+    if kind in ('dir_out', 'file_out'):  # tried, not read off permission bits (root passes os.access on /proc)
+        from .output_paths import check_output_file, check_output_folder
+        try:
+            (check_output_folder if kind == 'dir_out' else check_output_file)(path, ConfigError)
+        except ConfigError as exc:
+            return f'cannot be used: {exc}'
     return None
 
 
@@ -191,6 +186,8 @@ def _problem(value: Any, f: dataclasses.Field, decl: Setting, cls: type, config:
     if kind is tuple:
         if not isinstance(value, tuple):
             return 'must be a list'
+        if not value and decl.choices is not None:
+            return 'is empty; give at least one of: ' + ', '.join(map(str, decl.choice_list()))
         items = value
         kind = element
     elif kind is dict:
@@ -259,6 +256,25 @@ def flags_markdown(cls: type) -> str:
         rows.append(f'| `{flag_name(f, decl)}` | {type_name} | {cell(default_text)} | {cell(valid)} | '
                     f'{decl.resume or "-"} | {cell(decl.help)} |')
     return '\n'.join(rows)
+
+
+def device_problem(name: str, config: Any = None) -> Optional[str]:
+    """A ``check`` for a torch device setting: None when ``name`` is cpu or an available CUDA device."""
+    import torch  # here, not at the top: the settings (and the CLI's flags) load without torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return 'is not a device; use cpu, cuda or cuda:N'
+    if device.type == 'cpu':
+        return None
+    if device.type != 'cuda':
+        return f'is a {device.type} device, which bioconv does not run on; use cpu or cuda'
+    if not torch.cuda.is_available():
+        return 'names a CUDA device, but torch sees none; use --device cpu (or leave it unset)'
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        return f'names GPU {device.index}, but torch sees {torch.cuda.device_count()}'
+    return None
 
 
 def settings_from_mapping(cls: type, values: Dict[str, Any], source: str) -> Dict[str, Any]:

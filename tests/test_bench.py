@@ -17,6 +17,7 @@ from bioconv_timm.bench.runners import _make_runners
 from bioconv_timm.cli import bench as bench_cli
 from bioconv_timm.cli import build_parser, main
 from bioconv_timm.layers import LocallyConnected2d, native
+from bioconv_timm.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
@@ -302,7 +303,7 @@ def test_bench_models_records_are_well_formed():
     json.dumps(records)
 
 
-def test_bioconv_bench_quick_parses_and_resolves():
+def test_bioconv_bench_quick_parses_and_resolves(monkeypatch):
     args = build_parser().parse_args(['bench', '--quick'])
     assert args.func is bench_cli.run_from_args
     cfg = _resolve(bench_cli.config_from_args(args))
@@ -313,14 +314,16 @@ def test_bioconv_bench_quick_parses_and_resolves():
     assert default.shapes == ('resnet20', 'tinyimagenet', 'resnet18_half') and default.batch_size is None
     assert default.models == 'resnet20'
     assert _resolve(BenchConfig(full=True)).models == 'all'
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # the defaults of a CUDA machine
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     gpu = _resolve(bench_cli.config_from_args(build_parser().parse_args(
         ['bench', '--device', 'cuda', '--amp', 'fp16', '--json', 'x.json'])))
     assert gpu.models == 'all' and gpu.amp == 'fp16' and gpu.json_path == 'x.json' and gpu.repeats == 10
     assert 'lc_torch' not in gpu.impls and 'lc' in gpu.impls
     assert bench.default_model_batch('resnet18_half', 'cuda') == 256
     assert bench.default_model_batch('resnet18_half', 'cpu') == 32
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(['bench', '--shapes', 'resnet50'])
+    with pytest.raises(ConfigError, match=r"shapes \(--shapes\) = \('resnet50',\) is not one of: resnet20"):
+        bench_cli.config_from_args(build_parser().parse_args(['bench', '--shapes', 'resnet50']))
 
 
 def test_bioconv_bench_runs_at_tiny_shapes(tmp_path, capsys):

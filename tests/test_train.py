@@ -270,17 +270,24 @@ def test_resume_refuses_any_setting_that_changes_the_run(tmp_path, change):
         train(TrainConfig(model='lc_resnet20', epochs=2, output_dir=str(out), resume=True, **cfg))
 
 
-def test_every_config_field_is_compared_unless_allowed():
-    """A new TrainConfig field is compared on resume and reuse unless it is listed as harmless."""
+def test_every_config_field_is_compared_unless_allowed(tmp_path):
+    """A new TrainConfig field is compared on resume and reuse unless its declaration allows a change."""
     import dataclasses
     from bioconv_timm.train import RESUMABLE_CHANGES, config_differences
     base = TrainConfig(model='lc_resnet20', lr=1e-3, batch_size=16, sleep_every=0, lr_milestones=())
     saved = base.to_dict()
+    # another valid value of each field (the declarations refuse arbitrary ones)
+    special = dict(model='conv_resnet20', dataset='fashion-mnist', data_dir=str(tmp_path), split='val',
+                   opt='sgd', device='cpu', output_dir=str(tmp_path / 'other'), sleep_mode='hebbian',
+                   sleep_optimizer='reset', amp_dtype='float16', ema_decay=0.5, drop_rate=0.5, lr_decay=0.5,
+                   weight_decay=0.5, reps=2, img_size=32)
+    other = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v * 2, tuple: lambda v: (*v, 1),
+             dict: lambda v: dict(v, extra=1), type(None): lambda v: 7}
     for f in dataclasses.fields(TrainConfig):
         value = getattr(base, f.name)
-        other = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v * 2 + 1, str: lambda v: v + 'x',
-                 tuple: lambda v: (*v, 1), dict: lambda v: dict(v, extra=1)}
-        new = other[type(value)](value) if type(value) in other else 7
+        new = special[f.name] if f.name in special else other[type(value)](value)
+        if f.name in ('amp', 'progress', 'snr_at_sleep'):
+            new = True
         diff = config_differences(saved, dataclasses.replace(base, **{f.name: new}), RESUMABLE_CHANGES)
         assert (f.name in diff) == (f.name not in RESUMABLE_CHANGES), f.name
 

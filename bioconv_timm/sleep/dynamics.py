@@ -44,15 +44,18 @@ from __future__ import annotations
 import csv
 import os
 import time
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Optional, Tuple
 
 import numpy as np
+
+from ..settings import setting, validate_settings
 
 __all__ = [
     'snr', 'neg_log_snr', 'snr_floor', 'input_second_moment', 'fixed_point_unbiased',
     'fixed_point_biased', 'fixed_point_neg_log_snr', 'hebbian_step', 'rate_sleep_euler',
     'rate_sleep_fast', 'lr_fig4a', 'lr_fig4b', 'simulate_fig4', 'run_figures',
-    'FIGURES',
+    'FIGURES', 'SleepSimConfig', 'run_sleep_sim',
 ]
 
 TAU, ALPHA, B_RATE, DT, WINDOW = 30.0, 10.0, 1.0, 1.0, 150
@@ -341,3 +344,33 @@ def run_figures(out_dir: str, quick: bool = False, which: Iterable[str] = ('4A',
         if verbose:
             print(format_table(fig, res), flush=True)
     return results
+
+
+def _figure_ids(which: Iterable[str]) -> Tuple[str, ...]:
+    return tuple(w.upper() for w in ((which,) if isinstance(which, str) else which))
+
+
+@dataclass
+class SleepSimConfig:
+    """What ``bioconv sleep-sim`` simulates (:func:`run_sleep_sim`); every field declared once."""
+    out_dir: str = setting('results/sleep_fig4', help='folder for fig<ID>.csv/.png', path='dir_out')
+    figures: Tuple[str, ...] = setting(('4A', '4B', '5A', '5B'), help='the figures to simulate',
+                                       choices=tuple(FIGURES), convert=_figure_ids, metavar='FIG')
+    quick: bool = setting(False, help='few iterations (tests/smoke)')
+    short_eq8: bool = setting(False, help='2000 instead of the paper 10^4 iterations for 4B/5B (~1 min instead of ~5)')
+    iterations: Optional[int] = setting(None, help='iterations of every figure', ge=1, le=1_000_000,
+                                        default_help="the paper's (4A 2000, others 10^4)")
+    runs: int = setting(10, help='independent runs averaged per curve', ge=1, le=1000)
+    seed: int = setting(0, help='seed of the simulated weights and inputs', ge=0, le=2 ** 31 - 1)
+    x_mean: float = setting(1.0, help='x ~ N(x_mean, 1); paper text: 1', ge=-100, le=100)
+    plot: bool = setting(True, help='write fig<ID>.png next to the CSVs')
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
+
+
+def run_sleep_sim(config: SleepSimConfig) -> dict:
+    """:func:`run_figures` with ``config``'s settings."""
+    return run_figures(config.out_dir, quick=config.quick, which=config.figures, iterations=config.iterations,
+                       runs=config.runs, seed=config.seed, x_mean=config.x_mean, plot=config.plot,
+                       full_eq8=not config.short_eq8)

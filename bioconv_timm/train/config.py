@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserRuntimeError
-from ..settings import ConfigError, fields_with_resume, setting, validate_settings
+from ..settings import ConfigError, device_problem, fields_with_resume, setting, validate_settings
 from .. import models as _models  # noqa: F401  (registers the models)
 from ..paper import cifar10_pad4_lr
 from ..sleep import OPTIMIZER_POLICIES, SLEEP_MODES
@@ -60,22 +60,6 @@ def _optimizer_problem(name: str, cfg: Any) -> Optional[str]:
     from timm.optim import list_optimizers
     known = list_optimizers()
     return None if name.lower() in known else f'is not a timm optimizer (e.g. adamw, sgd, adam, lamb; {len(known)} in all)'
-
-
-def _device_problem(name: str, cfg: Any) -> Optional[str]:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        return 'is not a device; use cpu, cuda or cuda:N'
-    if device.type == 'cpu':
-        return None
-    if device.type != 'cuda':
-        return f'is a {device.type} device, which bioconv does not train on; use cpu or cuda'
-    if not torch.cuda.is_available():
-        return 'names a CUDA device, but torch sees none; use --device cpu (or leave it unset)'
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        return f'names GPU {device.index}, but torch sees {torch.cuda.device_count()}'
-    return None
 
 
 @dataclass
@@ -136,7 +120,7 @@ class TrainConfig:
     refresh_bn: bool = setting(False, help='recompute BatchNorm statistics after the final sleep', resume='extend')
     amp: Optional[bool] = setting(None, help='autocast', default_help='on for CUDA', resume='same')
     amp_dtype: str = setting('bfloat16', help='autocast dtype', choices=('bfloat16', 'float16'), resume='same')
-    device: Optional[str] = setting(None, help='cpu, cuda or cuda:N', check=_device_problem,
+    device: Optional[str] = setting(None, help='cpu, cuda or cuda:N', check=device_problem,
                                     default_help='cuda (local rank) if available, else cpu', resume='neutral')
     channels_last: bool = setting(True, help='channels-last memory format', resume='same')
     ema: bool = setting(False, help='evaluate an exponential moving average of the weights', resume='same')
