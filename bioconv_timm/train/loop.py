@@ -56,10 +56,12 @@ def train(config: TrainConfig) -> TrainResult:
         # the folder depends on model, dataset and seed only; checked (and held) before anything is built
         out_dir = Path(fill_defaults(config, None).output_dir)
         if dist_info.main:
-            refuse_foreign_folder(out_dir)
-            if not config.resume:
-                refuse_existing_run(out_dir)
+            refuse_foreign_folder(out_dir)  # before the lock: not even a lock file goes into someone else's folder
         with hold_run_folder(out_dir, 'train') if dist_info.main else contextlib.nullcontext():
+            if dist_info.main:  # the folder is ours now: nobody can write it between these checks and the run
+                refuse_foreign_folder(out_dir)
+                if not config.resume:
+                    refuse_existing_run(out_dir)
             run = _Run(config, dist_info)
             try:
                 run.resume_or_start()
@@ -196,13 +198,10 @@ class _Run:
 
     def resume_or_start(self) -> None:
         """Load the checkpoint to resume from (``find_resume_checkpoint``: ``last.pth``, or the newest complete
-        one when it is missing; refusing one from other settings); refuse to start a new run over an old one or
-        in a folder of someone else's files; mark the folder and write ``config.json``."""
+        one when it is missing; refusing one from other settings, or a run with nothing to resume from); mark the
+        folder as a run and write ``config.json``. (``train`` has refused a new run over an old one, and a folder
+        of someone else's files.)"""
         cfg, dist, last_path = self.cfg, self.dist_info, self.out_dir / 'last.pth'
-        if dist.main:  # again, now that the folder is held: nobody else can have written it meanwhile
-            refuse_foreign_folder(self.out_dir)
-            if not cfg.resume:
-                refuse_existing_run(self.out_dir)
         found = find_resume_checkpoint(self.out_dir, cfg) if cfg.resume else None
         if found is not None:
             path, ckpt = found
