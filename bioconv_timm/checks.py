@@ -229,14 +229,14 @@ def check_dtype(where: str, value: Any) -> Optional[torch.dtype]:
 
 
 def format_params(n: int) -> str:
-    """``'668,719,104,000 (668.72G, 2,491.2 GiB in fp32)'``: a parameter count as a reader wants it."""
+    """``'668,672,723,114 parameters (668.67G, 2,491.0 GiB in fp32)'``: a parameter count as a reader wants it."""
     for unit, scale in (('G', 1e9), ('M', 1e6)):
         if n >= scale:
-            short = f'{n / scale:,.2f}{unit}'
+            short = f'{n / scale:,.2f}{unit}, '
             break
     else:
-        short = f'{n:,}'
-    return f'{n:,} ({short}, {n * 4 / 2 ** 30:,.1f} GiB in fp32)'
+        short = ''
+    return f'{n:,} parameters ({short}{n * 4 / 2 ** 30:,.1f} GiB in fp32)'
 
 
 def check_size(where: str, estimate: int, limit: int, built_from: str = '', fix: str = '') -> None:
@@ -245,6 +245,6 @@ def check_size(where: str, estimate: int, limit: int, built_from: str = '', fix:
         return
     what = f' with {built_from}' if built_from else ''
     raise ModelSizeError(
-        f'{where}{what} would have {format_params(estimate)} parameters, more than the limit of {limit:,} '
-        f'(max_params); {fix + "; " if fix else ""}to build it anyway pass max_params={estimate} or build inside '
+        f'{where}{what} would have {format_params(estimate)}, more than max_params={limit:,}; '
+        f'{fix + "; " if fix else ""}to build it anyway pass max_params={estimate} or build inside '
         f'`with bioconv_timm.checks.allow_params({estimate}):` (a config.json cannot raise the limit)')

@@ -18,25 +18,23 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.layers import Conv2dSame
 
+from .checks import MAX_CHANNELS, MAX_SIDE, ModelArgError, arg_error, check_arg, check_size, param_limit
 from .layers import LocallyConnected2d, conv_output_size
 
-__all__ = ['to_locally_connected', 'conv_input_sizes', 'meta_copy', 'size_pair']
+__all__ = ['to_locally_connected', 'converted_num_params', 'conv_input_sizes', 'meta_copy', 'size_pair']
 
 
-def size_pair(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    if isinstance(img_size, int):
-        pair = (img_size, img_size)
-    else:
-        pair = tuple(int(s) for s in img_size)
-    if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f'img_size must be a positive int or an (H, W) pair, got {img_size!r}')
-    return pair  # type: ignore[return-value]
+def size_pair(img_size: Union[int, Sequence[int]], where: str = 'to_locally_connected',
+              name: str = 'img_size') -> Tuple[int, int]:
+    """``img_size`` as an (H, W) pair of positive ints; ModelArgError (naming ``where`` and ``name``) otherwise."""
+    return check_arg(where, name, img_size, 'pair', lo=1, hi=MAX_SIDE, fix='the (H, W) of the input images')
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
@@ -66,7 +64,7 @@ def _default_in_chans(model: nn.Module) -> int:
         return int(cfg_size[0])
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first is None:
-        raise ValueError('to_locally_connected: the model has no nn.Conv2d; pass in_chans= if it still needs one')
+        raise ModelArgError('to_locally_connected: the model has no nn.Conv2d; pass in_chans= if it still needs one')
     return first.in_channels
 
 
@@ -78,8 +76,9 @@ def conv_input_sizes(model: nn.Module, img_size: Union[int, Tuple[int, int]],
     original model (parameters, buffers, train/eval mode, hooks) is left exactly as it was. A conv called more
     than once with different input shapes maps to the tuple ``()`` (no single input size).
     """
-    h, w = size_pair(img_size)
-    in_chans = _default_in_chans(model) if in_chans is None else int(in_chans)
+    h, w = size_pair(img_size, 'conv_input_sizes')
+    in_chans = _default_in_chans(model) if in_chans is None else check_arg(
+        'conv_input_sizes', 'in_chans', in_chans, 'int', lo=1, hi=MAX_CHANNELS)
     twin = meta_copy(model).eval()  # eval: batch statistics of a 1-image batch are not needed (nor possible)
     seen: Dict[str, Tuple[int, ...]] = {}
 
@@ -97,9 +96,14 @@ def conv_input_sizes(model: nn.Module, img_size: Union[int, Tuple[int, int]],
         with torch.no_grad():
             twin(x)
     except Exception as exc:  # the model's own error, with the context of why we ran it
-        raise RuntimeError(f'to_locally_connected: the meta-device forward pass at input (1, {in_chans}, {h}, {w}) '
-                           f'that finds each conv\'s input size failed: {type(exc).__name__}: {exc}') from exc
+        raise InputSizeError(f'to_locally_connected: the meta-device forward pass at input (1, {in_chans}, {h}, {w}) '
+                             f'that finds each conv\'s input size failed: {type(exc).__name__}: '
+                             f'{" ".join(str(exc).split())}') from exc
     return seen
+
+
+class InputSizeError(ModelArgError, RuntimeError):
+    """The model cannot run at the requested input size (or channels); a RuntimeError too, as it was before."""
 
 
 def _unsupported(conv: nn.Conv2d, input_shape: Optional[Tuple[int, ...]]) -> Optional[str]:
@@ -147,7 +151,7 @@ def _one_line_list(items: List[str], most: int = 4) -> str:
 def _plan(convs: List[Tuple[str, nn.Conv2d]], shapes: Dict[str, Tuple[int, ...]], keep_conv: List[str],
           skip_unsupported: bool) -> Tuple[List[Tuple[str, nn.Conv2d, Tuple[int, int]]], List[str], List[str]]:
     """Which convs become LC (name, conv, input (H, W)), which ``keep_conv`` keeps, which are skipped as not
-    convertible yet; raises one ValueError line listing the refused ones unless ``skip_unsupported``."""
+    convertible yet; raises one ModelArgError line listing the refused ones unless ``skip_unsupported``."""
     to_convert: List[Tuple[str, nn.Conv2d, Tuple[int, int]]] = []
     kept, skipped, refused = [], [], []
     for name, conv in convs:
@@ -162,7 +166,7 @@ def _plan(convs: List[Tuple[str, nn.Conv2d]], shapes: Dict[str, Tuple[int, ...]]
         else:
             refused.append(f"'{name}': {reason}")
     if refused:
-        raise ValueError(f'to_locally_connected cannot convert {_one_line_list(refused)}. Keep such convs '
+        raise ModelArgError(f'to_locally_connected cannot convert {_one_line_list(refused)}. Keep such convs '
                          'convolutional with keep_conv=[...] or skip_unsupported=True')
     return to_convert, kept, skipped
 
@@ -191,13 +195,80 @@ def _swap(model: nn.Module, replacement: Dict[int, nn.Module]) -> None:
                 setattr(parent, key, replacement[id(child)])
 
 
+@dataclass
+class _Conversion:
+    """What converting a model would do, planned from the shapes alone (nothing allocated)."""
+    img_hw: Tuple[int, int]
+    in_chans: int
+    to_convert: List[Tuple[str, nn.Conv2d, Tuple[int, int]]]
+    kept: List[str]
+    skipped: List[str]
+    params_before: int
+    lc_numel: Dict[str, int]
+
+    @property
+    def params_after(self) -> int:
+        conv_numel = sum(p.numel() for _, conv, _ in self.to_convert for p in conv.parameters())
+        return self.params_before - conv_numel + sum(self.lc_numel.values())
+
+    def check_size(self, max_params: int) -> None:
+        """ModelSizeError (one line: the estimate, the limit, what to change) above ``max_params``."""
+        largest = sorted(self.lc_numel, key=self.lc_numel.get, reverse=True)[:3]
+        check_size('to_locally_connected', self.params_after, max_params, 'the converted model',
+                   f'pass a smaller img_size (now {self.img_hw}), or keep the largest layers convolutional with '
+                   'keep_conv= (largest: ' + ', '.join(f'{n} {_millions(self.lc_numel[n])}' for n in largest) + ')')
+
+
+def _keep_conv_patterns(keep_conv: Union[str, Sequence[str]]) -> List[str]:
+    if isinstance(keep_conv, str):
+        return [keep_conv]
+    if isinstance(keep_conv, (list, tuple)) and all(isinstance(p, str) for p in keep_conv):
+        return list(keep_conv)
+    raise arg_error('to_locally_connected', 'keep_conv', keep_conv, "a module name pattern or a list of them, "
+                    "e.g. keep_conv=['conv1', 'layer4.*']")
+
+
+def _plan_conversion(model: nn.Module, img_size: Union[int, Tuple[int, int]], in_chans: Optional[int],
+                     keep_conv: Union[str, Sequence[str]], skip_unsupported: bool) -> _Conversion:
+    """Check the arguments and plan the conversion from the convs' input shapes (a meta-device forward pass)."""
+    where = 'to_locally_connected'
+    if isinstance(model, nn.Conv2d) or not isinstance(model, nn.Module):
+        raise arg_error(where, 'model', model, 'an nn.Module containing nn.Conv2d layers',
+                        'wrap a single conv in nn.Sequential, or use LocallyConnected2d.from_conv(conv, input_size)')
+    img_hw = size_pair(img_size, where)
+    in_chans = _default_in_chans(model) if in_chans is None else check_arg(
+        where, 'in_chans', in_chans, 'int', lo=1, hi=MAX_CHANNELS)
+    patterns = _keep_conv_patterns(keep_conv)
+    check_arg(where, 'skip_unsupported', skip_unsupported, 'bool')
+
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(name, p) for name, _ in convs)]
+    if unmatched:
+        raise ModelArgError(f'{where}: keep_conv patterns {unmatched} match no nn.Conv2d; the convs are named like '
+                            f'{[name for name, _ in convs[:4]]}')
+    shapes = conv_input_sizes(model, img_hw, in_chans)
+    to_convert, kept, skipped = _plan(convs, shapes, patterns, skip_unsupported)
+    return _Conversion(img_hw, in_chans, to_convert, kept, skipped, sum(p.numel() for p in model.parameters()),
+                       {name: _lc_numel(conv, hw) for name, conv, hw in to_convert})
+
+
+def converted_num_params(model: nn.Module, img_size: Union[int, Tuple[int, int]], in_chans: Optional[int] = None,
+                         keep_conv: Union[str, Sequence[str]] = (), skip_unsupported: bool = False) -> int:
+    """The parameter count ``to_locally_connected(model, img_size, ...)`` would give, from the shapes alone.
+
+    Allocates nothing and leaves ``model`` as it is (``model`` may live on the meta device): the estimate the size
+    limit is checked against before converting.
+    """
+    return _plan_conversion(model, img_size, in_chans, keep_conv, skip_unsupported).params_after
+
+
 def to_locally_connected(
         model: nn.Module,
         img_size: Union[int, Tuple[int, int]],
         in_chans: Optional[int] = None,
         keep_conv: Sequence[str] = (),
         sleep_every: Optional[int] = None,
-        max_params: int = 200_000_000,
+        max_params: Optional[int] = None,
         verbose: bool = True,
         skip_unsupported: bool = False,
         init: Union[str, Callable[[torch.Tensor, nn.Conv2d], None]] = 'copy',
@@ -218,8 +289,9 @@ def to_locally_connected(
             the conv-stem variant of the paper (Table 13). Each pattern must match at least one conv.
         sleep_every: sleep period N (optimizer steps) stored as ``model.sleep_every`` for ``bioconv train``'s
             sleep hook; None: no sleep.
-        max_params: refuse (ValueError, before allocating anything) when the converted model would have more
-            parameters than this.
+        max_params: refuse (``bioconv_timm.checks.ModelSizeError``, a ValueError, before allocating anything) when
+            the converted model would have more parameters than this; default the limit of
+            :mod:`bioconv_timm.checks` (1e9, or the enclosing ``allow_params``).
         verbose: print the parameter counts before and after, and the convs kept.
         skip_unsupported: keep the convs that cannot be converted yet (dynamic, string or non-zero padding)
             convolutional instead of refusing; they are listed in the printed summary.
@@ -236,49 +308,30 @@ def to_locally_connected(
         ``pretrained_cfg`` with ``input_size=(in_chans, H, W)`` and ``fixed_input_size=True``.
 
     Raises:
-        ValueError: an unsupported conv (one line naming it and why), a ``keep_conv`` pattern matching no conv,
-            or a converted model over ``max_params``.
+        bioconv_timm.checks.ModelArgError (a ValueError): a bad argument (one line naming it), an unsupported conv
+            (naming it and why), a ``keep_conv`` pattern matching no conv, or (``ModelSizeError``) a converted
+            model over ``max_params``.
     """
-    if isinstance(model, nn.Conv2d):
-        raise TypeError('to_locally_connected converts the convs inside a model in place; wrap a single conv in '
-                        'nn.Sequential, or use LocallyConnected2d.from_conv(conv, input_size)')
-    if sleep_every is not None and (isinstance(sleep_every, bool) or int(sleep_every) < 1):
-        raise ValueError(f'sleep_every must be a positive int (optimizer steps) or None, got {sleep_every!r}')
-    if not (callable(init) or init in ('copy', 'independent')):
-        raise ValueError(f"init must be 'copy', 'independent' or a callable init(weight, conv), got {init!r}")
-    img_hw = size_pair(img_size)
-    in_chans = _default_in_chans(model) if in_chans is None else int(in_chans)
-    keep_conv = [keep_conv] if isinstance(keep_conv, str) else list(keep_conv)
-
-    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    unmatched = [p for p in keep_conv if not any(fnmatch.fnmatchcase(name, p) for name, _ in convs)]
-    if unmatched:
-        raise ValueError(f'to_locally_connected: keep_conv patterns {unmatched} match no nn.Conv2d; the convs are '
-                         f'named like {[name for name, _ in convs[:4]]}')
-    shapes = conv_input_sizes(model, img_hw, in_chans)
+    where = 'to_locally_connected'
+    if sleep_every is not None:
+        sleep_every = check_arg(where, 'sleep_every', sleep_every, 'int', lo=1, hi=10 ** 9,
+                                fix='optimizer steps between sleep phases, or None')
+    if not (callable(init) or (isinstance(init, str) and init in ('copy', 'independent'))):
+        raise arg_error(where, 'init', init, "'copy', 'independent' or a callable init(weight, conv)")
+    check_arg(where, 'verbose', verbose, 'bool')
+    max_params = param_limit() if max_params is None else check_arg(where, 'max_params', max_params, 'count')
 
     # Plan everything from the shapes first: nothing is allocated before the checks pass.
-    to_convert, kept, skipped = _plan(convs, shapes, keep_conv, skip_unsupported)
+    plan = _plan_conversion(model, img_size, in_chans, keep_conv, skip_unsupported)
+    img_hw, in_chans, to_convert, kept, skipped = plan.img_hw, plan.in_chans, plan.to_convert, plan.kept, plan.skipped
     if sleep_every is not None and not to_convert:
-        raise ValueError(f'to_locally_connected: sleep_every={sleep_every} but no conv is converted, so sleep '
-                         'would do nothing')
-
-    params_before = sum(p.numel() for p in model.parameters())
-    conv_numel = {name: sum(p.numel() for p in conv.parameters()) for name, conv, _ in to_convert}
-    lc_numel = {name: _lc_numel(conv, hw) for name, conv, hw in to_convert}
-    params_after = params_before - sum(conv_numel.values()) + sum(lc_numel.values())
-    if params_after > max_params:
-        largest = sorted(lc_numel, key=lc_numel.get, reverse=True)[:3]
-        raise ValueError(
-            f'to_locally_connected: the converted model would have {params_after:,} parameters '
-            f'({_millions(params_after)}, {params_after * 4 / 2 ** 30:,.1f} GiB in fp32), more than '
-            f'max_params={max_params:,}; pass a larger max_params=, a smaller img_size (now {img_hw}), or keep the '
-            f'largest layers convolutional with keep_conv= (largest: '
-            + ', '.join(f'{n} {_millions(lc_numel[n])}' for n in largest) + ')')
+        raise ModelArgError(f'{where}: sleep_every={sleep_every} but no conv is converted, so sleep would do nothing')
+    params_before, params_after = plan.params_before, plan.params_after
+    plan.check_size(max_params)
 
     replacement = {}
     for _, conv, hw in to_convert:  # layer by layer: a layer's draws do not depend on the layers after it
-        replacement[id(conv)] = _new_weights(LocallyConnected2d.from_conv(conv, hw), conv, init)
+        replacement[id(conv)] = _new_weights(LocallyConnected2d.from_conv(conv, hw, max_params), conv, init)
     _swap(model, replacement)
 
     model.sleep_every = int(sleep_every) if sleep_every is not None else None

@@ -579,7 +579,7 @@ def check_feature_args(where: str, kwargs: Dict[str, Any], n_levels: int) -> Dic
                             'add features_only=True, or drop it')
     out_indices = kwargs.get('out_indices', feature_cfg.get('out_indices'))
     if out_indices is not None:
-        levels = f'{n_levels} feature levels (stem and stages), indices 0..{n_levels - 1} or -{n_levels}..-1'
+        levels = f'{n_levels} feature levels (indices 0..{n_levels - 1} or -{n_levels}..-1)'
         if _is_int(out_indices):
             check_arg(where, 'out_indices', out_indices, 'int', lo=1, hi=n_levels,
                       fix=f'an int k takes the last k of the {levels}')
