@@ -44,7 +44,8 @@ from .layers import LocallyConnected2d, conv_output_size
 from .layers.locally_connected import TORCHSCRIPT_ERROR
 
 __all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'BIORESNET_NAMES', 'TIMM_ARCHS',
-           'TORCHSCRIPT_ERROR', 'adapt_pretrained_state_dict', 'checked_input', 'pretrained_source']
+           'TORCHSCRIPT_ERROR', 'adapt_pretrained_state_dict', 'checked_input', 'pretrained_filter',
+           'pretrained_source', 'bioresnet_num_params']
 
 LayerType = str  # 'conv' or 'lc'
 
@@ -303,7 +304,7 @@ class BioResNet(nn.Module):
                         else check_arg(where, 'max_params', max_params, 'count'))
         if stem_type == 'lc':
             # timm adapts only conv stems: an explicit first_conv=None trait leaves this 6-D stem to
-            # adapt_pretrained_state_dict, which checks and adapts its input channels (and says so).
+            # pretrained_filter, which checks and adapts its input channels (and says so).
             self._traits = dict(first_conv=None)
         dd = dict(device=device, dtype=dtype)
         self.img_size: Tuple[int, int] = img_size
@@ -632,7 +633,7 @@ def _create_bioresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     try:
         model = build_model_with_cfg(
             BioResNet, variant, pretrained,
-            pretrained_filter_fn=adapt_pretrained_state_dict,
+            pretrained_filter_fn=pretrained_filter,
             feature_cfg=feature_cfg, max_params=max_params,
             **{**model_args, **kwargs})
     except Exception as exc:
@@ -741,27 +742,30 @@ def _adapt_lc_stem(name: str, weight: torch.Tensor, stem: LocallyConnected2d, so
     return adapted
 
 
-def adapt_pretrained_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """timm ``pretrained_filter_fn``: make a pretrained state dict fit ``model``'s LC stem.
+def adapt_pretrained_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module,
+                                source_chans: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    """Make a pretrained state dict fit ``model``'s LC stem (and refuse LC weights of another input size).
 
-    timm adapts only 4-D conv stems to another ``in_chans``; an LC stem weight is 6-D, so it is checked and adapted
-    here on its last (Cin) dim, from the input channels the pretrained cfg declares (``input_size[0]``): a weight
-    that contradicts them is refused as timm refuses such a conv stem, and an adaptation is logged as one. (LC-stem
-    models declare the timm trait ``first_conv=None``, so timm leaves the stem to this function.) LC weights are tied
-    to the input size: a pretrained LC model cannot be loaded at another ``img_size``, which raises a clear error
-    instead of a list of shape mismatches. The classifier (``fc``) for another ``num_classes`` is dropped by timm
-    (pretrained_cfg['classifier']).
+    timm adapts only 4-D conv stems to another ``in_chans``; an LC stem weight is 6-D, so it is adapted here on its
+    last (Cin) dim, and the adaptation is logged. ``source_chans``: the input channels the weights are declared to
+    have (the pretrained cfg's ``input_size[0]``; what timm's loader passes, through :func:`pretrained_filter`): a
+    stem weight that contradicts them is refused, as timm refuses such a conv stem. None (a direct call with a state
+    dict you hold): the weight's own channels. LC weights are tied to the input size: a pretrained LC model cannot be
+    loaded at another ``img_size``, which raises a clear error instead of a list of shape mismatches. The classifier
+    (``fc``) for another ``num_classes`` is dropped by timm (pretrained_cfg['classifier']).
     """
     state_dict = dict(state_dict)
     modules = dict(model.named_modules())
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     stem_name = _lc_stem_name(model, modules)
-    if stem_name is not None and stem_name + '.weight' in state_dict:
+    key = f'{stem_name}.weight'
+    if stem_name is not None and key in state_dict and state_dict[key].dim() == 6:
         stem = modules[stem_name]
-        source_chans = int((cfg.get('input_size') or (3,))[0])
+        weight = state_dict[key]
+        if source_chans is None:
+            source_chans = weight.shape[-1] * stem.groups
         in_chans = int(getattr(model, 'in_chans', stem.in_channels))
-        key = stem_name + '.weight'
-        state_dict[key] = _adapt_lc_stem(stem_name, state_dict[key], stem, source_chans, in_chans)
+        state_dict[key] = _adapt_lc_stem(stem_name, weight, stem, int(source_chans), in_chans)
     for key, value in state_dict.items():
         module = modules.get(key.rsplit('.', 1)[0])
         if isinstance(module, LocallyConnected2d) and key.endswith('.weight') and value.dim() == 6 \
@@ -772,6 +776,13 @@ def adapt_pretrained_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.M
                 f'size they were trained at ({cfg.get("input_size")}); create the model without img_size= (or with '
                 'the pretrained size).')
     return state_dict
+
+
+def pretrained_filter(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """timm ``pretrained_filter_fn`` of every bioconv model: :func:`adapt_pretrained_state_dict` with the input
+    channels the pretrained cfg declares (timm calls it with the cfg of the weights on ``model``)."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    return adapt_pretrained_state_dict(state_dict, model, int((cfg.get('input_size') or (3,))[0]))
 
 
 PAPER = dict(

@@ -32,8 +32,8 @@ from .checks import MAX_CHANNELS, MAX_CLASSES, ModelArgError, check_arg, check_d
 from .checks import resolve_max_params, short_repr
 from .convert import converted_num_params, meta_copy, size_pair, to_locally_connected
 from .models import (GLOBAL_POOLS, HUB_ORG, IMAGENET_MEAN, IMAGENET_STD, MODEL_SPECS, PAPER, TIMM_ARCHS, _TagCfg,
-                     adapt_pretrained_state_dict, check_feature_args, is_unreadable_weights_error, pretrained_source,
-                     unreadable_weights_error)
+                     check_feature_args, is_unreadable_weights_error, pretrained_source,
+                     pretrained_filter, unreadable_weights_error)
 
 __all__ = ['TIMM_FAMILIES', 'TimmFamily', 'DEFAULT_IMG_SIZE']
 
@@ -181,7 +181,7 @@ def _create_timm_model(variant: str, pretrained: bool = False, **kwargs: Any) ->
         to_locally_connected(model, img_size, in_chans, sleep_every=args['sleep_every'], max_params=max_params,
                              verbose=False, init=family.lc_init)
         # timm adapts only conv stems: the first_conv=None trait leaves the 6-D LC stem to
-        # adapt_pretrained_state_dict, which checks and adapts its input channels (and says so)
+        # pretrained_filter, which checks and adapts its input channels (and says so)
         model._traits = dict(getattr(model, '_traits', {}), first_conv=None)
     else:
         model.img_size, model.sleep_every = img_size, None
@@ -197,7 +197,7 @@ def _create_timm_model(variant: str, pretrained: bool = False, **kwargs: Any) ->
         model.pretrained_cfg = model.default_cfg = source_cfg
         try:
             load_pretrained(model, pretrained_cfg=source_cfg, num_classes=num_classes, in_chans=in_chans,
-                            filter_fn=adapt_pretrained_state_dict, strict=True)
+                            filter_fn=pretrained_filter, strict=True)
         except Exception as exc:
             if is_unreadable_weights_error(exc):
                 raise unreadable_weights_error(variant, source, exc) from exc
