@@ -19,25 +19,32 @@ Loading back (after ``import bioconv_timm``)::
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import math
+import os
 import string
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ._atomic import atomic_write_text
 from .errors import UserRuntimeError
 from .models import model_spec
+from .output_paths import check_output_folder
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL, REFERENCE_FILE, write_reference
 from .paper import CITATION, PAPER_CELLS, TABLE1_TOP1, label_for_model
 from .timm_models import TIMM_FAMILIES
 
 __all__ = ['PublishError', 'PublishResult', 'read_source', 'split_model_tag', 'build_model', 'export_folder',
-           'card_data', 'model_card', 'render_model_card', 'publish', 'paper_cell_for', 'UPLOAD_FILES',
-           'LICENSE_TEXT', 'CARD_SECTIONS']
+           'card_data', 'model_card', 'render_model_card', 'render_run_card', 'publish', 'paper_cell_for',
+           'validate_run_config', 'validate_run_result', 'cross_check_run', 'UPLOAD_FILES', 'LICENSE_TEXT',
+           'CARD_SECTIONS', 'HubDataset', 'HUB_DATASETS', 'MODEL_KWARGS_REFUSED']
 
-UPLOAD_FILES = ('model.safetensors', 'config.json', 'README.md')
+# What a published folder holds: timm's two files, the card, and the reference tensors verify() checks against.
+UPLOAD_FILES = ('model.safetensors', 'config.json', 'README.md', REFERENCE_FILE)
 
 # The sections a card must have (tests/test_hub.py checks every card in model_cards/).
 CARD_SECTIONS = ('## Model details', '## Usage', '## Training', '## Results', '## Limitations', '## Citation',
@@ -81,6 +88,19 @@ probs = model(x).softmax(dim=-1)
 
 ${usage_note}
 
+Offline, from a copy of this repo's files in a folder: `timm.create_model('local-dir:PATH', pretrained=True)`
+(timm's `local-dir:` scheme) loads the same weights.
+
+**Check a download.** `${reference_file}` holds a seeded random input and this model's outputs on it (the
+file and keys timm's own inference test reads). This reloads the model through timm, reruns the input and
+compares (|difference| <= ${atol} + ${rtol} x |reference|, and the SHA-256 of `model.safetensors`); a
+mismatch raises an error naming the largest difference:
+
+```python
+from bioconv_timm.verify import verify
+print(verify('hf-hub:${repo_id}').summary())   # or verify('local-dir:PATH')
+```
+
 ## Training
 
 ${training_text}
@@ -110,10 +130,27 @@ ${citation}
 ${license_text}
 """)
 
-# Readable dataset names for the model-index (the dataset ids are the run's `dataset`, as `bioconv train` spells it).
-DATASET_NAMES = {'digits': 'digits (scikit-learn handwritten digits on a 24x24 canvas)',
-                 'fashion-mnist': 'Fashion-MNIST', 'cifar10': 'CIFAR-10', 'cifar100': 'CIFAR-100',
-                 'tinyimagenet': 'Tiny ImageNet', 'imagenet': 'ImageNet-1k'}
+
+class HubDataset(NamedTuple):
+    """How a training dataset appears in a card's metadata."""
+    name: str                 # readable name (model-index ``dataset.name``)
+    hub_id: Optional[str]     # the Hugging Face dataset id (``datasets:``, model-index ``dataset.type``); None: none
+    test_split: str           # the split of ``hub_id`` that ``split='test'`` evaluates on
+
+
+# The one table of datasets a run can name (bioconv_timm.train.data.DATASETS; a test keeps them equal). The ids are
+# the Hub's canonical dataset repos, so the model-index links the card to the dataset page and its leaderboards;
+# digits (scikit-learn's 8x8 digits on our 24x24 canvas) has no Hub dataset and keeps our own name.
+HUB_DATASETS: Dict[str, HubDataset] = {
+    'digits': HubDataset('digits (scikit-learn handwritten digits on a 24x24 canvas)', None, 'test'),
+    'fashion-mnist': HubDataset('Fashion-MNIST', 'zalando-datasets/fashion_mnist', 'test'),
+    'cifar10': HubDataset('CIFAR-10', 'uoft-cs/cifar10', 'test'),
+    'cifar100': HubDataset('CIFAR-100', 'uoft-cs/cifar100', 'test'),
+    'tinyimagenet': HubDataset('Tiny ImageNet', 'zh-plus/tiny-imagenet', 'valid'),     # our 'test': the official val
+    'imagenet': HubDataset('ImageNet-1k', 'ILSVRC/imagenet-1k', 'validation'),      # our 'test': the official val
+}
+# a run with split='val' was evaluated on a held-out part of the training set
+HELD_OUT_SPLIT = 'train (held-out part)'
 
 # This project's code and weights are MIT. The authors' repository is GPL-3.0 and none of its code is used;
 # never word this so that MIT reads as the authors' license.
@@ -157,18 +194,274 @@ def _last_metrics(path: Path) -> Optional[Dict[str, str]]:
     return rows[-1] if rows else None
 
 
+# --- checking a run's files like any user input ------------------------------------------------------------
+#
+# A run folder's JSON files are user-editable text. Everything publish reads from them goes onto the Hub (the model's
+# arguments, mean/std, label names, the card's numbers), so each field is checked for type and range by one table of
+# rules, and what the run recorded twice (config.json and the config inside last.pth; config.json and result.json)
+# must agree.
+
+Rule = Callable[[Any, Mapping[str, Any]], Optional[str]]  # (value, whole document) -> what is wrong, or None
+
+# timm.create_model arguments a run's model_kwargs may not carry to the Hub: the dataset sets the first three,
+# the rest would change how a Hub load behaves (weights from elsewhere, another size cap, a feature extractor)
+MODEL_KWARGS_REFUSED = frozenset({'num_classes', 'in_chans', 'img_size', 'pretrained', 'pretrained_cfg',
+                                  'pretrained_cfg_overlay', 'pretrained_strict', 'checkpoint_path', 'cache_dir',
+                                  'features_only', 'feature_cfg', 'max_params', 'scriptable', 'exportable'})
+MAX_IN_CHANS = 64
+MAX_NUM_CLASSES = 100_000
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_in(lo: int, hi: Optional[int] = None) -> Rule:
+    def rule(value: Any, doc: Mapping[str, Any]) -> Optional[str]:
+        if not _is_int(value) or value < lo or (hi is not None and value > hi):
+            return f'must be an integer {f"in {lo}..{hi}" if hi is not None else f">= {lo}"}'
+        return None
+    return rule
+
+
+def _real_in(lo: float, hi: Optional[float] = None, lo_open: bool = False, hi_open: bool = False) -> Rule:
+    def rule(value: Any, doc: Mapping[str, Any]) -> Optional[str]:
+        low_ok = _is_real(value) and (value > lo if lo_open else value >= lo)
+        high_ok = hi is None or (_is_real(value) and (value < hi if hi_open else value <= hi))
+        if not (low_ok and high_ok):
+            span = (('(' if lo_open else '[') + f'{lo:g}, ' + (f'{hi:g}' if hi is not None else 'inf')
+                    + (')' if hi_open or hi is None else ']'))
+            return f'must be a finite number in {span}'
+        return None
+    return rule
+
+
+def _one_of(choices: Sequence[str]) -> Rule:
+    def rule(value: Any, doc: Mapping[str, Any]) -> Optional[str]:
+        return None if isinstance(value, str) and value in choices else f'must be one of {", ".join(choices)}'
+    return rule
+
+
+def _optional(inner: Rule) -> Rule:
+    def rule(value: Any, doc: Mapping[str, Any]) -> Optional[str]:
+        return None if value is None else inner(value, doc)
+    return rule
+
+
+def _boolean(value: Any, doc: Mapping[str, Any]) -> Optional[str]:
+    return None if isinstance(value, bool) else 'must be true or false'
+
+
+def _known_model(value: Any, doc: Mapping[str, Any]) -> Optional[str]:
+    from .models import MODEL_SPECS
+    name = value.split('.', 1)[0] if isinstance(value, str) else None
+    if name not in MODEL_SPECS:
+        return 'must name a registered bioconv model (`bioconv list`)'
+    return None
+
+
+def _model_kwargs_rule(value: Any, doc: Mapping[str, Any]) -> Optional[str]:
+    if not isinstance(value, dict):
+        return 'must be an object of timm.create_model arguments'
+    refused = sorted(set(value) & MODEL_KWARGS_REFUSED)
+    if refused:
+        return f'may not set {", ".join(refused)} (set by the dataset or by the loader, never by a run)'
+    for key, item in value.items():
+        items = item if isinstance(item, list) else [item]
+        if not key.isidentifier() or not all(v is None or isinstance(v, (str, bool)) or _is_real(v) for v in items):
+            return f'must map argument names to numbers, texts, true/false or lists of them ({key!r} does not)'
+    return None
+
+
+def _per_channel(positive: bool) -> Rule:
+    def rule(value: Any, doc: Mapping[str, Any]) -> Optional[str]:
+        if not isinstance(value, list) or not value or not all(_is_real(v) and (v > 0 or not positive) for v in value):
+            return 'must be a list of finite numbers' + (' > 0' if positive else '')
+        in_chans = doc.get('in_chans')
+        if _is_int(in_chans) and len(value) != in_chans:
+            return f'has {len(value)} value(s), in_chans={in_chans} needs one per input channel'
+        return None
+    return rule
+
+
+def _label_names(value: Any, doc: Mapping[str, Any]) -> Optional[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and len(v) <= 200 for v in value):
+        return 'must be a list of class names (texts)'
+    num_classes = doc.get('num_classes')
+    if _is_int(num_classes) and len(value) != num_classes:
+        return f'has {len(value)} name(s), num_classes={num_classes} needs one per class'
+    return None
+
+
+def _config_rules() -> Dict[str, Rule]:
+    """{config.json field: its rule} for what config.json holds besides the TrainConfig fields (those are checked
+    by TrainConfig's own declarations, :func:`_check_training_settings`): the dataset's shapes and statistics,
+    and two checks the Hub needs on top of training's (a bioconv model; model_kwargs a Hub load may carry)."""
+    return {
+        'model': _known_model, 'model_kwargs': _model_kwargs_rule,
+        'num_classes': _int_in(1, MAX_NUM_CLASSES), 'in_chans': _int_in(1, MAX_IN_CHANS),
+        'mean': _per_channel(positive=False), 'std': _per_channel(positive=True), 'label_names': _label_names,
+        'world_size': _int_in(1),
+    }
+
+
+def _check_training_settings(config: Mapping[str, Any], where: str, fix: str) -> None:
+    """config.json's TrainConfig fields checked by TrainConfig itself (every setting is declared once, in
+    ``bioconv_timm.train.config``), except those that name the machine the run ran on (its folders and device),
+    which are no property of the weights and need not exist here."""
+    import dataclasses
+
+    from .settings import ConfigError, declared_fields
+    from .train.config import TrainConfig
+
+    machine = {f.name for f, decl in declared_fields(TrainConfig) if decl.path or f.name == 'device'}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - machine
+    try:
+        TrainConfig(**{k: v for k, v in config.items() if k in names})
+    except ConfigError as exc:
+        raise PublishError(f'{where}: {exc}. {fix}') from None
+
+
+_PERCENT = _real_in(0, 100)
+_RESULT_RULES: Dict[str, Rule] = {
+    'model': _known_model, 'dataset': _one_of(tuple(HUB_DATASETS)), 'best_top1': _optional(_PERCENT),
+    'steps': _int_in(0), 'sleeps': _int_in(0), 'epochs': _int_in(1), 'final_sleep': _boolean,
+    'refresh_bn': _boolean, 'world_size': _int_in(1),
+}
+_FINAL_RULES: Dict[str, Rule] = {'top1': _optional(_PERCENT), 'top5': _optional(_PERCENT),
+                                 'loss': _optional(_real_in(0))}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else repr(value)
+    return text if len(text) <= 80 else text[:77] + '...'
+
+
+def _apply_rules(doc: Any, rules: Mapping[str, Rule], where: str, fix: str, prefix: str = '') -> None:
+    if not isinstance(doc, dict):
+        raise PublishError(f'{where} must hold a JSON object, got {_short(doc)}. {fix}')
+    for key, rule in rules.items():
+        if key in doc:
+            problem = rule(doc[key], doc)
+            if problem:
+                raise PublishError(f'{where}: "{prefix}{key}": {_short(doc[key])} {problem}. {fix}')
+
+
+def validate_run_config(config: Any, where: Union[str, Path] = 'config.json') -> None:
+    """Check a run's config.json field by field, as any user input: the training settings by TrainConfig's own
+    declarations (types, ranges, choices), the rest here (a bioconv model, ``mean``/``std`` finite and one per
+    input channel, ``label_names`` one per class, model_kwargs a Hub load may carry); raise :class:`PublishError`
+    naming the first bad field. Unknown fields are ignored; a missing field means its default."""
+    fix = ('config.json is written by `bioconv train`: restore the run\'s own file (its last.pth holds the same '
+           'settings) or train again.')
+    _apply_rules(config, _config_rules(), str(where), fix)
+    if 'model' not in config:
+        raise PublishError(f'{where} names no "model"; {fix}')
+    _check_training_settings(config, str(where), fix)
+
+
+def validate_run_result(result: Any, where: Union[str, Path] = 'result.json') -> None:
+    """Check a run's result.json (the accuracies in %, steps, sleeps) like :func:`validate_run_config`."""
+    fix = 'result.json is written at the end of `bioconv train`: restore the run\'s own file or train again.'
+    _apply_rules(result, _RESULT_RULES, str(where), fix)
+    if 'final' in result:
+        _apply_rules(result['final'], _FINAL_RULES, str(where), fix, prefix='final.')
+
+
+def _metrics_row(row: Optional[Dict[str, str]], where: Path) -> None:
+    """The last metrics.csv row's accuracies must read as percentages."""
+    for key in ('eval_top1', 'eval_top5'):
+        text = (row or {}).get(key)
+        if text in (None, ''):
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0 <= value <= 100):
+            raise PublishError(f'{where}: {key} {text!r} in the last row is not a percentage; restore the run\'s own '
+                               'metrics.csv or train again.')
+
+
+# config.json fields the run's checkpoint records too and that describe the weights or go on the card. Not here:
+# where and how a run ran (paths, device, workers, eval_every) and final_sleep / refresh_bn, which a resumed run
+# may change without writing another checkpoint (result.json records those two).
+CHECKPOINT_CROSS_FIELDS = ('model', 'model_kwargs', 'dataset', 'split', 'img_size', 'pad', 'reps', 'train_subset',
+                           'eval_subset', 'val_size', 'epochs', 'batch_size', 'lr', 'weight_decay', 'opt',
+                           'lr_milestones', 'lr_decay', 'ws_lr_scale', 'drop_rate', 'sleep_every', 'sleep_mode',
+                           'sleep_optimizer', 'ema', 'ema_decay', 'amp', 'seed')
+RESULT_CROSS_FIELDS = ('model', 'dataset', 'epochs', 'final_sleep', 'refresh_bn', 'world_size')
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON (a checkpoint's tuples are config.json's lists)."""
+    def norm(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [norm(x) for x in v]
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        return v
+    return json.dumps(norm(a), sort_keys=True) == json.dumps(norm(b), sort_keys=True)
+
+
+def _checkpoint_config(path: Path) -> Optional[Dict[str, Any]]:
+    """The run settings stored in a training checkpoint (read with ``weights_only=True``; memory-mapped, so the
+    optimizer state is not read into memory)."""
+    import torch
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception as exc:  # truncated, not a zip, or not loadable safely: all mean "not the run's checkpoint"
+        raise PublishError(f'cannot read {path} to check config.json against it ({type(exc).__name__}: {exc}); '
+                           'publish a run folder as `bioconv train` left it, or remove the broken checkpoint.') from exc
+    config = ckpt.get('config') if isinstance(ckpt, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def cross_check_run(run_dir: Union[str, Path], config: Mapping[str, Any], result: Mapping[str, Any]) -> List[str]:
+    """Check that a run folder's files describe one run: config.json against the settings in ``last.pth`` (the
+    checkpoint the weights came from) and against result.json. Raises :class:`PublishError` naming the field and
+    both files at the first disagreement; returns the names of the files checked against config.json."""
+    run_dir = Path(run_dir)
+    checked = []
+    hint = ('were files copied between runs, or config.json edited? Publish a folder that one `bioconv train` run '
+            'wrote (train again into a new --output-dir if unsure).')
+    ckpt_path = run_dir / 'last.pth'
+    if ckpt_path.is_file():
+        saved = _checkpoint_config(ckpt_path)
+        if saved is not None:
+            for key in CHECKPOINT_CROSS_FIELDS:
+                if key in saved and key in config and not _same(saved[key], config[key]):
+                    raise PublishError(f'{run_dir / "config.json"} and {ckpt_path} disagree on {key}: '
+                                       f'{_short(config[key])} in config.json, {_short(saved[key])} in last.pth; {hint}')
+            checked.append('last.pth')
+    if result:
+        for key in RESULT_CROSS_FIELDS:
+            if key in result and key in config and not _same(result[key], config[key]):
+                raise PublishError(f'{run_dir / "config.json"} and {run_dir / "result.json"} disagree on {key}: '
+                                   f'{_short(config[key])} in config.json, {_short(result[key])} in result.json; {hint}')
+        checked.append('result.json')
+    return checked
+
+
 def read_source(path: Union[str, Path], model_name: Optional[str] = None) -> Dict[str, Any]:
-    """What a run folder (or bare .safetensors file) holds: model name, weights path, data settings, accuracy."""
+    """What a run folder (or bare .safetensors file) holds: model name, weights path, data settings, accuracy.
+
+    A run's config.json, result.json and metrics.csv are checked like any user input (:func:`validate_run_config`,
+    :func:`validate_run_result`) and against each other and the run's checkpoint (:func:`cross_check_run`):
+    a bad or inconsistent field is a :class:`PublishError` naming it, before any model is built.
+    """
     path = Path(path)
     if path.is_dir():
+        run_dir: Optional[Path] = path
         weights = path / 'model.safetensors'
         if not weights.is_file():
             raise PublishError(
                 f'{path} has no model.safetensors: publish a finished `bioconv train` run folder (the file is written '
                 'at the end of training) or pass a .safetensors file with --model.')
-        config = _read_json(path / 'config.json') or {}
-        result = _read_json(path / 'result.json') or {}
-        metrics = _last_metrics(path / 'metrics.csv')
     elif path.is_file():
         if path.suffix != '.safetensors':
             raise PublishError(
@@ -176,20 +469,39 @@ def read_source(path: Union[str, Path], model_name: Optional[str] = None) -> Dic
                 'Pass the run folder, or its model.safetensors.')
         weights = path
         # a run's own model.safetensors still has its run folder around it
-        config = (_read_json(path.parent / 'config.json') or {}) if path.name == 'model.safetensors' else {}
-        result = (_read_json(path.parent / 'result.json') or {}) if config else {}
-        metrics = _last_metrics(path.parent / 'metrics.csv') if config else None
+        run_dir = path.parent if path.name == 'model.safetensors' and (path.parent / 'config.json').is_file() else None
     else:
         raise PublishError(f'{path} does not exist: pass a `bioconv train` run folder or a .safetensors file.')
+    config, result, metrics, checked = _run_files(run_dir) if run_dir is not None else ({}, {}, None, [])
+    return _source(path, weights, model_name, config, result, metrics, checked)
 
+
+def _run_files(run_dir: Path) -> Tuple[Dict[str, Any], Dict[str, Any], Optional[Dict[str, str]], List[str]]:
+    """A run folder's config.json, result.json and last metrics.csv row, each checked, and checked against each
+    other and last.pth; also the names of the files checked."""
+    config = _read_json(run_dir / 'config.json') or {}
+    result = _read_json(run_dir / 'result.json') or {}
+    metrics = _last_metrics(run_dir / 'metrics.csv')
+    checked: List[str] = []
+    if (run_dir / 'config.json').is_file():
+        validate_run_config(config, run_dir / 'config.json')
+        checked.append('config.json')
+    if (run_dir / 'result.json').is_file():
+        validate_run_result(result, run_dir / 'result.json')
+    _metrics_row(metrics, run_dir / 'metrics.csv')
+    if config:
+        checked += cross_check_run(run_dir, config, result)
+    return config, result, metrics, checked
+
+
+def _source(path: Path, weights: Optional[Path], model_name: Optional[str], config: Dict[str, Any],
+            result: Dict[str, Any], metrics: Optional[Dict[str, str]], checked: List[str]) -> Dict[str, Any]:
+    """The source dict (see read_source) from a run's checked files."""
     name, tag = split_model_tag(model_name or config.get('model') or '')
     if not name:
         raise PublishError(f'{path}: no config.json names the model; pass --model NAME (one of `bioconv list`).')
     if config.get('model') and model_name and name != split_model_tag(config['model'])[0]:
         raise PublishError(f'--model {model_name} disagrees with the run ({path}), which trained {config["model"]}.')
-    if not isinstance(config.get('model_kwargs') or {}, dict):
-        raise PublishError(f'{path}: model_kwargs in config.json must be an object of timm.create_model arguments, '
-                           f'got {config["model_kwargs"]!r}')
     top1, top5 = None, None
     final = result.get('final') or {}
     if final.get('top1') is not None:
@@ -198,8 +510,8 @@ def read_source(path: Union[str, Path], model_name: Optional[str] = None) -> Dic
     elif metrics and metrics.get('eval_top1') not in (None, ''):
         top1 = float(metrics['eval_top1'])
         top5 = float(metrics['eval_top5']) if metrics.get('eval_top5') not in (None, '') else None
-    return dict(path=str(path), weights=str(weights), model=name, tag=tag, config=config, result=result,
-                metrics=metrics, top1=top1, top5=top5)
+    return dict(path=str(path), weights=str(weights) if weights else None, model=name, tag=tag, config=config,
+                result=result, metrics=metrics, top1=top1, top5=top5, checked=checked)
 
 
 def split_model_tag(model_name: str) -> Tuple[str, Optional[str]]:
@@ -235,17 +547,11 @@ def _model_kwargs(source: Dict[str, Any]) -> Dict[str, Any]:
     return kwargs
 
 
-def build_model(source: Dict[str, Any], pretrained_tag: Optional[str] = None):
-    """``timm.create_model`` the source's model and load its weights strictly (safetensors only).
-
-    The model is built with the run's ``model_kwargs`` (e.g. ``layers=(1, 1, 1), stem_stride=2``) and its
-    num_classes / in_chans / img_size; timm records them as the model's args, so ``save_for_hf`` writes them
-    to config.json and an ``hf-hub:`` load rebuilds the same architecture. ``pretrained_tag`` (default: the
-    tag of ``--model NAME.TAG``) supplies the input size and classes a bare weights file does not record.
-    """
+def _create(source: Dict[str, Any], pretrained_tag: Optional[str] = None, device: Optional[str] = None):
+    """``timm.create_model`` of the source's model with the run's arguments (on ``device``: 'meta' costs no
+    memory); returns (model, the full name, the arguments)."""
     import timm
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    import torch
 
     from . import models as _models  # noqa: F401  (registers the models)
 
@@ -256,19 +562,44 @@ def build_model(source: Dict[str, Any], pretrained_tag: Optional[str] = None):
     pretrained_tag = pretrained_tag or source.get('tag')
     full_name = f'{name}.{pretrained_tag}' if pretrained_tag else name
     try:
-        model = timm.create_model(full_name, **kwargs)
+        with torch.device(device or 'cpu'):
+            model = timm.create_model(full_name, **kwargs)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise PublishError(f'cannot build {name} with {kwargs}: {exc}') from exc
+    return model, full_name, kwargs
+
+
+def _weight_shapes(path: str) -> Dict[str, Tuple[int, ...]]:
+    """{name: shape} from a safetensors file's header, without reading the tensors."""
+    from safetensors import SafetensorError, safe_open
     try:
-        state = load_file(source['weights'], device='cpu')
+        with safe_open(path, framework='pt') as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError) as exc:
-        raise PublishError(f"cannot read {source['weights']}: {exc}. The file is truncated or corrupt; "
+        raise PublishError(f'cannot read {path}: {exc}. The file is truncated or corrupt; '
                            'train again or copy it again.') from exc
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-              for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+
+
+def build_model(source: Dict[str, Any], pretrained_tag: Optional[str] = None):
+    """``timm.create_model`` the source's model and load its weights strictly (safetensors only).
+
+    The model is built with the run's ``model_kwargs`` (e.g. ``layers=(1, 1, 1), stem_stride=2``) and its
+    num_classes / in_chans / img_size; timm records them as the model's args, so ``save_for_hf`` writes them
+    to config.json and an ``hf-hub:`` load rebuilds the same architecture. ``pretrained_tag`` (default: the
+    tag of ``--model NAME.TAG``) supplies the input size and classes a bare weights file does not record.
+    The architecture is first built on the meta device and compared with the weights file's header, so a
+    config.json that does not describe the weights (another size, depth or class count) costs no memory.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta, full_name, kwargs = _create(source, pretrained_tag, device='meta')
+    have = _weight_shapes(source['weights'])
+    own = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    missing = sorted(set(own) - set(have))
+    unexpected = sorted(set(have) - set(own))
+    shapes = [f'{k}: checkpoint {have[k]} vs model {own[k]}'
+              for k in sorted(set(own) & set(have)) if have[k] != own[k]]
     if missing or unexpected or shapes:
         def _few(items: Sequence[str]) -> str:
             return ', '.join(items[:8]) + (f' (+{len(items) - 8} more)' if len(items) > 8 else '')
@@ -292,6 +623,13 @@ def build_model(source: Dict[str, Any], pretrained_tag: Optional[str] = None):
         raise PublishError(
             f"the weights in {source['weights']} do not fit {full_name} built with {kwargs or 'its defaults'} "
             f"({'; '.join(parts)}). {hint}")
+    del meta
+    model, _, _ = _create(source, pretrained_tag)
+    try:
+        state = load_file(source['weights'], device='cpu')
+    except (SafetensorError, OSError) as exc:
+        raise PublishError(f"cannot read {source['weights']}: {exc}. The file is truncated or corrupt; "
+                           'train again or copy it again.') from exc
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -334,7 +672,12 @@ def _describe_arch(model, name: str, run_kwargs: Dict[str, Any]) -> str:
 
 
 def _dataset_id(dataset: Optional[str]) -> Optional[str]:
-    return dataset.replace('_', '-') if dataset else None
+    """The Hub dataset id of a run's dataset ('cifar10' -> 'uoft-cs/cifar10'), or our own name where the Hub has
+    none ('digits')."""
+    if not dataset:
+        return None
+    entry = HUB_DATASETS.get(dataset)
+    return (entry.hub_id or dataset) if entry else dataset
 
 
 def _card_tags(layer: str, sleep_every: Optional[int]) -> List[str]:
@@ -349,18 +692,22 @@ def _card_tags(layer: str, sleep_every: Optional[int]) -> List[str]:
 def card_data(model, source: Dict[str, Any], repo_id: str):
     """The card's metadata as a ``huggingface_hub.ModelCardData``: license, library, tags, dataset, and a
     ``model-index`` (``EvalResult``: image classification on the run's dataset and split, top-1 as ``accuracy``
-    and top-5 as ``top_5_accuracy``, in %) when the run recorded a final top-1."""
+    and top-5 as ``top_5_accuracy``, in %) when the run recorded a final top-1. The dataset is named by its Hub
+    id where it has one (:data:`HUB_DATASETS`), so the Hub indexes the card under that dataset."""
     from huggingface_hub import EvalResult, ModelCardData
 
     config = source['config']
     spec = model_spec(source['model'])
     sleep_every = config.get('sleep_every') if config.get('sleep_every') is not None else spec.sleep_every
     dataset = _dataset_id(config.get('dataset'))
+    entry = HUB_DATASETS.get(config.get('dataset') or '')
     eval_results = []
     top1, top5 = source.get('top1'), source.get('top5')
     if top1 is not None and dataset:
+        split = config.get('split', 'test')
+        hub_split = HELD_OUT_SPLIT if split == 'val' else (entry.test_split if entry else split)
         common = dict(task_type='image-classification', task_name='Image Classification', dataset_type=dataset,
-                      dataset_name=DATASET_NAMES.get(dataset, dataset), dataset_split=config.get('split', 'test'))
+                      dataset_name=entry.name if entry else dataset, dataset_split=hub_split)
         eval_results.append(EvalResult(metric_type='accuracy', metric_name='Top-1 accuracy (%)',
                                        metric_value=round(top1, 2), **common))
         # with 5 classes or fewer "top-5" is every class (trivially 100%): not a result worth listing
@@ -385,6 +732,23 @@ def model_card(model, source: Dict[str, Any], repo_id: str):
 def render_model_card(model, source: Dict[str, Any], repo_id: str) -> str:
     """The README.md model card for ``model`` trained as described by ``source`` (see read_source), as text."""
     return str(model_card(model, source, repo_id))
+
+
+def render_run_card(run_dir: Union[str, Path], repo_id: str) -> str:
+    """The README.md that ``publish(run_dir, repo_id)`` writes, from the run's config.json and result.json alone.
+
+    A card depends on the architecture and on what the run recorded, never on weight values, so the model is
+    built on the meta device and no weights file is needed: ``model_cards/runs/<tag>/`` keeps the two files of
+    each committed card's run, and a test rebuilds every card from them with the current code.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / 'config.json').is_file():
+        raise PublishError(f'{run_dir} has no config.json: pass a `bioconv train` run folder.')
+    config, result, metrics, checked = _run_files(run_dir)
+    source = _source(run_dir, None, None, config, result, metrics, checked)
+    repo_tag = _pretrained_tag(source['model'], repo_id)
+    model, _, _ = _create(source, repo_tag or source['tag'], device='meta')
+    return render_model_card(model, source, repo_id)
 
 
 def _card_body(model, source: Dict[str, Any], repo_id: str) -> str:
@@ -495,7 +859,8 @@ def _card_body(model, source: Dict[str, Any], repo_id: str) -> str:
                     'Fine-tune with `bioconv train`, or change the head with '
                     f"`timm.create_model('hf-hub:{repo_id}', pretrained=True, num_classes=N)`."),
         training_text=training_text, results_text=results_text.rstrip(), budget_limitation=budget_limitation,
-        citation=CITATION, license_text=LICENSE_TEXT)
+        citation=CITATION, license_text=LICENSE_TEXT, reference_file=REFERENCE_FILE, atol=f'{DEFAULT_ATOL:g}',
+        rtol=f'{DEFAULT_RTOL:g}')
 
 
 # --- exporting and uploading -----------------------------------------------------------------
@@ -511,7 +876,8 @@ def _pretrained_tag(model_name: str, repo_id: str) -> Optional[str]:
 
 
 def _check_empty_folder(out_dir: Union[str, Path]) -> Path:
-    """The folder to export into: new or empty, so nothing of the user's is overwritten or deleted."""
+    """The folder to export into: new or empty, so nothing of the user's is overwritten or deleted, and writable
+    (tried, not guessed from permission bits), so a bad folder fails before the model is built."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise PublishError(f'{out} is a file, not a folder: pass an empty or new folder to write the Hub files to.')
@@ -521,13 +887,14 @@ def _check_empty_folder(out_dir: Union[str, Path]) -> Path:
             shown = ', '.join(present[:5]) + (f' (+{len(present) - 5} more)' if len(present) > 5 else '')
             raise PublishError(f'{out} is not empty ({shown}): pass an empty or new folder; publish writes '
                                f'{", ".join(UPLOAD_FILES)} and never overwrites or deletes files.')
-    return out
+    return check_output_folder(out, PublishError, flag='--dry-run ')
 
 
 def export_folder(model, source: Dict[str, Any], repo_id: str, out_dir: Union[str, Path]) -> List[str]:
-    """Write model.safetensors + config.json (``timm.models.save_for_hf``) and README.md into ``out_dir``.
+    """Write model.safetensors + config.json (``timm.models.save_for_hf``), the reference tensors
+    ``test/rand_tensors.safetensors`` (:func:`bioconv_timm.verify.write_reference`) and README.md into ``out_dir``.
 
-    ``out_dir`` must be new or empty (a PublishError otherwise); returns the names of the files written.
+    ``out_dir`` must be new or empty (a PublishError otherwise); returns the paths written, relative to it.
     """
     from timm.models import save_for_hf
 
@@ -546,32 +913,33 @@ def export_folder(model, source: Dict[str, Any], repo_id: str, out_dir: Union[st
         model_config['label_names'] = list(config['label_names'])
     data_config = {k: v for k, v in pretrained_cfg.items() if k in ('input_size', 'mean', 'std')}
     save_for_hf(model, str(out), model_config=model_config, safe_serialization=True, data_config=data_config)
+    write_reference(model, out, out / 'model.safetensors')  # what verify() compares a download with
     atomic_write_text(out / 'README.md', render_model_card(model, source, repo_id))
-    written = sorted(p.name for p in out.iterdir())  # the folder was empty: everything in it is ours
+    # the folder was empty: everything in it is ours
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file())
     if written != sorted(UPLOAD_FILES):
         raise PublishError(f'exporting wrote {written} to {out}, expected {sorted(UPLOAD_FILES)}; '
                            'is this timm version supported?')
     return written
 
 
-def publish(path: Union[str, Path], repo_id: str, *, model_name: Optional[str] = None,
-            dry_run_dir: Optional[Union[str, Path]] = None, api: Any = None, private: bool = False,
-            commit_message: Optional[str] = None, token: Optional[str] = None) -> PublishResult:
-    """Export a run (or .safetensors file) as a timm Hub folder and upload it to ``repo_id``.
+@contextlib.contextmanager
+def _hold_run_folder(path: Union[str, Path]) -> Iterator[None]:
+    """Hold the run folder ``path`` is (or whose model.safetensors it is) while publish reads it: the lock that
+    ``bioconv train`` holds for its whole life, so a run still writing there is refused with one line naming it.
+    A folder we cannot write (a read-only copy) cannot be written by a run either, and is read without the lock."""
+    from .run_folder import hold_run_folder
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if (folder / 'config.json').is_file() and os.access(folder, os.W_OK):
+        with hold_run_folder(folder, 'publish', create=False):
+            yield
+    else:
+        yield
 
-    ``dry_run_dir``: write the folder there (it must be new or empty: nothing is overwritten or deleted) and
-    upload nothing. ``api``: an object with huggingface_hub's ``create_repo`` / ``upload_folder`` (default
-    ``HfApi(token=token)``; the token then comes from HF_TOKEN or the saved login).
-    """
-    if repo_id.count('/') != 1 or not all(repo_id.split('/')):
-        raise PublishError(f'--repo-id must be ORG/NAME (e.g. bioconv-timm/lc_resnet20_ws10.digits), got {repo_id!r}')
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-    try:
-        validate_repo_id(repo_id)  # the Hub's own rules, so that a dry run refuses what an upload would
-    except HFValidationError as exc:
-        raise PublishError(f'--repo-id {repo_id!r} is not a valid Hub repo id: {exc}') from exc
-    if dry_run_dir is not None:
-        _check_empty_folder(dry_run_dir)  # before the (slow) model build
+
+def _load_source(path: Union[str, Path], repo_id: str, model_name: Optional[str]) -> Tuple[Dict[str, Any], Any]:
+    """The checked source (read_source) and its model with the weights loaded, for publishing under ``repo_id``."""
     source = read_source(path, model_name)
     repo_tag = _pretrained_tag(source['model'], repo_id)
     if repo_tag and source['tag'] and repo_tag != source['tag']:
@@ -584,7 +952,32 @@ def publish(path: Union[str, Path], repo_id: str, *, model_name: Optional[str] =
             f'{source["model"]}, but the run was trained with model_kwargs {_fmt_kwargs(_run_model_kwargs(source))}; '
             f'publish it under another repo name (e.g. {repo_id.split("/")[0]}/{source["model"]}-custom.{repo_tag}), '
             "which timm.create_model('hf-hub:...') rebuilds from its config.json.")
-    model = build_model(source, repo_tag or source['tag'])
+    return source, build_model(source, repo_tag or source['tag'])
+
+
+def publish(path: Union[str, Path], repo_id: str, *, model_name: Optional[str] = None,
+            dry_run_dir: Optional[Union[str, Path]] = None, api: Any = None, private: bool = False,
+            commit_message: Optional[str] = None, token: Optional[str] = None) -> PublishResult:
+    """Export a run (or .safetensors file) as a timm Hub folder and upload it to ``repo_id``.
+
+    ``dry_run_dir``: write the folder there (it must be new or empty: nothing is overwritten or deleted) and
+    upload nothing; ``timm.create_model('local-dir:DRY_RUN_DIR', pretrained=True)`` loads it, and
+    ``bioconv_timm.verify.verify('local-dir:DRY_RUN_DIR')`` checks it. ``api``: an object with huggingface_hub's
+    ``create_repo`` / ``upload_folder`` (default ``HfApi(token=token)``; the token then comes from HF_TOKEN or the
+    saved login). The run folder is held (``bioconv_timm.run_folder``) while it is read, and its files are checked
+    (:func:`read_source`) before the model is built.
+    """
+    if repo_id.count('/') != 1 or not all(repo_id.split('/')):
+        raise PublishError(f'--repo-id must be ORG/NAME (e.g. bioconv-timm/lc_resnet20_ws10.digits), got {repo_id!r}')
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(repo_id)  # the Hub's own rules, so that a dry run refuses what an upload would
+    except HFValidationError as exc:
+        raise PublishError(f'--repo-id {repo_id!r} is not a valid Hub repo id: {exc}') from exc
+    if dry_run_dir is not None:
+        _check_empty_folder(dry_run_dir)  # before the (slow) model build
+    with _hold_run_folder(path):  # a run still training there stops us (its files may change under us)
+        source, model = _load_source(path, repo_id, model_name)
     if dry_run_dir is not None:
         files = export_folder(model, source, repo_id, dry_run_dir)
         return PublishResult(repo_id=repo_id, folder=str(dry_run_dir), files=files, uploaded=False,

@@ -1,5 +1,6 @@
 """Publishing (bioconv_timm.hub, `bioconv publish`) and loading published weights, all offline."""
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -60,6 +61,19 @@ def _to_cache(cache: Path, repo_id: str, folder: Path) -> Path:
     return snap
 
 
+def _linked_run(run_dir: Path, dest: Path) -> Path:
+    """A copy of a run folder whose big files are hard links (the checkpoints are hundreds of MB); edit only
+    the small files of the copy (they are real copies)."""
+    dest.mkdir(parents=True)
+    for p in run_dir.iterdir():
+        if p.is_file():
+            if p.suffix in ('.pth', '.safetensors'):
+                os.link(p, dest / p.name)
+            else:
+                shutil.copy(p, dest / p.name)
+    return dest
+
+
 def _published_model(run_dir):
     from safetensors.torch import load_file
     model = timm.create_model('lc_resnet20_ws10', num_classes=10, in_chans=1, img_size=24)
@@ -74,7 +88,8 @@ def _images(n=4, chans=1, seed=0):
 def test_dry_run_folder(published):
     result, out = published
     assert not result.uploaded
-    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors', 'test']
+    assert result.files == ['README.md', 'config.json', 'model.safetensors', 'test/rand_tensors.safetensors']
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg['architecture'] == 'lc_resnet20_ws10'
     assert cfg['model_args']['in_chans'] == 1 and cfg['model_args']['num_classes'] == 10
@@ -181,7 +196,8 @@ class FakeApi:
         return type('RepoUrl', (), {'repo_id': kwargs['repo_id']})()
 
     def upload_folder(self, **kwargs):
-        files = sorted(p.name for p in Path(kwargs['folder_path']).iterdir())
+        root = Path(kwargs['folder_path'])
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob('*') if p.is_file())
         self.calls.append(('upload_folder', dict(kwargs, files=files)))
         return 'commit-info'
 
@@ -194,7 +210,8 @@ def test_upload_with_fake_api(run_dir):
     assert api.calls[0][1]['repo_id'] == REPO and api.calls[0][1]['exist_ok'] is True
     upload = api.calls[1][1]
     assert upload['repo_id'] == REPO
-    assert upload['files'] == ['README.md', 'config.json', 'model.safetensors']
+    assert upload['files'] == ['README.md', 'config.json', 'model.safetensors', 'test/rand_tensors.safetensors']
+    assert sorted(upload['allow_patterns']) == upload['files']  # exactly what was written goes up
     assert not any(f.endswith(('.bin', '.pth')) for f in upload['files'])
 
 
@@ -235,15 +252,20 @@ def test_mismatched_weights_publish_error(run_dir, tmp_path):
     shutil.copy(run_dir / 'model.safetensors', bare)
     with pytest.raises(PublishError, match=r'conv_resnet20.*(missing|unexpected|shape)'):
         publish(bare, 'x/y', model_name='conv_resnet20', dry_run_dir=tmp_path / 'o')
-    bad_run = tmp_path / 'run'
-    shutil.copytree(run_dir, bad_run)
+    bad_run = _linked_run(run_dir, tmp_path / 'run')
     cfg = json.loads((bad_run / 'config.json').read_text())
     cfg['img_size'] = 32
     (bad_run / 'config.json').write_text(json.dumps(cfg))
-    with pytest.raises(PublishError, match=r'shape mismatches: conv1.weight'):
-        publish(bad_run, 'x/y', dry_run_dir=tmp_path / 'o2')
+    # the run's checkpoint recorded the size it trained at: config.json no longer describes that run
+    with pytest.raises(PublishError, match=r'config.json and .*last.pth disagree on img_size: 32 in config.json, 24 '
+                                           r'in last.pth'):
+        publish(bad_run, 'x/y', dry_run_dir=tmp_path / 'o1')
     with pytest.raises(PublishError, match='pickled'):
         publish(bad_run / 'last.pth', 'x/y', dry_run_dir=tmp_path / 'o3')
+    (bad_run / 'last.pth').unlink()  # nothing to cross-check: the weights themselves do not fit the size
+    with pytest.raises(PublishError, match=r'shape mismatches: conv1.weight'):
+        publish(bad_run, 'x/y', dry_run_dir=tmp_path / 'o2')
+    assert not any((tmp_path / o).exists() for o in ('o1', 'o2', 'o3'))
 
 
 def test_adapt_in_chans_and_num_classes(run_dir):
@@ -407,8 +429,8 @@ def test_dry_run_writes_only_into_an_empty_or_new_folder(run_dir, tmp_path, caps
     captured = capsys.readouterr()
     assert captured.out == ''
     assert captured.err == (f'bioconv publish: error: {busy} is not empty (README.md, config.json, pytorch_model.bin): '
-                            'pass an empty or new folder; publish writes model.safetensors, config.json, README.md '
-                            'and never overwrites or deletes files.\n')
+                            'pass an empty or new folder; publish writes model.safetensors, config.json, README.md, '
+                            'test/rand_tensors.safetensors and never overwrites or deletes files.\n')
     assert {p.name: p.read_bytes() for p in busy.iterdir()} == mine
     # `--dry-run .` in a project folder leaves its README alone
     monkeypatch.chdir(busy)
@@ -423,8 +445,9 @@ def test_dry_run_writes_only_into_an_empty_or_new_folder(run_dir, tmp_path, caps
     empty.mkdir()
     assert main(['publish', str(run_dir), '--repo-id', REPO, '--dry-run', str(empty)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith('dry run: wrote README.md, config.json, model.safetensors for ')
-    assert sorted(p.name for p in empty.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert out.startswith('dry run: wrote README.md, config.json, model.safetensors, test/rand_tensors.safetensors '
+                          'for ')
+    assert sorted(p.name for p in empty.iterdir()) == ['README.md', 'config.json', 'model.safetensors', 'test']
 
 
 _AUTHORS = re.compile(r"authors|towards-bio-plausible-conv|pogodin", re.I)
