@@ -339,10 +339,10 @@ def test_undefined_weight_snr_is_left_out_not_infinite(tmp_path):
 
 
 @pytest.mark.parametrize('argv, expected', [
-    (['--model', 'no_such_model'], ["unknown model 'no_such_model'", 'bioconv list']),
-    (['--epochs', '-1'], ['epochs must be >= 1, got -1']),
+    (['--model', 'no_such_model'], ["'no_such_model'", 'bioconv list']),
+    (['--epochs', '-1'], ['epochs', '-1', '>= 1']),
     (['--model-kwargs', 'num_classes=5'], ['num_classes', 'remove num_classes=']),
-    (['--model-kwargs', 'no_such_arg=5'], ['does not accept model_kwargs', 'no_such_arg']),
+    (['--model-kwargs', 'no_such_arg=5'], ['no_such_arg']),
 ])
 def test_bad_train_arguments_get_one_line_and_exit_2(tmp_path, capsys, argv, expected):
     code = cli_main(['train', '--dataset', 'digits', '--epochs', '1', '--train-subset', '32', '--eval-subset', '16',

@@ -220,12 +220,12 @@ class _Run:
             self.snr_rows = json.loads(ckpt.get('snr_history', '[]'))
             self.sleep_rows[:] = json.loads(ckpt.get('sleep_history', '[]'))
             self.start_epoch = int(ckpt['epoch']) + 1
-            self.saver.last_epoch = int(ckpt['epoch'])
             self.best_top1 = float(ckpt['best_top1'])
             if dist.main and path != last_path:
                 print(f'{last_path} is missing: recovering from {path.name}, the newest complete checkpoint '
                       f'(epoch {self.start_epoch})', flush=True)
-                duplicate_file(path, last_path)
+                duplicate_file(path, last_path)  # the folder is whole again, even if the run stops before a save
+            self.saver.last_epoch = int(ckpt['epoch'])  # what last.pth now holds
             if dist.main:
                 print(f'resuming {cfg.model} from {path} at epoch {self.start_epoch} (step {self.hook.steps})',
                       flush=True)
