@@ -36,9 +36,10 @@ Splits: ``split='test'`` trains on the full training set and evaluates on the of
 (paper sizes: CIFAR 5k, TinyImageNet 10k, ImageNet 10k; digits and Fashion-MNIST 10%), chosen by a
 permutation seeded with ``seed``, and evaluates on it with test-time transforms.
 
-Reproducibility: augmentation draws from torch's RNG. With ``num_workers=0`` that is the global RNG
-(``torch.manual_seed`` reproduces it); with workers, each worker's RNGs are seeded from
-``(seed, epoch, rank, worker id)``. The shuffling order depends only on ``(seed, epoch)``.
+Reproducibility: the shuffling order depends only on ``(seed, epoch)``, and each training item's
+augmentation draws from torch's RNG seeded from ``(seed, epoch, item index)`` (``make_loader``), so the
+batches depend neither on ``num_workers`` nor on the global RNG. Workers' other RNGs (numpy, random) are
+seeded from ``(seed, epoch, rank, worker id)``.
 
 Missing or malformed data raises :class:`DatasetError`, whose message says where the files must be.
 """
