@@ -3,7 +3,7 @@
 :func:`hold_run_folder` is the lock. ``bioconv train`` holds it on its output folder for its whole life (and
 ``compare`` / ``publish`` can hold it on theirs), so a second process pointed at the same folder stops at once with
 one line naming the holder (pid, host, start time) instead of interleaving its files with the first one's. The lock
-is ``flock`` on ``<folder>/.bioconv-lock`` (``filelock.UnixFileLock``; no soft-lock fallback): the kernel drops it
+is ``flock`` on ``<folder>/.bioconv-lock`` (``filelock.FileLock``; no soft-lock fallback): the kernel drops it
 when its process ends, so a lock left by a killed process never blocks anybody.
 
 :func:`mark_run_folder` writes ``<folder>/.bioconv-run``. A folder is a run folder only by that marker (or, for
@@ -78,13 +78,14 @@ def read_holder(path: PathLike) -> Optional[Dict[str, Any]]:
     return holder if isinstance(holder, dict) else None
 
 
-def _new_lock(lock_path: Path) -> 'filelock.UnixFileLock':
+def _new_lock(lock_path: Path) -> filelock.BaseFileLock:
+    """An OS lock (flock on POSIX, msvcrt on Windows: ``filelock.FileLock``), non-blocking."""
     kwargs: Dict[str, Any] = dict(timeout=0)
-    # filelock >= 3.19 may fall back to a marker file where flock is missing; such a lock outlives a killed
+    # newer filelock versions may fall back to a marker file where flock is missing; such a lock outlives a killed
     # process, which is what this lock must never do
-    if 'fallback_to_soft' in inspect.signature(filelock.UnixFileLock.__init__).parameters:
+    if 'fallback_to_soft' in inspect.signature(filelock.FileLock.__init__).parameters:
         kwargs['fallback_to_soft'] = False
-    return filelock.UnixFileLock(str(lock_path), **kwargs)
+    return filelock.FileLock(str(lock_path), **kwargs)
 
 
 def _missing_ancestors(path: Path) -> List[Path]:
