@@ -28,6 +28,7 @@ from .errors import UserValueError
 
 __all__ = ['ConfigError', 'Setting', 'setting', 'inherit', 'validate_settings', 'declared_fields', 'field_kind',
            'fields_with_resume', 'flag_name', 'flags_markdown', 'settings_from_mapping', 'load_settings_file', 'device_problem',
+           'registered_model_problem',
            'RESUME_RULES', 'PATH_KINDS']
 
 # same: a resumed run must have the value the run started with; neutral: never changes what a run computes
@@ -63,6 +64,7 @@ class Setting:
     flag: Optional[str] = None
     metavar: Optional[str] = None
     default_help: Optional[str] = None   # what a None default stands for, e.g. "the dataset's"
+    valid: Optional[str] = None          # the valid values in words, where a check function decides them
     cli: bool = True
 
     def choice_list(self) -> Optional[List[Any]]:
@@ -211,6 +213,12 @@ def _problem(value: Any, f: dataclasses.Field, decl: Setting, cls: type, config:
     return None
 
 
+def _label(f: dataclasses.Field, decl: Setting) -> str:
+    """How a message names a setting: the field and its flag ('seed (--seed)'; a positional: 'source')."""
+    flag = flag_name(f, decl)
+    return f'{f.name} ({flag})' if flag.startswith('-') else f.name
+
+
 def validate_settings(config: Any) -> None:
     """Convert each field of the settings dataclass ``config`` as declared (lists to tuples, ...), then raise
     :class:`ConfigError` for the first value outside its declaration, naming the field, its flag and the value."""
@@ -224,12 +232,12 @@ def validate_settings(config: Any) -> None:
             elif kind is tuple and isinstance(value, list):
                 value = tuple(value)
         except (TypeError, ValueError, AttributeError) as exc:  # a value of the wrong kind for the converter
-            raise ConfigError(f'{f.name} ({flag_name(f, decl)}) = {value!r}: {exc}') from None
+            raise ConfigError(f'{_label(f, decl)} = {value!r}: {exc}') from None
         object.__setattr__(config, f.name, value)
         problem = _problem(value, f, decl, cls, config)
         if problem:
             shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + '...'
-            raise ConfigError(f'{f.name} ({flag_name(f, decl)}) = {shown} {problem}')
+            raise ConfigError(f'{_label(f, decl)} = {shown} {problem}')
 
 
 def flags_markdown(cls: type) -> str:
@@ -242,9 +250,12 @@ def flags_markdown(cls: type) -> str:
         type_name = getattr(kind, '__name__', str(kind))
         if kind in (tuple, dict):
             type_name = f'{type_name} of {getattr(element, "__name__", "value")}'
-        default = f.default if f.default is not MISSING else f.default_factory()
-        default_text = decl.default_help if (default is None and decl.default_help) else repr(default)
-        valid = decl.bounds_text()
+        if f.default is MISSING and f.default_factory is MISSING:
+            default_text = 'required'
+        else:
+            default = f.default if f.default is not MISSING else f.default_factory()
+            default_text = decl.default_help if (default is None and decl.default_help) else repr(default)
+        valid = decl.valid or decl.bounds_text()
         if decl.choices is not None and not callable(decl.choices):
             valid = ', '.join(map(str, decl.choices))
         elif callable(decl.choices):
@@ -253,9 +264,18 @@ def flags_markdown(cls: type) -> str:
             valid = {'dir_in': 'an existing folder', 'dir_out': 'a folder (created)', 'file_in': 'an existing file',
                      'file_out': 'a file (written)'}[decl.path]
         cell = lambda text: str(text).replace('|', '\\|')  # noqa: E731
-        rows.append(f'| `{flag_name(f, decl)}` | {type_name} | {cell(default_text)} | {cell(valid)} | '
+        flag = flag_name(f, decl)
+        if kind is bool and (f.default is not False or nullable):  # --x and --no-x
+            flag = '--[no-]' + flag[2:]
+        rows.append(f'| `{flag}` | {type_name} | {cell(default_text)} | {cell(valid)} | '
                     f'{decl.resume or "-"} | {cell(decl.help)} |')
     return '\n'.join(rows)
+
+
+def registered_model_problem(name: str, config: Any = None) -> Optional[str]:
+    """A ``check`` for a model name: None when timm knows it (``import bioconv_timm`` registers ours)."""
+    import timm  # here, not at the top: the settings (and the CLI's flags) load without timm
+    return None if timm.is_model(name) else 'is not a registered model; run `bioconv list` for the names'
 
 
 def device_problem(name: str, config: Any = None) -> Optional[str]:

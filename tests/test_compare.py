@@ -131,3 +131,17 @@ def test_cli_compares_a_timm_family_on_chosen_cells(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert re.search(r"^bioconv compare: error: .*unknown compare cell\(s\) \['ws1'\].*'lc_ws1'", err)
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_comparison_folder_belongs_to_one_comparison(tmp_path, capsys):
+    """Two `bioconv compare` into one --output-dir: the second is refused in one line naming the first (its pid),
+    and trains nothing."""
+    import os
+
+    from bioconv_timm.cli import main as cli_main
+    from bioconv_timm.run_folder import hold_run_folder
+    with hold_run_folder(tmp_path / 'cmp', command='compare'):
+        assert cli_main(['compare', '--output-dir', str(tmp_path / 'cmp'), '--epochs', '1', '--no-progress']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('bioconv compare: error: ') and f'pid {os.getpid()}' in err and len(err.splitlines()) == 1
+    assert not list((tmp_path / 'cmp').glob('*-seed*'))

@@ -174,13 +174,16 @@ def test_loader_order_reproducible_per_seed_and_epoch():
 
 
 def test_loader_augmentation_reproducible():
+    """The augmentation of an item depends on (seed, epoch, index) only: not on the global RNG, nor on the
+    number of workers (so --workers may change on resume)."""
     bundle = build_datasets('digits', pad=4, train_subset=64)
     torch.manual_seed(1)
     a = next(iter(make_loader(bundle.train, 32, train=True)))[0]
-    torch.manual_seed(1)
+    torch.manual_seed(2)
     b = next(iter(make_loader(bundle.train, 32, train=True)))[0]
-    c = next(iter(make_loader(bundle.train, 32, train=True)))[0]
-    assert torch.equal(a, b) and not torch.equal(a, c)  # num_workers=0: torch's global RNG
+    c = next(iter(make_loader(bundle.train, 32, train=True, epoch=1)))[0]
+    d = next(iter(make_loader(bundle.train, 32, train=True, seed=1)))[0]
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, d)
 
 
 def test_loader_workers_reproducible():

@@ -7,6 +7,7 @@ This package is the only place in ``bioconv_timm`` that imports argparse, and no
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -15,9 +16,11 @@ from ..errors import BioconvError
 from . import bench, brainscore, compare, list_models, publish, sleep_sim, train
 from .flags import Parser
 
-__all__ = ['build_parser', 'main']
+__all__ = ['build_parser', 'main', 'flags_page', 'COMMAND_SETTINGS']
 
 SUBCOMMANDS = (list_models, train, compare, publish, bench, brainscore, sleep_sim)
+# each command's settings class, from which its flags are generated ('brainscore score': ...)
+COMMAND_SETTINGS = {name: cls for command in SUBCOMMANDS for name, cls in getattr(command, 'SETTINGS', {}).items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +64,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BioconvError as exc:
         print(f'{command}: error: {exc}', file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `bioconv list | head`: the reader left; not an error of ours or theirs
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.filename is None:  # not about a path the user gave: a bug, keep the traceback
             raise
@@ -68,3 +74,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'{command}: error: {exc.filename}: {what}; check the path (and that it is writable where '
               'output goes)', file=sys.stderr)
         return 2
+
+
+def flags_page() -> str:
+    """docs/flags.md: every command's flags, generated from the settings declarations
+    (``python scripts/write_flags_doc.py`` rewrites the file; tests/test_settings.py checks it is current)."""
+    from ..settings import flags_markdown
+    parts = ['# Command-line flags', '',
+             'Generated from the settings declarations (`bioconv_timm.settings`): each flag is one field of a settings '
+             'dataclass, with its type, default, valid values and, for `train`, whether a resumed run (`--resume`) may '
+             'change it (*same*: must equal the run\'s; *neutral*: never changes what a run computes; *extend*: may '
+             'change). `train` and `compare` also take `--config FILE`, a YAML or JSON mapping of these settings '
+             '(names with `_` or `-`), which the flags given on the command line override.', '',
+             'Regenerate with `python scripts/write_flags_doc.py`.', '']
+    for name, cls in COMMAND_SETTINGS.items():
+        parts += [f'## `bioconv {name}`', '', f'Settings class: `{cls.__module__}.{cls.__qualname__}`.', '',
+                  flags_markdown(cls), '']
+    return '\n'.join(parts)

@@ -8,6 +8,8 @@ from ..bench import BenchConfig, format_report, run_benchmark
 from .flags import add_setting_flags, settings_from_args
 
 
+SETTINGS = {'bench': BenchConfig}  # the settings class of each command (docs/flags.md, tests)
+
 def add_bench_args(parser: argparse.ArgumentParser) -> None:
     """The flags of ``bioconv bench`` (also ``scripts/bench_lc.py``): one per BenchConfig field."""
     add_setting_flags(parser, BenchConfig)

@@ -8,6 +8,8 @@ from ..train.compare import CompareConfig, compare, format_compare_table, preset
 from .flags import add_config_flag, add_setting_flags, given_settings
 
 
+SETTINGS = {'compare': CompareConfig}  # the settings class of each command (docs/flags.md, tests)
+
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """The dataset's preset (``PRESETS``), then the ``--config`` file, then the flags given; ``--lr CELL=LR``
     changes only the cells it names."""

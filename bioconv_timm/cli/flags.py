@@ -46,7 +46,8 @@ class _ListAction(argparse.Action):
                     out.append(self.element(token))
                 except ValueError:
                     parser.error(f'argument {option_string}: invalid {self.element.__name__} value: {token!r}')
-        setattr(namespace, self.dest, tuple(out))
+        earlier = getattr(namespace, self.dest, None)  # a repeated flag adds to the list (--model a --model b)
+        setattr(namespace, self.dest, (earlier if isinstance(earlier, tuple) else ()) + tuple(out))
 
 
 class _KeyValueAction(argparse.Action):
@@ -105,7 +106,11 @@ def add_setting_flags(parser: argparse.ArgumentParser, cls: type, exclude: Itera
         if not decl.cli or f.name in exclude:
             continue
         kind, nullable, element = field_kind(cls, f.name)
-        kwargs: Dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=_help(f, decl))
+        flag = flag_name(f, decl)
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        kwargs: Dict[str, Any] = dict(help=_help(f, decl))
+        if flag.startswith('-'):
+            kwargs.update(dest=f.name, default=argparse.SUPPRESS, required=required)
         if decl.metavar:
             kwargs['metavar'] = decl.metavar
         if kind is bool:
@@ -117,7 +122,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, cls: type, exclude: Itera
             kwargs.update(nargs='*', action=_KeyValueAction, numbers=element is float)
         else:
             kwargs['type'] = _scalar(kind)
-        parser.add_argument(flag_name(f, decl), **kwargs)
+        parser.add_argument(flag, **kwargs)
 
 
 def add_config_flag(parser: argparse.ArgumentParser) -> None:

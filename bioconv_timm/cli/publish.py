@@ -2,18 +2,62 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
 
-from ..hub import PublishError, publish
+from ..hub import publish
+from ..settings import registered_model_problem, setting, validate_settings
+from .flags import add_setting_flags, settings_from_args
+
+_REPO_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$')
+
+
+def _source_problem(path: str, config: Any) -> Optional[str]:
+    source = Path(path)
+    if not source.exists():
+        return 'does not exist; pass a `bioconv train` run folder or a .safetensors file'
+    if source.is_file() and source.suffix != '.safetensors':
+        return 'is a file but not a .safetensors file; pass a run folder or a .safetensors file'
+    return None
+
+
+def _repo_id_problem(repo_id: str, config: Any) -> Optional[str]:
+    return None if _REPO_ID.match(repo_id) else 'is not a Hub repo id ORG/NAME (letters, digits, - _ .)'
+
+
+def _one_line(text: str, config: Any) -> Optional[str]:
+    return 'must be one line' if '\n' in text or '\r' in text else None
+
+
+@dataclass
+class PublishConfig:
+    """What ``bioconv publish`` uploads (:func:`bioconv_timm.hub.publish`); every field declared once."""
+    source: str = setting(help='a `bioconv train` run folder or a .safetensors file', flag='source',
+                          check=_source_problem, metavar='RUN_DIR_OR_CHECKPOINT', valid='an existing run folder '
+                          'or .safetensors file')
+    repo_id: str = setting(help='Hub repo ORG/NAME, e.g. bioconv-timm/lc_resnet20_ws10.digits',
+                           check=_repo_id_problem, valid='ORG/NAME')
+    dry_run: Optional[str] = setting(None, help='write the folder to OUT_DIR, upload nothing', path='dir_out',
+                                     metavar='OUT_DIR', default_help='upload')
+    model: Optional[str] = setting(None, help='model name (needed for a bare .safetensors file)', check=registered_model_problem,
+                                   valid='a name `bioconv list` prints', default_help="the run's")
+    private: bool = setting(False, help='create the repo as private')
+    commit_message: Optional[str] = setting(None, help='the Hub commit message', check=_one_line, valid='one line',
+                                            default_help='names the model and its top-1')
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
+
+
+SETTINGS = {'publish': PublishConfig}  # the settings class of each command (docs/flags.md, tests)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        result = publish(args.source, args.repo_id, model_name=args.model, dry_run_dir=args.dry_run,
-                         private=args.private, commit_message=args.commit_message)
-    except PublishError as exc:
-        print(f'bioconv publish: error: {exc}', file=sys.stderr)
-        return 2
+    cfg = settings_from_args(args, PublishConfig)
+    result = publish(cfg.source, cfg.repo_id, model_name=cfg.model, dry_run_dir=cfg.dry_run, private=cfg.private,
+                     commit_message=cfg.commit_message)
     top1 = f', top-1 {result.top1:.2f}%' if result.top1 is not None else ''
     if result.uploaded:
         print(f'published {result.model_name}{top1} to https://huggingface.co/{result.repo_id} '
@@ -26,11 +70,6 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser('publish', help='export a run (or .safetensors file) as a timm Hub model with a model card '
-                                       'and upload it')
-    p.add_argument('source', metavar='RUN_DIR_OR_CHECKPOINT', help='a `bioconv train` run folder or a .safetensors file')
-    p.add_argument('--repo-id', required=True, help='Hub repo ORG/NAME, e.g. bioconv-timm/lc_resnet20_ws10.digits')
-    p.add_argument('--dry-run', metavar='OUT_DIR', default=None, help='write the folder to OUT_DIR, upload nothing')
-    p.add_argument('--model', default=None, help='model name (needed for a bare .safetensors file)')
-    p.add_argument('--private', action='store_true', help='create the repo as private')
-    p.add_argument('--commit-message', default=None)
+                                              'and upload it')
+    add_setting_flags(p, PublishConfig)
     p.set_defaults(func=run)

@@ -7,6 +7,8 @@ from ..sleep.dynamics import SleepSimConfig, run_sleep_sim
 from .flags import add_setting_flags, settings_from_args
 
 
+SETTINGS = {'sleep-sim': SleepSimConfig}  # the settings class of each command (docs/flags.md, tests)
+
 def run(args: argparse.Namespace) -> int:
     run_sleep_sim(settings_from_args(args, SleepSimConfig))
     return 0

@@ -7,6 +7,8 @@ from ..train import TrainConfig, train
 from .flags import add_config_flag, add_setting_flags, settings_from_args
 
 
+SETTINGS = {'train': TrainConfig}  # the settings class of each command (docs/flags.md, tests)
+
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     """The ``bioconv train`` flags: ``--config FILE`` and one per TrainConfig field."""
     add_config_flag(parser)

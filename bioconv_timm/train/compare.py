@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .._atomic import atomic_write_text
+from .._atomic import atomic_write_text, write_json
 from ..paper import TABLE1_TOP1, model_for_label
+from ..run_folder import hold_run_folder
 from ..models import TIMM_ARCHS
 from ..settings import ConfigError, inherit, setting, validate_settings
 from .config import TrainConfig, finished_run
@@ -197,31 +198,34 @@ def compare(config: CompareConfig) -> List[Dict[str, Any]]:
     diff (vs conv), seeds, paper_top1, paper_diff.
     """
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for cell in config.cells:
-        accs = []
-        for seed in config.seeds:
-            tc = cell_config(config, cell, seed)
-            # reuse a finished cell only when it was trained with exactly these settings
-            result = finished_run(tc.output_dir, tc)
-            if result is None:
-                print(f'== {cell.label} ({tc.model}, reps {tc.reps}, lr {tc.lr:g}, seed {seed})', flush=True)
-                result = dict(final=train(tc).final)
-            accs.append(result['final']['top1'])
-        rows.append(dict(label=cell.label, regularizer=cell.regularizer, model=tc.model, reps=cell.reps, lr=tc.lr,
-                         top1=statistics.mean(accs), top1_spread=max(accs) - min(accs), seeds=len(accs),
-                         paper_top1=PAPER_CIFAR10_PAD4.get(cell.label)))
-    conv = next((r['top1'] for r in rows if r['label'] == 'conv'), None)
-    paper_conv = PAPER_CIFAR10_PAD4['conv']
-    for r in rows:
-        r['diff'] = r['top1'] - conv if conv is not None else None
-        r['paper_diff'] = r['paper_top1'] - paper_conv if r['paper_top1'] is not None else None
-    atomic_write_text(out / 'compare.json', json.dumps(dict(config=_jsonable(config), rows=rows), indent=2))
-    table = format_compare_table(rows, config)
-    atomic_write_text(out / 'compare.md', table + '\n')
-    plot_compare(rows, out / 'compare.png', f'{config.dataset}, pad {config.pad}, {config.epochs} epochs')
+    with hold_run_folder(out, command='compare'):  # two comparisons into one folder would mix their cells
+        rows = [_cell_row(config, cell) for cell in config.cells]
+        conv = next((r['top1'] for r in rows if r['label'] == 'conv'), None)
+        paper_conv = PAPER_CIFAR10_PAD4['conv']
+        for r in rows:
+            r['diff'] = r['top1'] - conv if conv is not None else None
+            r['paper_diff'] = r['paper_top1'] - paper_conv if r['paper_top1'] is not None else None
+        write_json(out / 'compare.json', dict(config=_jsonable(config), rows=rows))
+        table = format_compare_table(rows, config)
+        atomic_write_text(out / 'compare.md', table + '\n')
+        plot_compare(rows, out / 'compare.png', f'{config.dataset}, pad {config.pad}, {config.epochs} epochs')
     return rows
+
+
+def _cell_row(config: CompareConfig, cell: CompareCell) -> Dict[str, Any]:
+    """Train one cell over the seeds (reusing finished runs with the same settings): its table row."""
+    accs = []
+    for seed in config.seeds:
+        tc = cell_config(config, cell, seed)
+        # reuse a finished cell only when it was trained with exactly these settings
+        result = finished_run(tc.output_dir, tc)
+        if result is None:
+            print(f'== {cell.label} ({tc.model}, reps {tc.reps}, lr {tc.lr:g}, seed {seed})', flush=True)
+            result = dict(final=train(tc).final)
+        accs.append(result['final']['top1'])
+    return dict(label=cell.label, regularizer=cell.regularizer, model=tc.model, reps=cell.reps, lr=tc.lr,
+                top1=statistics.mean(accs), top1_spread=max(accs) - min(accs), seeds=len(accs),
+                paper_top1=PAPER_CIFAR10_PAD4.get(cell.label))
 
 
 def _jsonable(config: CompareConfig) -> Dict[str, Any]:

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserRuntimeError
-from ..settings import ConfigError, device_problem, fields_with_resume, setting, validate_settings
+from ..settings import (ConfigError, device_problem, fields_with_resume, registered_model_problem, setting,
+                        validate_settings)
 from .. import models as _models  # noqa: F401  (registers the models)
 from ..paper import cifar10_pad4_lr
 from ..sleep import OPTIMIZER_POLICIES, SLEEP_MODES
@@ -32,10 +33,6 @@ _DEFAULT_BATCH = {'digits': 64, 'fashion-mnist': 128, 'cifar10': 512, 'cifar100'
 class CheckpointError(UserRuntimeError):
     """A checkpoint that cannot be resumed (corrupt, or from another model/configuration), or a run folder
     that already holds another run."""
-
-
-def _known_model(name: str, cfg: Any) -> Optional[str]:
-    return None if name in timm.list_models() else 'is not a registered model; run `bioconv list` for the names'
 
 
 # create_model arguments the dataset (or another TrainConfig field) sets; model_kwargs may not repeat them
@@ -67,11 +64,13 @@ class TrainConfig:
     """Everything a run needs; each field is declared once (``bioconv_timm.settings``): type, range, help and
     whether a resumed run may change it. ``None`` means "the documented default". Bad values raise
     :class:`ConfigError` when the config is built."""
-    model: str = setting('lc_resnet20_ws10', help='registered model name (see `bioconv list`)', check=_known_model,
+    model: str = setting('lc_resnet20_ws10', help='registered model name (see `bioconv list`)', check=registered_model_problem,
+                         valid='a name `bioconv list` prints',
                          resume='same')
     model_kwargs: Dict[str, Any] = setting(
         default_factory=dict, help="extra timm.create_model arguments, e.g. 'layers=(1,1,1)' stem_stride=2",
-        check=_model_kwargs_problem, resume='same', metavar='KEY=VALUE')
+        check=_model_kwargs_problem, resume='same', metavar='KEY=VALUE',
+        valid='KEY=VALUE items; not ' + ', '.join(_DATASET_MODEL_ARGS))
     dataset: str = setting('digits', help='digits is embedded (scikit-learn), no download', choices=DATASETS,
                            convert=canonical_dataset_name, resume='same')
     data_dir: Optional[str] = setting(None, help='folder holding the dataset files', path='dir_in', resume='neutral')
@@ -100,7 +99,8 @@ class TrainConfig:
     lr: Optional[float] = setting(None, help='learning rate', gt=0, le=100, resume='same',
                                   default_help='paper Table 11: conv 1e-2, LC 1e-3, LC-ws10/100 5e-4')
     weight_decay: float = setting(1e-2, help='AdamW weight decay (paper: 1e-2)', ge=0, le=1, resume='same')
-    opt: str = setting('adamw', help='timm optimizer name (paper: adamw)', check=_optimizer_problem, resume='same')
+    opt: str = setting('adamw', help='timm optimizer name (paper: adamw)', check=_optimizer_problem,
+                   valid='a name timm.optim.list_optimizers() gives', resume='same')
     lr_milestones: Optional[Tuple[int, ...]] = setting(
         None, help="epochs where lr is multiplied by --lr-decay, e.g. '100 150'; a resumed run keeps the "
         "milestones it started with unless they are given", ge=1, resume='same', metavar='EPOCH',
@@ -120,7 +120,7 @@ class TrainConfig:
     refresh_bn: bool = setting(False, help='recompute BatchNorm statistics after the final sleep', resume='extend')
     amp: Optional[bool] = setting(None, help='autocast', default_help='on for CUDA', resume='same')
     amp_dtype: str = setting('bfloat16', help='autocast dtype', choices=('bfloat16', 'float16'), resume='same')
-    device: Optional[str] = setting(None, help='cpu, cuda or cuda:N', check=device_problem,
+    device: Optional[str] = setting(None, help='the torch device', check=device_problem, valid='cpu, cuda, cuda:N',
                                     default_help='cuda (local rank) if available, else cpu', resume='neutral')
     channels_last: bool = setting(True, help='channels-last memory format', resume='same')
     ema: bool = setting(False, help='evaluate an exponential moving average of the weights', resume='same')

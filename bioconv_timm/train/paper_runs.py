@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .._atomic import atomic_write_text
+from .._atomic import atomic_write_text, write_json
 from ..paper import PaperCell, cells
 from .config import TrainConfig, finished_run
 from .loop import train
@@ -144,7 +144,7 @@ def run_table(table: str, dataset: Optional[str] = None,
         root.mkdir(parents=True, exist_ok=True)
         stem = f'table{table}' + (f'-{dataset}' if dataset else '')
         atomic_write_text(root / f'{stem}.md', f'# Paper Table {table}: measured vs reported\n\n{text}\n')
-        atomic_write_text(root / f'{stem}.json', json.dumps(rows, indent=2))
+        write_json(root / f'{stem}.json', rows)
     return rows
 
 
