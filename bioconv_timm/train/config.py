@@ -20,7 +20,7 @@ from ..settings import (ConfigError, device_problem, fields_with_resume, registe
 from .. import models as _models  # noqa: F401  (registers the models)
 from ..paper import cifar10_pad4_lr
 from ..sleep import OPTIMIZER_POLICIES, SLEEP_MODES
-from .data import DATASETS, DEFAULT_IMG_SIZE, canonical_dataset_name
+from .data import DATASET_SHAPES, DATASETS, DEFAULT_IMG_SIZE, canonical_dataset_name
 
 __all__ = ['TrainConfig', 'TrainResult', 'CheckpointError', 'ConfigError', 'RESULT_NEUTRAL_FIELDS',
            'RESUMABLE_CHANGES', 'config_differences', 'format_differences', 'default_lr', 'resolve_config',
@@ -252,10 +252,15 @@ def create_model(cfg: TrainConfig, **dataset_args: Any) -> nn.Module:
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """``config`` with its documented defaults filled in (batch size, lr, sleep period, milestones, folder),
-    as the run folder's config.json will state them. Builds the model on the meta device (no memory)."""
+    as the run folder's config.json will state them. Builds the model on the meta device (no memory) at the
+    dataset's input size, channels and classes, so a model too large to build is refused here (before any data
+    is read) with its estimate."""
     validate(config)
+    in_chans, num_classes = DATASET_SHAPES[config.dataset]
+    img_size = config.img_size or DEFAULT_IMG_SIZE[config.dataset]
     with torch.device('meta'):
-        model = create_model(config)
+        model = create_model(config, img_size=img_size, in_chans=in_chans, num_classes=num_classes,
+                             drop_rate=config.drop_rate)
     return fill_defaults(config, getattr(model, 'sleep_every', None))
 
 

@@ -72,6 +72,11 @@ DATASETS: Tuple[str, ...] = ('digits', 'fashion-mnist', 'cifar10', 'cifar100', '
 # network input side when img_size is not given (digits: the canvas side)
 DEFAULT_IMG_SIZE: Dict[str, int] = {'digits': 24, 'fashion-mnist': 28, 'cifar10': 32, 'cifar100': 32,
                                     'tinyimagenet': 48, 'imagenet': 224}
+# (in_chans, num_classes) of each dataset, known before its files are read: the run's model is sized (on the meta
+# device) before any data is loaded. TinyImageNet and ImageNet: the standard class counts (a folder with other
+# classes gets its own count when loaded).
+DATASET_SHAPES: Dict[str, Tuple[int, int]] = {'digits': (1, 10), 'fashion-mnist': (1, 10), 'cifar10': (3, 10),
+                                              'cifar100': (3, 100), 'tinyimagenet': (3, 200), 'imagenet': (3, 1000)}
 _ALIASES = {'fashion_mnist': 'fashion-mnist', 'fashionmnist': 'fashion-mnist', 'tiny-imagenet': 'tinyimagenet',
             'tiny_imagenet': 'tinyimagenet'}
 
@@ -207,7 +212,7 @@ def pad_random_crop(size: int, pad: int = 0) -> T.RandomCrop:
     Applied after normalization, zero is the training-set mean: the paper's "pad with the mean".
     """
     if pad < 0:
-        raise ValueError(f'pad must be >= 0, got {pad}')
+        raise DatasetError(f'pad must be >= 0, got {pad}')
     return T.RandomCrop(size, padding=pad or None, fill=0)
 
 
@@ -249,7 +254,7 @@ def _digits_canvases(canvas: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Ten
 def _load_digits(img_size: Optional[int], pad: int) -> Tuple[Dataset, Dataset, Callable, Callable, dict]:
     canvas = DEFAULT_IMG_SIZE['digits'] if img_size is None else img_size
     if canvas < 16:
-        raise ValueError(f'digits: img_size is the canvas side and must be >= 16 (the upscaled digit), got {canvas}')
+        raise DatasetError(f'digits: img_size is the canvas side and must be >= 16 (the upscaled digit), got {canvas}')
     images, labels, train_idx, test_idx = _digits_canvases(canvas)
     train = ImageTensorDataset(images[train_idx], labels[train_idx], scale=1 / 16)
     test = ImageTensorDataset(images[test_idx], labels[test_idx], scale=1 / 16)
@@ -524,7 +529,7 @@ def _take_subset(indices: torch.Tensor, size: Optional[int], what: str, seed: in
     if size is None:
         return indices
     if not 0 < size <= len(indices):
-        raise ValueError(f'{what}={size} must be in 1..{len(indices)} (available)')
+        raise DatasetError(f'{what}={size} must be in 1..{len(indices)} (available)')
     return indices[_permutation(len(indices), seed, stream)[:size]].sort().values
 
 
@@ -564,11 +569,11 @@ def build_datasets(name: str = 'digits', data_dir: Optional[str] = None, pad: in
     if key not in DATASETS:
         raise DatasetError(f'unknown dataset {name!r}; choose one of: {", ".join(DATASETS)}')
     if split not in ('val', 'test'):
-        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        raise DatasetError(f"split must be 'val' or 'test', got {split!r}")
     if pad < 0:
-        raise ValueError(f'pad must be >= 0, got {pad}')
+        raise DatasetError(f'pad must be >= 0, got {pad}')
     if seed < 0:
-        raise ValueError(f'seed must be >= 0, got {seed}')
+        raise DatasetError(f'seed must be >= 0, got {seed}')
 
     if key == 'digits':
         train_base, test_base, train_tf, eval_tf, info = _load_digits(img_size, pad)
@@ -585,7 +590,7 @@ def build_datasets(name: str = 'digits', data_dir: Optional[str] = None, pad: in
     else:
         held_out = val_size if val_size is not None else VAL_SIZES.get(key, round(VAL_FRACTION * n_train))
         if not 0 < held_out < n_train:
-            raise ValueError(f'{key}: val_size={held_out} must be in 1..{n_train - 1} ({n_train} training images)')
+            raise DatasetError(f'{key}: val_size={held_out} must be in 1..{n_train - 1} ({n_train} training images)')
         order = _permutation(n_train, seed, 0)
         eval_idx, train_idx = order[:held_out].sort().values, order[held_out:].sort().values
         eval_base = train_base  # held-out images, shown with test-time transforms
@@ -713,7 +718,7 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, reps: int = 1, n
         A DataLoader yielding (images (B, C, H, W), labels (B,)).
     """
     if batch_size < 1:
-        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        raise DatasetError(f'batch_size must be >= 1, got {batch_size}')
     if drop_last is None:
         drop_last = train
     if drop_last and not train:
@@ -721,10 +726,10 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, reps: int = 1, n
     collate_fn = None
     if train and reps > 1:
         if batch_size % reps:
-            raise ValueError(f'batch_size ({batch_size}) must be a multiple of reps ({reps})')
+            raise DatasetError(f'batch_size ({batch_size}) must be a multiple of reps ({reps})')
         dataset, batch_size, collate_fn = RepeatedViews(dataset, reps), batch_size // reps, collate_views
     elif reps < 1:
-        raise ValueError(f'reps must be >= 1, got {reps}')
+        raise DatasetError(f'reps must be >= 1, got {reps}')
 
     rank, world = 0, 1
     sampler: Optional[Sampler] = None

@@ -38,7 +38,7 @@ from ..sharding import estimate_model_bytes
 from ..sleep import SLEEP_MODES, SleepHook
 from .checkpoint import (CHECKPOINT_VERSION, RunCheckpointSaver, find_resume_checkpoint, refuse_existing_run,
                          refuse_foreign_folder, rng_state, set_rng_state)
-from .config import ConfigError, TrainConfig, TrainResult, create_model, fill_defaults, validate
+from .config import ConfigError, TrainConfig, TrainResult, create_model, fill_defaults, resolve_config, validate
 from .data import build_datasets, make_loader
 from .distributed import DistInfo, ranks_identical, sync_batchnorm
 from .engine import DivergedError, check_finite_weights, evaluate, train_one_epoch
@@ -50,11 +50,9 @@ __all__ = ['train', 'build_scheduler']
 def train(config: TrainConfig) -> TrainResult:
     """Train one model; the run folder gets ``config.json``, ``metrics.csv``, ``snr.csv``, ``sleeps.csv``,
     ``last.pth`` / ``model_best.pth``, ``model.safetensors``, ``result.json`` and ``curves.png``."""
-    validate(config)
+    out_dir = Path(resolve_config(config).output_dir)  # every setting checked, the model sized on meta: no data yet
     dist_info = DistInfo()
     try:
-        # the folder depends on model, dataset and seed only; checked (and held) before anything is built
-        out_dir = Path(fill_defaults(config, None).output_dir)
         if dist_info.main:
             refuse_foreign_folder(out_dir)  # before the lock: not even a lock file goes into someone else's folder
         with hold_run_folder(out_dir, 'train') if dist_info.main else contextlib.nullcontext():
