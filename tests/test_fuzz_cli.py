@@ -224,3 +224,43 @@ def test_bad_values_found_later_still_reach_the_user_as_one_line(argv, expected,
     err = capsys.readouterr().err
     assert code == 2 and err.startswith('bioconv train: error: ') and expected in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / 'run').exists()
+
+
+# The values an outside check reported as tracebacks or silent acceptance (issue 23 L1, M3, M5), as typed.
+REPORTED = [
+    ('train --train-subset -5', "train_subset (--train-subset) = -5"), ('train --train-subset 0', '= 0 must be >= 1'),
+    ('train --seed -1', 'seed (--seed) = -1'), ('train --img-size 5', 'img_size (--img-size) = 5'),
+    ('train --val-size -3', 'val_size (--val-size) = -3'), ('train --lr -1', 'lr (--lr) = -1.0'),
+    ('train --opt nosuchopt', "opt (--opt) = 'nosuchopt'"), ('train --device nosuchdevice', "'nosuchdevice'"),
+    ('train --output-dir {file}', 'is a file, not a folder'), ('train --output-dir /proc/bioconv', 'cannot write'),
+    ('train --model-kwargs features_only=True', 'may not set features_only'),
+    ('train --ema-decay 7', 'ema_decay (--ema-decay) = 7.0'), ('train --weight-decay -5', '= -5.0 must be >= 0'),
+    ('train --pad 100000', 'pad (--pad) = 100000'), ('train --img-size 100000', 'img_size (--img-size) = 100000'),
+    ('compare --lr conv=abc', "conv='abc' is not a number"), ('compare --train-subset -1', '= -1 must be >= 1'),
+    ('compare --img-size 3', 'img_size (--img-size) = 3'), ('compare --output-dir {file}', 'is a file'),
+    ('compare --seeds 0 0', 'repeats 0'), ('bench --batch-size -5', 'batch_size (--batch-size) = -5'),
+    ('bench --threads -3', 'threads (--threads) = -3'), ('sleep-sim --iterations -5 --runs 0', '= -5 must be'),
+    ('sleep-sim --out-dir {file}', 'is a file'), ('brainscore submission --model conv_resnet20 --output {folder}',
+                                                  'is a folder'),
+    ('brainscore submission --model conv_resnet20 --output /proc/bioconv.zip', 'cannot write'),
+    ('brainscore plugins --output-dir {file}', 'is a file'),
+]
+
+
+@pytest.mark.parametrize('typed, expected', REPORTED, ids=[r[0] for r in REPORTED])
+def test_the_reported_bad_values_are_one_line(typed, expected, tmp_path, monkeypatch, capsys):
+    (tmp_path / 'a_file').write_text('x')
+    (tmp_path / 'a_folder').mkdir()
+    monkeypatch.chdir(tmp_path)
+    argv = typed.format(file=tmp_path / 'a_file', folder=tmp_path / 'a_folder').split()
+    with ExitStack() as stack:
+        for target in WORK:
+            stack.enter_context(mock.patch(target, side_effect=AssertionError('work started')))
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse
+            code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f'bioconv {argv[0]}') and expected in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a_file', 'a_folder']
