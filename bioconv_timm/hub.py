@@ -738,7 +738,7 @@ def render_run_card(run_dir: Union[str, Path], repo_id: str) -> str:
     """The README.md that ``publish(run_dir, repo_id)`` writes, from the run's config.json and result.json alone.
 
     A card depends on the architecture and on what the run recorded, never on weight values, so the model is
-    built on the meta device and no weights file is needed: ``model_cards/runs/<tag>/`` keeps the two files of
+    built on the meta device and no weights file is needed: ``model_cards/records/<tag>/`` keeps the two files of
     each committed card's run, and a test rebuilds every card from them with the current code.
     """
     run_dir = Path(run_dir)
