@@ -435,14 +435,16 @@ def cross_check_run(run_dir: Union[str, Path], config: Mapping[str, Any], result
         if saved is not None:
             for key in CHECKPOINT_CROSS_FIELDS:
                 if key in saved and key in config and not _same(saved[key], config[key]):
-                    raise PublishError(f'{run_dir / "config.json"} and {ckpt_path} disagree on {key}: '
-                                       f'{_short(config[key])} in config.json, {_short(saved[key])} in last.pth; {hint}')
+                    raise PublishError(
+                        f'{run_dir / "config.json"} and {ckpt_path} disagree on {key}: {_short(config[key])} in '
+                        f'config.json, {_short(saved[key])} in last.pth; {hint}')
             checked.append('last.pth')
     if result:
         for key in RESULT_CROSS_FIELDS:
             if key in result and key in config and not _same(result[key], config[key]):
-                raise PublishError(f'{run_dir / "config.json"} and {run_dir / "result.json"} disagree on {key}: '
-                                   f'{_short(config[key])} in config.json, {_short(result[key])} in result.json; {hint}')
+                raise PublishError(
+                    f'{run_dir / "config.json"} and {run_dir / "result.json"} disagree on {key}: '
+                    f'{_short(config[key])} in config.json, {_short(result[key])} in result.json; {hint}')
         checked.append('result.json')
     return checked
 

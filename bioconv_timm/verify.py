@@ -4,7 +4,8 @@
 ``test_model_inference`` reads from a Hub repo (``input``, and the model's ``output``, ``features`` and
 ``pre_logits`` on it): a seeded random batch at the model's input size and what the published model computes on
 it (float32, CPU, eval mode). Its metadata records the SHA-256 of ``model.safetensors``, the tolerances and the
-versions that wrote it. 12 KB for the 1x24x24 ResNet20s (about 0.8 MB for a 3x224x224 model, most of it the input).
+versions that wrote it. 12 KB for the 1x24x24 ResNet20s (about 0.66 MB for a 3x224x224 ResNet18-half, most of it
+the input).
 
 :func:`verify` loads the model through timm exactly as a user does (``hf-hub:ORG/NAME`` from the Hub or its
 cache, ``local-dir:PATH`` from a folder), reruns the input and compares every tensor with

@@ -185,7 +185,9 @@ def test_repo_id_checked_by_huggingface_hub_rules(run_dir, tmp_path, capsys):
             publish(run_dir, repo_id, dry_run_dir=out)
         assert not out.exists()
     assert main(['publish', str(run_dir), '--repo-id', 'test-org/bad name', '--dry-run', str(tmp_path / 'o')]) == 2
-    assert "--repo-id 'test-org/bad name' is not a valid Hub repo id" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith('bioconv publish: error: ') and err.count('\n') == 1, err
+    assert "'test-org/bad name' is not" in err and 'Hub repo id' in err and not (tmp_path / 'o').exists()
 
 class FakeApi:
     def __init__(self):

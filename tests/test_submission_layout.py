@@ -155,14 +155,21 @@ def test_write_plugins_refuses_a_file_or_an_unwritable_output_dir(tmp_path):
 
 
 def test_cli_paths_are_one_line_errors(tmp_path, capsys):
-    """From the command line as it works today: exit 2 and one line, no traceback."""
+    """From the command line: exit 2 and one line naming the path and what is wrong, no traceback, nothing
+    written."""
     folder = tmp_path / 'out'
     folder.mkdir()
     assert main(['brainscore', 'submission', '--model', 'lc_resnet18_half_ws10', '--output', str(folder)]) == 2
     err = capsys.readouterr().err
-    assert f'--output {folder} is a folder' in err and 'Traceback' not in err
+    assert err.startswith('bioconv brainscore submission: error: ') and err.count('\n') == 1, err
+    assert f'{folder} is a folder: pass the name of the file to write' in err
     a_file = tmp_path / 'f'
     a_file.write_text('')
     assert main(['brainscore', 'plugins', '--output-dir', str(a_file)]) == 2
     err = capsys.readouterr().err
-    assert f'--output-dir {a_file} is a file, not a folder' in err and 'Traceback' not in err
+    assert err.startswith('bioconv brainscore plugins: error: ') and err.count('\n') == 1, err
+    assert f'{a_file} is a file, not a folder' in err
+    assert main(['brainscore', 'submission', '--model', 'lc_resnet18_half_ws10', '--output', '/proc/x.zip']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and '/proc/x.zip' in err and 'cannot write in /proc' in err, err
+    assert not any(folder.iterdir()) and a_file.read_text() == ''
