@@ -62,36 +62,54 @@ def _expected_valid(names):
     return True
 
 
-PLUGIN_NAMES = st.sampled_from(['bioconv_a', 'bioconv_b', 'evil-plugin'])
-FILES = st.sampled_from(REQUIRED + ('util.py', 'sub/helper.py'))
+PLUGINS = st.lists(st.sampled_from(['bioconv_a', 'bioconv_b', 'bioconv_c']), min_size=1, max_size=3, unique=True)
+EXTRA_FILES = st.lists(st.sampled_from(['util.py', 'sub/helper.py', 'sub/', 'README.md']), unique=True, max_size=2)
+# ways to break a valid layout; each is applied to a random plugin or place
+MUTATIONS = ('drop_plugin_folder_entry', 'drop_models_entry', 'drop_required_file', 'hyphen_plugin',
+             'stray_in_models', 'stray_in_root', 'other_folder_in_root', 'file_outside_root', 'nested_root',
+             'implied_plugin')
 
 
 @st.composite
 def layouts(draw):
-    """Random submission layouts: mostly near-valid ones (plugins with most of their files, folder entries present
-    or not), plus stray files in the root and in models/, another root, files outside the root."""
+    """A valid submission layout (plugins with their folder entry, the four files and maybe more), broken by zero
+    to two drawn mutations, the entries after the root in a drawn order: about half the draws are valid."""
     root = draw(st.sampled_from(['bioconv_brainscore/', 'other/']))
-    names = [root]
-    if draw(st.booleans()) or draw(st.booleans()):
-        names.append(root + 'models/')
-    for plugin in draw(st.lists(PLUGIN_NAMES, max_size=3, unique=True)):
-        base = f'{root}models/{plugin}/'
-        if draw(st.integers(0, 3)):  # usually with its own folder entry
-            names.append(base)
-        files = list(REQUIRED) if draw(st.integers(0, 2)) else draw(st.lists(FILES, unique=True, max_size=5))
-        extra = draw(st.lists(FILES, unique=True, max_size=2))
-        names += [base + f for f in dict.fromkeys(files + extra)]
-    for stray in draw(st.lists(st.sampled_from(['models/README.md', 'models/evil.py', 'README.md', 'setup.py',
-                                                'benchmarks/', 'data/x.py']), unique=True, max_size=2)):
-        names.append(root + stray)
-    if draw(st.integers(0, 9)) == 0:
-        names.append('elsewhere/models/bioconv_a/model.py')
-    # keep the root first, shuffle the rest (the checker must not depend on the order)
-    rest = draw(st.permutations(names[1:]))
-    return [names[0]] + list(rest)
+    entries = {'models/': None}
+    for plugin in draw(PLUGINS):
+        entries[f'models/{plugin}/'] = plugin
+        for f in REQUIRED + tuple(draw(EXTRA_FILES)):
+            entries[f'models/{plugin}/{f}'] = plugin
+    rel = list(entries)
+    for mutation in draw(st.lists(st.sampled_from(MUTATIONS), max_size=2, unique=True)):
+        plugins = sorted({r.split('/')[1] for r in rel if r.count('/') >= 2})
+        victim = draw(st.sampled_from(plugins)) if plugins else 'bioconv_a'
+        if mutation == 'drop_plugin_folder_entry':
+            rel = [r for r in rel if r != f'models/{victim}/']
+        elif mutation == 'drop_models_entry':
+            rel = [r for r in rel if r != 'models/']
+        elif mutation == 'drop_required_file':
+            missing = draw(st.sampled_from(REQUIRED))
+            rel = [r for r in rel if r != f'models/{victim}/{missing}']
+        elif mutation == 'hyphen_plugin':
+            rel = [r.replace(f'models/{victim}/', 'models/evil-plugin/') for r in rel]
+        elif mutation == 'stray_in_models':
+            rel.append(draw(st.sampled_from(['models/run_me.py', 'models/README.md'])))
+        elif mutation == 'stray_in_root':
+            rel.append(draw(st.sampled_from(['setup.py', 'README.md'])))
+        elif mutation == 'other_folder_in_root':
+            rel.append(draw(st.sampled_from(['benchmarks/', 'data/x.py'])))
+        elif mutation == 'file_outside_root':
+            rel.append('../elsewhere.py')
+        elif mutation == 'nested_root':
+            root = 'a/b/'
+        elif mutation == 'implied_plugin':  # the issue's case: a plugin only its file implies
+            rel.append('models/evil_plugin/model.py')
+    rel = draw(st.permutations(rel))
+    return [root] + [root + r if not r.startswith('../') else r[3:] for r in rel]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(names=layouts())
 def test_checker_accepts_exactly_the_valid_layouts(tmp_path, names):
     problems = bs.check_submission_zip(_write(tmp_path / 'sub.zip', names), raise_on_error=False)
