@@ -349,6 +349,118 @@ def test_real_fashion_mnist():
     assert abs(pixels.mean().item() - 0.2860) < 1e-3 and abs(pixels.std().item() - 0.3530) < 1e-3
 
 
+# --------------------------------------------------------------------------- fashion-mnist-shifted
+
+def write_inked_fashion(folder: Path, n_train=400, n_test=60):
+    """Fashion-MNIST files whose every pixel is 1..255, so an item's non-zero box on a canvas is where it was
+    pasted; returns {'train' | 'test': (images (N, 28, 28) uint8, labels)}."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, prefix, n in (('train', 'train', n_train), ('test', 't10k', n_test)):
+        images, labels = rng.integers(1, 256, (n, 28, 28)), rng.integers(0, 10, n)
+        write_idx(folder / f'{prefix}-images-idx3-ubyte.gz', images, 2051)
+        write_idx(folder / f'{prefix}-labels-idx1-ubyte.gz', labels, 2049)
+        out[split] = (torch.from_numpy(images.astype(np.uint8)), torch.from_numpy(labels))
+    return out
+
+
+def ink_boxes(canvases):
+    """(top, left, height, width) of the non-zero pixels of each (1, H, W) canvas."""
+    ink = canvases[:, 0] > 0
+    rows, cols = ink.any(dim=2), ink.any(dim=1)
+    tops, lefts = rows.float().argmax(dim=1), cols.float().argmax(dim=1)
+    return tops, lefts, rows.sum(dim=1), cols.sum(dim=1)
+
+
+def test_fake_fashion_mnist_shifted(tmp_path):
+    raw = write_inked_fashion(tmp_path)
+    bundle = build_datasets('fashion-mnist-shifted', data_dir=str(tmp_path), pad=0)
+    assert (bundle.name, bundle.in_chans, bundle.img_size, bundle.num_classes) == ('fashion-mnist-shifted', 1, 40, 10)
+    assert bundle.label_names == list(D.FASHION_MNIST_CLASSES)
+    assert (bundle.mean, bundle.std) == D.canvas_stats(D.FASHION_MNIST_MEAN, D.FASHION_MNIST_STD, 28, 40)
+    for split, base in (('train', bundle.train.base), ('test', bundle.eval.base)):
+        images, labels = raw[split]
+        assert base.images.shape == (len(images), 1, 40, 40) and base.images.dtype == torch.uint8
+        assert torch.equal(base.labels, labels.long())
+        # each canvas holds its item, unchanged, at its recorded position, and nothing else
+        tops, lefts, heights, widths = ink_boxes(base.images)
+        assert torch.equal(torch.stack([tops, lefts], 1), base.positions)
+        assert bool((heights == 28).all() and (widths == 28).all())
+        for i in range(len(images)):
+            top, left = base.positions[i].tolist()
+            assert torch.equal(base.images[i, 0, top:top + 28, left:left + 28], images[i])
+        # items reach every border (offsets 0 and 40 - 28 = 12 on both axes) and every quadrant
+        assert (tops.min().item(), tops.max().item(), lefts.min().item(), lefts.max().item()) == (0, 12, 0, 12)
+        centre_row, centre_col = tops + 14, lefts + 14
+        quadrants = set(zip((centre_row >= 20).tolist(), (centre_col >= 20).tolist()))
+        assert quadrants == {(False, False), (False, True), (True, False), (True, True)}
+    # the network sees the normalized canvas: (bytes / 255 - mean) / std
+    x, y = bundle.eval[5]
+    expected = (bundle.eval.base.images[5].float() / 255 - bundle.mean[0]) / bundle.std[0]
+    assert torch.allclose(x, expected, atol=1e-5) and y == int(raw['test'][1][5])
+    # train and test positions come from different streams of the same uniform distribution (one stream would
+    # give test item i the top offset of train item i: both draw their tops first)
+    assert not torch.equal(bundle.train.base.positions[:60, 0], bundle.eval.base.positions[:, 0])
+
+
+def test_fashion_mnist_shifted_positions_fixed(tmp_path):
+    write_inked_fashion(tmp_path, n_train=50, n_test=20)
+    a = build_datasets('fashion-mnist-shifted', data_dir=str(tmp_path), seed=0)
+    b = build_datasets('fashion_mnist_shifted', data_dir=str(tmp_path), seed=7)  # another run's seed, an alias
+    for part in ('train', 'eval'):
+        assert torch.equal(getattr(a, part).base.images, getattr(b, part).base.images)
+        assert torch.equal(getattr(a, part).base.positions, getattr(b, part).base.positions)
+    val = build_datasets('fashion-mnist-shifted', data_dir=str(tmp_path), split='val')
+    assert (len(val.train), len(val.eval)) == (45, 5)  # 10% held out, the same canvases
+    assert val.train.base.images.data_ptr() == val.eval.base.images.data_ptr()
+    # img_size is the canvas side: offsets 0..20 at 48; the item must fit
+    big = build_datasets('fashion-mnist-shifted', data_dir=str(tmp_path), img_size=48)
+    assert big.img_size == 48 and big.train[0][0].shape == (1, 48, 48)
+    assert 0 <= big.train.base.positions.min() and big.train.base.positions.max() <= 20
+    with pytest.raises(DatasetError, match='>= 28'):
+        build_datasets('fashion-mnist-shifted', data_dir=str(tmp_path), img_size=27)
+
+
+def test_paste_at_random_and_canvas_stats():
+    images = torch.arange(1, 1 + 3 * 2 * 2, dtype=torch.uint8).reshape(3, 2, 2)
+    canvases, positions = D.paste_at_random(images, 5, torch.Generator().manual_seed(0))
+    assert canvases.shape == (3, 1, 5, 5) and positions.shape == (3, 2)
+    for i, (top, left) in enumerate(positions.tolist()):
+        assert 0 <= top <= 3 and 0 <= left <= 3
+        assert torch.equal(canvases[i, 0, top:top + 2, left:left + 2], images[i])
+        assert canvases[i].sum() == images[i].sum()  # the rest is black
+    many, where = D.paste_at_random(torch.ones(2000, 2, 2, dtype=torch.uint8), 5, torch.Generator().manual_seed(0))
+    assert len(torch.unique(where, dim=0)) == 16  # every one of the 4 x 4 offsets
+    with pytest.raises(DatasetError):
+        D.paste_at_random(images, 1, torch.Generator())
+    # one 1x1 pixel of mean 0.5 and std 0.5 on a 2x2 canvas: r = 1/4, mean 0.125,
+    # second moment (0.25 + 0.25) / 4 = 0.125, variance 0.125 - 0.125^2 = 0.109375
+    assert D.canvas_stats((0.5,), (0.5,), 1, 2) == ((0.125,), (round(0.109375 ** 0.5, 4),))
+    # and the formula matches the pixels of real canvases (population statistics)
+    pixels = many.float() / 255
+    side_stats = ((1 / 255,), (0.0,))
+    mean, std = D.canvas_stats(*side_stats, 2, 5)
+    assert abs(pixels.mean().item() - mean[0]) < 1e-4 and abs(pixels.std(unbiased=False).item() - std[0]) < 1e-4
+
+
+@pytest.mark.skipif(not os.path.isdir(D.FASHION_MNIST_DIR), reason='dataset-fashion-mnist not installed')
+def test_real_fashion_mnist_shifted():
+    bundle = build_datasets('fashion-mnist-shifted', pad=0)
+    plain = build_datasets('fashion-mnist', pad=0)
+    train, test = bundle.train.base, bundle.eval.base
+    assert (len(train), len(test), bundle.img_size) == (60000, 10000, 40)
+    pixels = train.images.float() / 255  # the stats the spec states are the canvases' own
+    assert abs(pixels.mean().item() - bundle.mean[0]) < 1e-3 and abs(pixels.std().item() - bundle.std[0]) < 1e-3
+    assert (bundle.mean, bundle.std) == (D.DATASET_SPECS['fashion-mnist-shifted'].mean,
+                                         D.DATASET_SPECS['fashion-mnist-shifted'].std)
+    for base, items in ((train, plain.train.base), (test, plain.eval.base)):
+        assert len(torch.unique(base.positions, dim=0)) == 13 * 13  # every offset, in train and in test
+        for i in (0, 1, len(base) // 2, len(base) - 1):
+            top, left = base.positions[i].tolist()
+            assert torch.equal(base.images[i, 0, top:top + 28, left:left + 28], items.images[i, 0])
+
+
 def write_image_folder(root: Path, split: str, classes, per_class: int, size=(64, 64), ext='JPEG'):
     rng = np.random.default_rng(len(split))
     for c in classes:
@@ -457,6 +569,54 @@ def test_unknown_dataset_lists_choices():
         build_datasets('mnist')
     assert all(name in str(err.value) for name in DATASETS)
     assert isinstance(err.value, ValueError)
+
+
+def test_registry_is_the_one_table():
+    specs = D.DATASET_SPECS
+    assert DATASETS == tuple(specs)
+    assert dict(D.DEFAULT_IMG_SIZE) == {n: s.img_size for n, s in specs.items()}
+    assert dict(D.DATASET_SHAPES) == {n: (s.in_chans, s.num_classes) for n, s in specs.items()}
+    assert dict(D.VAL_SIZES) == {n: s.val_size for n, s in specs.items() if s.val_size is not None}
+    assert dict(D.DEFAULT_BATCH) == {n: s.default_batch for n, s in specs.items()}
+    assert all(D.default_batch_size(n) == s.default_batch for n, s in specs.items())
+    assert D.default_batch_size('Fashion_MNIST') == specs['fashion-mnist'].default_batch
+    assert all(D.dataset_spec(a) is s for s in specs.values() for a in s.aliases)
+    # ImageNet statistics are timm's
+    from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    for name in ('tinyimagenet', 'imagenet'):
+        assert (specs[name].mean, specs[name].std) == (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+    with pytest.raises(TypeError):
+        D.DEFAULT_IMG_SIZE['digits'] = 32  # views are read-only: the table is the one place to change
+
+
+def test_build_datasets_dispatches_through_the_registry(monkeypatch):
+    """A dataset is one spec: build_datasets has no per-name branches, so a new entry is all it takes."""
+    calls = []
+
+    def load_toy(spec, data_dir, download, img_size, pad):
+        calls.append((spec.name, data_dir, download, img_size, pad))
+        base = D.ImageTensorDataset(torch.zeros(20, 1, 4, 4, dtype=torch.uint8), torch.arange(20) % 3)
+        info = dict(num_classes=spec.num_classes, in_chans=1, img_size=4, mean=(0.0,), std=(1.0,), label_names=None)
+        return base, base, None, None, info
+
+    toy = D.DatasetSpec('toy', load_toy, (0.0,), (1.0,), img_size=4, in_chans=1, num_classes=3, default_batch=8,
+                        val_size=6, description='a test table entry', aliases=('toy-set',))
+    monkeypatch.setattr(D, 'DATASET_SPECS', dict(D.DATASET_SPECS, toy=toy))
+    monkeypatch.setattr(D, 'DATASETS', D.DATASETS + ('toy',))
+    monkeypatch.setattr(D, '_ALIASES', dict(D._ALIASES, **{'toy-set': 'toy'}))
+    bundle = build_datasets('toy-set', data_dir='somewhere', pad=2, split='val', img_size=None)
+    assert calls == [('toy', 'somewhere', False, None, 2)]
+    # the spec's val_size (6) is held out
+    assert (bundle.name, bundle.num_classes, len(bundle.eval), len(bundle.train)) == ('toy', 3, 6, 14)
+    assert D.default_batch_size('toy') == 8
+
+
+def test_train_config_reads_the_registry():
+    """bioconv train's defaults for a dataset are the registry's (input size, shape, batch size)."""
+    from bioconv_timm.train.config import TrainConfig, resolve_config
+    for name in ('digits', 'fashion-mnist', 'fashion-mnist-shifted'):
+        cfg = resolve_config(TrainConfig(model='lc_resnet20', dataset=name, model_kwargs=dict(layers=(1, 1, 1))))
+        assert (cfg.img_size, cfg.batch_size) == (D.DEFAULT_IMG_SIZE[name], D.default_batch_size(name))
 
 
 def test_bad_arguments():

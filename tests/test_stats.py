@@ -74,7 +74,8 @@ def test_gap_fraction_ratio_of_means_and_per_seed():
     assert g.fraction == pytest.approx(5 / 14, abs=1e-12)
     # per seed: (8-6)/(10-6) = 0.5, (11-8)/(12-8) = 0.75, (5-5)/(11-5) = 0; mean 5/12, sd sqrt(0.291667 / 2)
     assert g.per_seed == pytest.approx({0: 0.5, 1: 0.75, 2: 0.0})
-    assert g.interval.mean == pytest.approx(5 / 12) and g.interval.sd == pytest.approx(math.sqrt(0.2916667 / 2), abs=1e-6)
+    assert g.interval.mean == pytest.approx(5 / 12)
+    assert g.interval.sd == pytest.approx(math.sqrt(0.2916667 / 2), abs=1e-6)
     # the paper's ws(1) on CIFAR10 pad 4 (one number per cell): (87.4 - 80.9) / (88.3 - 80.9) = 6.5 / 7.4
     assert stats.gap_fraction({0: 87.4}, {0: 88.3}, {0: 80.9}).fraction == pytest.approx(6.5 / 7.4)
     with pytest.raises(ValueError, match='seed 1'):

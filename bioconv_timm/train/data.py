@@ -5,7 +5,9 @@ augmentation, an evaluation set with test-time transforms, and what a model need
 channels, input size, normalization). ``make_loader`` wraps either in a reproducible DataLoader,
 optionally with "n reps" batches.
 
-Datasets (``DATASETS``):
+Datasets: one table, ``DATASET_SPECS`` (:class:`DatasetSpec`: loader, mean, std, default input size,
+channels, classes, default batch, validation size, description); ``DATASETS``, ``DEFAULT_IMG_SIZE``,
+``DATASET_SHAPES``, ``VAL_SIZES`` and ``DEFAULT_BATCH`` are read-only views of it.
 
 * ``digits`` (embedded default, nothing to download): scikit-learn's ``load_digits``, 1797 real 8x8
   handwritten digits (values 0..16). Each digit is upscaled 2x (nearest neighbour, so pixels stay the
@@ -18,6 +20,13 @@ Datasets (``DATASETS``):
 * ``fashion-mnist``: the gzipped IDX files (``train-images-idx3-ubyte.gz``, ...) from ``data_dir``,
   else from ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``). 1 channel,
   28x28, 10 classes; kept in memory as uint8.
+* ``fashion-mnist-shifted``: the same files, each 28x28 item pasted at a random position on a black 40x40
+  canvas (``img_size`` sets the canvas side, >= 28). The positions are drawn once per image, uniformly over
+  the 13 x 13 possible offsets, from a fixed seed (``SHIFTED_SEED``, independent of the run's ``seed``), for
+  train and test alike: the test set is one fixed benchmark from the training distribution. Why: Fashion-MNIST
+  items are centred, so a network has little translation invariance to learn; here position varies as in
+  natural images, which is where weight sharing should matter (issue 25). Mean and std follow from
+  Fashion-MNIST's (:func:`canvas_stats`).
 * ``cifar10`` / ``cifar100``: the python version from the CIFAR site (``cifar-10-batches-py`` /
   ``cifar-100-python`` under ``data_dir``), read directly (``download=True`` fetches it with
   torchvision). 3 channels, 32x32; kept in memory as uint8.
@@ -49,10 +58,12 @@ import functools
 import gzip
 import os
 import pickle
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,30 +71,21 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, has_file_allowed_extension
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..errors import UserValueError
 
 __all__ = [
-    'DataBundle', 'DatasetError', 'DATASETS', 'build_datasets', 'make_loader',
-    'ImageTensorDataset', 'ImageFileDataset', 'TransformedSubset', 'RepeatedViews', 'pad_random_crop',
-    'EpochShuffleSampler', 'read_idx',
+    'DataBundle', 'DatasetError', 'DatasetSpec', 'DATASET_SPECS', 'DATASETS', 'DEFAULT_IMG_SIZE', 'DATASET_SHAPES',
+    'VAL_SIZES', 'DEFAULT_BATCH', 'dataset_spec', 'default_batch_size', 'canonical_dataset_name', 'build_datasets',
+    'make_loader', 'ImageTensorDataset', 'ImageFileDataset', 'TransformedSubset', 'RepeatedViews', 'pad_random_crop',
+    'EpochShuffleSampler', 'read_idx', 'paste_at_random', 'canvas_stats',
 ]
 
-DATASETS: Tuple[str, ...] = ('digits', 'fashion-mnist', 'cifar10', 'cifar100', 'tinyimagenet', 'imagenet')
-# network input side when img_size is not given (digits: the canvas side)
-DEFAULT_IMG_SIZE: Dict[str, int] = {'digits': 24, 'fashion-mnist': 28, 'cifar10': 32, 'cifar100': 32,
-                                    'tinyimagenet': 48, 'imagenet': 224}
-# (in_chans, num_classes) of each dataset, known before its files are read: the run's model is sized (on the meta
-# device) before any data is loaded. TinyImageNet and ImageNet: the standard class counts (a folder with other
-# classes gets its own count when loaded).
-DATASET_SHAPES: Dict[str, Tuple[int, int]] = {'digits': (1, 10), 'fashion-mnist': (1, 10), 'cifar10': (3, 10),
-                                              'cifar100': (3, 100), 'tinyimagenet': (3, 200), 'imagenet': (3, 1000)}
-_ALIASES = {'fashion_mnist': 'fashion-mnist', 'fashionmnist': 'fashion-mnist', 'tiny-imagenet': 'tinyimagenet',
-            'tiny_imagenet': 'tinyimagenet'}
-
+# Per-channel statistics of pixel values in [0, 1]. ImageNet's (also TinyImageNet's) are timm's own constants.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # = timm's IMAGENET_DEFAULT_*
+IMAGENET_MEAN, IMAGENET_STD = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'  # Debian package dataset-fashion-mnist
 FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker',
                          'Bag', 'Ankle boot')
@@ -91,10 +93,15 @@ FASHION_MNIST_FILES = {
     'train_images': 'train-images-idx3-ubyte.gz', 'train_labels': 'train-labels-idx1-ubyte.gz',
     'test_images': 't10k-images-idx3-ubyte.gz', 'test_labels': 't10k-labels-idx1-ubyte.gz',
 }
+FASHION_MNIST_SIDE = 28
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049
 DIGITS_SEED = 0  # fixes the digits canvases and train/test split (the benchmark), not the run
-VAL_SIZES = {'cifar10': 5000, 'cifar100': 5000, 'tinyimagenet': 10000, 'imagenet': 10000}  # paper
-VAL_FRACTION = 0.1  # digits, fashion-mnist
+SHIFTED_SEED = 0  # fixes the fashion-mnist-shifted positions (the benchmark), not the run
+# 40x40: each item can move 12 pixels along each axis (13 x 13 = 169 positions, against the 9 x 9 of a pad-4
+# crop, and nearly half an item's side), while the LC ResNet-8 of the compare preset costs (40/28)^2 = 2.0x its
+# 28x28 compute (48x48 would be 2.9x); 40 is a multiple of the network's total stride 8 (grids 20, 10, 5).
+SHIFTED_CANVAS = 40
+VAL_FRACTION = 0.1  # held out by split='val' when a dataset's spec has no val_size (digits, fashion-mnist)
 
 
 class DatasetError(UserValueError):
@@ -120,6 +127,32 @@ class DataBundle:
     name: str
 
 
+# What a loader returns: (train base, test base, train transform, eval transform, info), info holding
+# num_classes, in_chans, img_size, mean, std and label_names of the DataBundle.
+LoadedData = Tuple[Dataset, Dataset, Callable, Callable, Dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset: how to load it and what is known about it before its files are read.
+
+    ``loader(spec, data_dir, download, img_size, pad)`` returns :data:`LoadedData`; ``img_size`` None means
+    ``spec.img_size``. ``mean`` / ``std`` are per channel, of pixel values in [0, 1], at the default
+    ``img_size``; None where they are computed from the training images when loaded (digits).
+    """
+    name: str
+    loader: Callable[..., LoadedData]
+    mean: Optional[Tuple[float, ...]]
+    std: Optional[Tuple[float, ...]]
+    img_size: int                # network input side when img_size is not given (canvas datasets: the canvas)
+    in_chans: int
+    num_classes: int             # TinyImageNet / ImageNet: the standard count (a folder with others gets its own)
+    default_batch: int           # images per optimizer step when a run does not set batch_size
+    val_size: Optional[int]      # held out by split='val'; None: VAL_FRACTION of the training set
+    description: str
+    aliases: Tuple[str, ...] = ()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Datasets and transforms
 
@@ -130,15 +163,20 @@ class ImageTensorDataset(Dataset):
         images: (N, C, H, W) integer tensor (uint8), kept as is to save memory.
         labels: (N,) integer tensor.
         scale: factor mapping stored values to [0, 1] (1/255 for bytes, 1/16 for sklearn digits).
+        positions: for canvas datasets, (N, 2) long: the (top, left) pixel where item i was pasted.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, scale: float = 1 / 255) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, scale: float = 1 / 255,
+                 positions: Optional[torch.Tensor] = None) -> None:
         if images.ndim != 4 or len(images) != len(labels):
             raise ValueError(f'images must be (N, C, H, W) with N = len(labels), got {tuple(images.shape)}, '
                              f'{len(labels)} labels')
+        if positions is not None and tuple(positions.shape) != (len(labels), 2):
+            raise ValueError(f'positions must be (N, 2) = ({len(labels)}, 2), got {tuple(positions.shape)}')
         self.images = images
         self.labels = labels.long()
         self.scale = scale
+        self.positions = positions
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -227,41 +265,73 @@ def _tensor_transforms(mean: Sequence[float], std: Sequence[float], native: int,
 
 
 # ---------------------------------------------------------------------------------------------------
-# Individual datasets: each returns (train_base, test_base, train_tf, eval_tf, info)
+# Individual datasets: each loader(spec, data_dir, download, img_size, pad) returns LoadedData
+
+def paste_at_random(images: torch.Tensor, canvas: int,
+                    generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Paste each image at a uniformly random position on a black ``canvas`` x ``canvas``.
+
+    Args:
+        images: (N, h, w) integer tensor (uint8), h, w <= canvas.
+        canvas: side of the output canvases (pixels).
+        generator: draws the N top offsets, then the N left offsets, each uniform in 0..canvas - side.
+    Returns:
+        (canvases (N, 1, canvas, canvas) of ``images``' dtype, positions (N, 2) long: (top, left) of each image).
+    """
+    n, h, w = images.shape
+    if h > canvas or w > canvas:
+        raise DatasetError(f'cannot paste {h}x{w} images on a {canvas}x{canvas} canvas')
+    tops = torch.randint(0, canvas - h + 1, (n,), generator=generator)
+    lefts = torch.randint(0, canvas - w + 1, (n,), generator=generator)
+    out = torch.zeros(n, 1, canvas, canvas, dtype=images.dtype)
+    positions = torch.stack([tops, lefts], dim=1)
+    # one slice assignment per distinct offset (at most (canvas - h + 1) * (canvas - w + 1) of them): fast,
+    # without the (N, h, w) index tensors a single scatter would need
+    for top, left in torch.unique(positions, dim=0).tolist():
+        at = (tops == top) & (lefts == left)
+        out[at, 0, top:top + h, left:left + w] = images[at]
+    return out, positions
+
+
+def canvas_stats(mean: Sequence[float], std: Sequence[float], side: int,
+                 canvas: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """Per-channel (mean, std) of ``side`` x ``side`` images with stats (``mean``, ``std``) pasted on a black
+    ``canvas`` x ``canvas``, rounded to 4 decimals. Exact wherever the images are pasted: a fraction
+    r = side^2 / canvas^2 of the pixels are the images', the rest are 0, so the canvas mean is r * mean and its
+    second moment r * (std^2 + mean^2)."""
+    r = side * side / (canvas * canvas)
+    stats = [(r * m, math.sqrt(max(r * (s * s + m * m) - (r * m) ** 2, 0.0))) for m, s in zip(mean, std)]
+    return tuple(round(m, 4) for m, _ in stats), tuple(round(s, 4) for _, s in stats)
+
 
 @functools.lru_cache(maxsize=4)
-def _digits_canvases(canvas: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images uint8 (N, 1, canvas, canvas) in 0..16, labels (N,), train index, test index)."""
+def _digits_canvases(canvas: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, 1, canvas, canvas) in 0..16, labels (N,), positions (N, 2), train index, test index)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     small = torch.from_numpy(digits.images).to(torch.uint8)  # (N, 8, 8), values 0..16
     big = small.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)  # nearest 2x -> (N, 16, 16)
-    n, side = len(big), big.shape[-1]
-    g = torch.Generator().manual_seed(DIGITS_SEED)
-    tops = torch.randint(0, canvas - side + 1, (n,), generator=g)
-    lefts = torch.randint(0, canvas - side + 1, (n,), generator=g)
-    images = torch.zeros(n, 1, canvas, canvas, dtype=torch.uint8)
-    for i in range(n):
-        images[i, 0, tops[i]:tops[i] + side, lefts[i]:lefts[i] + side] = big[i]
+    images, positions = paste_at_random(big, canvas, torch.Generator().manual_seed(DIGITS_SEED))
     labels = torch.from_numpy(digits.target).long()
-    train_idx, test_idx = train_test_split(np.arange(n), test_size=0.2, stratify=digits.target,
+    train_idx, test_idx = train_test_split(np.arange(len(big)), test_size=0.2, stratify=digits.target,
                                            random_state=DIGITS_SEED)
-    return images, labels, torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
+    return images, labels, positions, torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
 
 
-def _load_digits(img_size: Optional[int], pad: int) -> Tuple[Dataset, Dataset, Callable, Callable, dict]:
-    canvas = DEFAULT_IMG_SIZE['digits'] if img_size is None else img_size
+def _load_digits(spec: DatasetSpec, data_dir: Optional[str], download: bool, img_size: Optional[int],
+                 pad: int) -> LoadedData:
+    canvas = spec.img_size if img_size is None else img_size
     if canvas < 16:
         raise DatasetError(f'digits: img_size is the canvas side and must be >= 16 (the upscaled digit), got {canvas}')
-    images, labels, train_idx, test_idx = _digits_canvases(canvas)
-    train = ImageTensorDataset(images[train_idx], labels[train_idx], scale=1 / 16)
-    test = ImageTensorDataset(images[test_idx], labels[test_idx], scale=1 / 16)
+    images, labels, positions, train_idx, test_idx = _digits_canvases(canvas)
+    train = ImageTensorDataset(images[train_idx], labels[train_idx], scale=1 / 16, positions=positions[train_idx])
+    test = ImageTensorDataset(images[test_idx], labels[test_idx], scale=1 / 16, positions=positions[test_idx])
     pixels = train.images.float() / 16
     mean, std = (round(pixels.mean().item(), 4),), (round(pixels.std().item(), 4),)
     train_tf, eval_tf = _tensor_transforms(mean, std, canvas, canvas, pad)
-    info = dict(num_classes=10, in_chans=1, img_size=canvas, mean=mean, std=std,
+    info = dict(num_classes=spec.num_classes, in_chans=spec.in_chans, img_size=canvas, mean=mean, std=std,
                 label_names=[str(d) for d in range(10)])
     return train, test, train_tf, eval_tf, info
 
@@ -317,36 +387,60 @@ def _idx_file(folder: Path, name: str) -> Optional[Path]:
     return None
 
 
-def _load_fashion_mnist(data_dir: Optional[str], download: bool, img_size: Optional[int],
-                        pad: int) -> Tuple[Dataset, Dataset, Callable, Callable, dict]:
+def _read_fashion_mnist(data_dir: Optional[str], download: bool) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+    """{'train' | 'test': (images uint8 (N, 28, 28), labels long (N,))}, checked against the IDX headers."""
     folder = _find_fashion_dir(data_dir, download)
+    side = FASHION_MNIST_SIDE
     parts = {}
     for split in ('train', 'test'):
         images = read_idx(_idx_file(folder, FASHION_MNIST_FILES[f'{split}_images']), IDX_IMAGES_MAGIC)
         labels = read_idx(_idx_file(folder, FASHION_MNIST_FILES[f'{split}_labels']), IDX_LABELS_MAGIC)
         if len(images) != len(labels):
             raise DatasetError(f'fashion-mnist in {folder}: {split} has {len(images)} images but {len(labels)} labels')
-        if images.shape[1:] != (28, 28):
+        if images.shape[1:] != (side, side):
             raise DatasetError(f'fashion-mnist in {folder}: {split} images are {images.shape[1:]}, expected 28x28')
         if len(labels) and labels.max() >= 10:
             raise DatasetError(f'fashion-mnist in {folder}: {split} labels must be 0..9, found {labels.max()}')
-        parts[split] = ImageTensorDataset(torch.from_numpy(images.copy()).unsqueeze(1),
-                                          torch.from_numpy(labels.astype(np.int64)))
-    size = DEFAULT_IMG_SIZE['fashion-mnist'] if img_size is None else img_size
-    train_tf, eval_tf = _tensor_transforms(FASHION_MNIST_MEAN, FASHION_MNIST_STD, 28, size, pad)
-    info = dict(num_classes=10, in_chans=1, img_size=size, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
+        parts[split] = (torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+    return parts
+
+
+def _load_fashion_mnist(spec: DatasetSpec, data_dir: Optional[str], download: bool, img_size: Optional[int],
+                        pad: int) -> LoadedData:
+    parts = {split: ImageTensorDataset(images.unsqueeze(1), labels)
+             for split, (images, labels) in _read_fashion_mnist(data_dir, download).items()}
+    size = spec.img_size if img_size is None else img_size
+    train_tf, eval_tf = _tensor_transforms(spec.mean, spec.std, FASHION_MNIST_SIDE, size, pad)
+    info = dict(num_classes=spec.num_classes, in_chans=spec.in_chans, img_size=size, mean=spec.mean, std=spec.std,
                 label_names=list(FASHION_MNIST_CLASSES))
     return parts['train'], parts['test'], train_tf, eval_tf, info
 
 
-_CIFAR = {
+def _load_fashion_mnist_shifted(spec: DatasetSpec, data_dir: Optional[str], download: bool,
+                                img_size: Optional[int], pad: int) -> LoadedData:
+    canvas = spec.img_size if img_size is None else img_size
+    if canvas < FASHION_MNIST_SIDE:
+        raise DatasetError(f'{spec.name}: img_size is the canvas side and must be >= {FASHION_MNIST_SIDE} '
+                           f'(the item), got {canvas}')
+    parts = {}
+    for stream, (split, (images, labels)) in enumerate(_read_fashion_mnist(data_dir, download).items()):
+        # one fixed stream per split (train 0, test 1): the same positions in every build, whatever the run's seed
+        generator = torch.Generator().manual_seed(_mix(SHIFTED_SEED, stream))
+        canvases, positions = paste_at_random(images, canvas, generator)
+        parts[split] = ImageTensorDataset(canvases, labels, positions=positions)
+    mean, std = canvas_stats(FASHION_MNIST_MEAN, FASHION_MNIST_STD, FASHION_MNIST_SIDE, canvas)
+    train_tf, eval_tf = _tensor_transforms(mean, std, canvas, canvas, pad)
+    info = dict(num_classes=spec.num_classes, in_chans=spec.in_chans, img_size=canvas, mean=mean, std=std,
+                label_names=list(FASHION_MNIST_CLASSES))
+    return parts['train'], parts['test'], train_tf, eval_tf, info
+
+
+_CIFAR = {  # file layouts of the python versions (stats and sizes: DATASET_SPECS)
     'cifar10': dict(folder='cifar-10-batches-py', train=[f'data_batch_{i}' for i in range(1, 6)],
                     test=['test_batch'], meta='batches.meta', labels='labels', names='label_names',
-                    num_classes=10, listing='data_batch_1..5,test_batch,batches.meta', tv='CIFAR10',
-                    mean=CIFAR10_MEAN, std=CIFAR10_STD),
+                    listing='data_batch_1..5,test_batch,batches.meta', tv='CIFAR10'),
     'cifar100': dict(folder='cifar-100-python', train=['train'], test=['test'], meta='meta',
-                     labels='fine_labels', names='fine_label_names', num_classes=100, listing='train,test,meta',
-                     tv='CIFAR100', mean=CIFAR100_MEAN, std=CIFAR100_STD),
+                     labels='fine_labels', names='fine_label_names', listing='train,test,meta', tv='CIFAR100'),
 }
 
 
@@ -374,9 +468,9 @@ def _unpickle(path: Path) -> dict:
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
-def _load_cifar(name: str, data_dir: Optional[str], download: bool, img_size: Optional[int],
-                pad: int) -> Tuple[Dataset, Dataset, Callable, Callable, dict]:
-    spec = _CIFAR[name]
+def _load_cifar(dataset: DatasetSpec, data_dir: Optional[str], download: bool, img_size: Optional[int],
+                pad: int) -> LoadedData:
+    name, spec = dataset.name, _CIFAR[dataset.name]
     if data_dir is None:
         raise DatasetError(f'{name} is not embedded: pass --data-dir DIR (holding {spec["folder"]}/) '
                            f'or --data-dir DIR --download')
@@ -409,16 +503,16 @@ def _load_cifar(name: str, data_dir: Optional[str], download: bool, img_size: Op
             images.append(data.reshape(-1, 3, 32, 32))
             labels.append(np.asarray(batch[spec['labels']], dtype=np.int64))
         label_array = np.concatenate(labels)
-        if len(label_array) and (label_array.min() < 0 or label_array.max() >= spec['num_classes']):
-            raise DatasetError(f'{name} in {folder}: {split} labels outside 0..{spec["num_classes"] - 1}')
+        if len(label_array) and (label_array.min() < 0 or label_array.max() >= dataset.num_classes):
+            raise DatasetError(f'{name} in {folder}: {split} labels outside 0..{dataset.num_classes - 1}')
         parts[split] = ImageTensorDataset(torch.from_numpy(np.concatenate(images)), torch.from_numpy(label_array))
     meta = _unpickle(folder / spec['meta'])
     names = meta.get(spec['names'])
     label_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
-    size = DEFAULT_IMG_SIZE[name] if img_size is None else img_size
-    train_tf, eval_tf = _tensor_transforms(spec['mean'], spec['std'], 32, size, pad)
-    info = dict(num_classes=spec['num_classes'], in_chans=3, img_size=size, mean=spec['mean'], std=spec['std'],
-                label_names=label_names)
+    size = dataset.img_size if img_size is None else img_size
+    train_tf, eval_tf = _tensor_transforms(dataset.mean, dataset.std, 32, size, pad)
+    info = dict(num_classes=dataset.num_classes, in_chans=dataset.in_chans, img_size=size, mean=dataset.mean,
+                std=dataset.std, label_names=label_names)
     return parts['train'], parts['test'], train_tf, eval_tf, info
 
 
@@ -452,8 +546,9 @@ def _class_folders(folder: Path) -> List[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir()) if folder.is_dir() else []
 
 
-def _load_image_folder(name: str, data_dir: Optional[str], download: bool, img_size: Optional[int],
-                       pad: int) -> Tuple[Dataset, Dataset, Callable, Callable, dict]:
+def _read_image_folder(name: str, data_dir: Optional[str],
+                       download: bool) -> Tuple[Path, List[str], List[Tuple[str, int]], List[Tuple[str, int]]]:
+    """(root, classes, train samples, val samples) of an ImageFolder layout; samples are (path, label)."""
     if data_dir is None:
         raise _layout_error(name, None, 'not embedded, no --data-dir given')
     if download:
@@ -488,27 +583,84 @@ def _load_image_folder(name: str, data_dir: Optional[str], download: bool, img_s
     if not val_samples:
         raise _layout_error(name, root, f'no labelled images under {val}')
 
+    return root, classes, train_samples, val_samples
+
+
+def _load_tinyimagenet(spec: DatasetSpec, data_dir: Optional[str], download: bool, img_size: Optional[int],
+                       pad: int) -> LoadedData:
+    root, classes, train_samples, val_samples = _read_image_folder(spec.name, data_dir, download)
     label_names = list(classes)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if name == 'tinyimagenet':
-        words = root / 'words.txt'  # TinyImageNet's "<wnid>\t<names>" file: human-readable names
-        if words.is_file():
-            table = dict(line.split('\t', 1) for line in words.read_text().splitlines() if '\t' in line)
-            label_names = [table.get(c, c).split(',')[0].strip() for c in classes]
-        size = DEFAULT_IMG_SIZE['tinyimagenet'] if img_size is None else img_size
-        # Normalize first so that any padding CenterCrop adds (pad > 8 on 64x64 images) is the mean.
-        train_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std), T.CenterCrop(size + 2 * pad),
-                              pad_random_crop(size)])
-        eval_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std), T.CenterCrop(size)])
-    else:
-        size = DEFAULT_IMG_SIZE['imagenet'] if img_size is None else img_size
-        resize = round(size * 256 / 224)
-        train_tf = T.Compose([T.Resize(resize), T.RandomCrop(size), T.RandomHorizontalFlip(), T.ToTensor(),
-                              T.Normalize(mean, std)])
-        eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
-    info = dict(num_classes=len(classes), in_chans=3, img_size=size, mean=mean, std=std, label_names=label_names)
+    words = root / 'words.txt'  # TinyImageNet's "<wnid>\t<names>" file: human-readable names
+    if words.is_file():
+        table = dict(line.split('\t', 1) for line in words.read_text().splitlines() if '\t' in line)
+        label_names = [table.get(c, c).split(',')[0].strip() for c in classes]
+    size = spec.img_size if img_size is None else img_size
+    mean, std = spec.mean, spec.std
+    # Normalize first so that any padding CenterCrop adds (pad > 8 on 64x64 images) is the mean.
+    train_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std), T.CenterCrop(size + 2 * pad), pad_random_crop(size)])
+    eval_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std), T.CenterCrop(size)])
+    info = dict(num_classes=len(classes), in_chans=spec.in_chans, img_size=size, mean=mean, std=std,
+                label_names=label_names)
     return (ImageFileDataset(train_samples, classes), ImageFileDataset(val_samples, classes), train_tf, eval_tf,
             info)
+
+
+def _load_imagenet(spec: DatasetSpec, data_dir: Optional[str], download: bool, img_size: Optional[int],
+                   pad: int) -> LoadedData:
+    root, classes, train_samples, val_samples = _read_image_folder(spec.name, data_dir, download)
+    size = spec.img_size if img_size is None else img_size
+    mean, std = spec.mean, spec.std
+    resize = round(size * 256 / 224)  # timm's crop_pct 0.875
+    train_tf = T.Compose([T.Resize(resize), T.RandomCrop(size), T.RandomHorizontalFlip(), T.ToTensor(),
+                          T.Normalize(mean, std)])
+    eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+    info = dict(num_classes=len(classes), in_chans=spec.in_chans, img_size=size, mean=mean, std=std,
+                label_names=list(classes))
+    return (ImageFileDataset(train_samples, classes), ImageFileDataset(val_samples, classes), train_tf, eval_tf,
+            info)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The registry: one spec per dataset; everything else reads it
+
+DATASET_SPECS: Mapping[str, DatasetSpec] = MappingProxyType({spec.name: spec for spec in (
+    DatasetSpec('digits', _load_digits, None, None, img_size=24, in_chans=1, num_classes=10, default_batch=64,
+                val_size=None, description="scikit-learn's 1,797 handwritten 8x8 digits, enlarged 2x and pasted at a "
+                'fixed random position on a 24x24 canvas (1,437 train / 360 test); embedded, no download'),
+    DatasetSpec('fashion-mnist', _load_fashion_mnist, FASHION_MNIST_MEAN, FASHION_MNIST_STD, img_size=28,
+                in_chans=1, num_classes=10, default_batch=128, val_size=None,
+                description="Zalando's Fashion-MNIST: 60,000 train / 10,000 test centred 28x28 grey images",
+                aliases=('fashion_mnist', 'fashionmnist')),
+    DatasetSpec('fashion-mnist-shifted', _load_fashion_mnist_shifted,
+                *canvas_stats(FASHION_MNIST_MEAN, FASHION_MNIST_STD, FASHION_MNIST_SIDE, SHIFTED_CANVAS),
+                img_size=SHIFTED_CANVAS, in_chans=1, num_classes=10, default_batch=128, val_size=None,
+                description='Fashion-MNIST with each item at a fixed random position (drawn once per image) on a '
+                f'black {SHIFTED_CANVAS}x{SHIFTED_CANVAS} canvas: position varies, train and test alike',
+                aliases=('fashion_mnist_shifted', 'fashionmnist-shifted')),
+    DatasetSpec('cifar10', _load_cifar, CIFAR10_MEAN, CIFAR10_STD, img_size=32, in_chans=3, num_classes=10,
+                default_batch=512, val_size=5000, description='CIFAR-10, the python version: 50,000 train / 10,000 '
+                'test 32x32 colour images'),
+    DatasetSpec('cifar100', _load_cifar, CIFAR100_MEAN, CIFAR100_STD, img_size=32, in_chans=3, num_classes=100,
+                default_batch=512, val_size=5000, description='CIFAR-100 (fine labels), the python version: 50,000 '
+                'train / 10,000 test 32x32 colour images'),
+    DatasetSpec('tinyimagenet', _load_tinyimagenet, IMAGENET_MEAN, IMAGENET_STD, img_size=48, in_chans=3,
+                num_classes=200, default_batch=512, val_size=10000, description='Tiny ImageNet (200 classes, 64x64, '
+                'center/random crops of 48) from an ImageFolder layout', aliases=('tiny-imagenet', 'tiny_imagenet')),
+    DatasetSpec('imagenet', _load_imagenet, IMAGENET_MEAN, IMAGENET_STD, img_size=224, in_chans=3, num_classes=1000,
+                default_batch=256, val_size=10000, description='ImageNet-1k from an ImageFolder layout (resize 256, '
+                'crop 224)'),
+)})
+
+# Views of the registry, under the names other modules import.
+DATASETS: Tuple[str, ...] = tuple(DATASET_SPECS)
+DEFAULT_IMG_SIZE: Mapping[str, int] = MappingProxyType({n: s.img_size for n, s in DATASET_SPECS.items()})
+# (in_chans, num_classes), known before any file is read: a run's model is sized (on the meta device) first
+DATASET_SHAPES: Mapping[str, Tuple[int, int]] = MappingProxyType(
+    {n: (s.in_chans, s.num_classes) for n, s in DATASET_SPECS.items()})
+VAL_SIZES: Mapping[str, int] = MappingProxyType(
+    {n: s.val_size for n, s in DATASET_SPECS.items() if s.val_size is not None})
+DEFAULT_BATCH: Mapping[str, int] = MappingProxyType({n: s.default_batch for n, s in DATASET_SPECS.items()})
+_ALIASES: Mapping[str, str] = MappingProxyType({a: s.name for s in DATASET_SPECS.values() for a in s.aliases})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -538,6 +690,19 @@ def canonical_dataset_name(name: str) -> str:
     return _ALIASES.get(name.lower(), name.lower())
 
 
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registry's spec of ``name`` (aliases accepted); DatasetError listing the choices for an unknown one."""
+    key = canonical_dataset_name(name)
+    if key not in DATASET_SPECS:
+        raise DatasetError(f'unknown dataset {name!r}; choose one of: {", ".join(DATASETS)}')
+    return DATASET_SPECS[key]
+
+
+def default_batch_size(name: str) -> int:
+    """Images per optimizer step of a run on ``name`` that does not set one (digits 64, CIFAR 512, ...)."""
+    return dataset_spec(name).default_batch
+
+
 def build_datasets(name: str = 'digits', data_dir: Optional[str] = None, pad: int = 4, split: str = 'test',
                    download: bool = False, seed: int = 0, train_subset: Optional[int] = None,
                    eval_subset: Optional[int] = None, img_size: Optional[int] = None,
@@ -545,29 +710,31 @@ def build_datasets(name: str = 'digits', data_dir: Optional[str] = None, pad: in
     """Build the training and evaluation sets of one dataset.
 
     Args:
-        name: one of ``DATASETS`` ('fashion_mnist', 'tiny-imagenet' spellings are accepted).
-        data_dir: where the files are (not needed for 'digits'; optional for 'fashion-mnist', which
-            falls back to /usr/share/datasets/fashion-mnist only when ``data_dir`` is None).
+        name: one of ``DATASETS`` ('fashion_mnist', 'tiny-imagenet' spellings are accepted); its
+            :class:`DatasetSpec` in ``DATASET_SPECS`` loads it.
+        data_dir: where the files are (not needed for 'digits'; optional for 'fashion-mnist' and
+            'fashion-mnist-shifted', which fall back to /usr/share/datasets/fashion-mnist only when
+            ``data_dir`` is None).
         pad: padding (pixels, with the mean) before the random crop; 0 = no translation. Unused by ImageNet.
         split: 'test' = full train set, evaluate on the official test set; 'val' = hold out
             ``val_size`` training images (seeded by ``seed``) and evaluate on them.
         download: fetch CIFAR / Fashion-MNIST into ``data_dir`` with torchvision if missing.
         seed: seeds the validation split and the subsets.
         train_subset, eval_subset: keep only the first N of a seeded permutation (fast studies).
-        img_size: network input size; defaults to the dataset's (digits 24 = canvas side,
-            fashion-mnist 28, CIFAR 32, TinyImageNet 48 = crop, ImageNet 224 = crop); other sizes
-            resize fashion-mnist / CIFAR images and set the canvas / crop size of the others.
-        val_size: held-out size for ``split='val'``; default the paper's (CIFAR 5k, TinyImageNet 10k,
-            ImageNet 10k) or 10% of the training set (digits, fashion-mnist).
+        img_size: network input size; defaults to the dataset's ``DEFAULT_IMG_SIZE`` (digits 24 = canvas
+            side, fashion-mnist 28, fashion-mnist-shifted 40 = canvas side, CIFAR 32, TinyImageNet 48 = crop,
+            ImageNet 224 = crop); other sizes resize fashion-mnist / CIFAR images and set the canvas / crop
+            size of the others.
+        val_size: held-out size for ``split='val'``; default the spec's (the paper's: CIFAR 5k, TinyImageNet
+            10k, ImageNet 10k) or 10% of the training set (digits, both fashion-mnist sets).
     Returns:
         A :class:`DataBundle`; items are (normalized float (C, img_size, img_size), int label).
     Raises:
         DatasetError: unknown name, missing or malformed files.
         ValueError: bad ``split``, ``pad``, sizes.
     """
-    key = canonical_dataset_name(name)
-    if key not in DATASETS:
-        raise DatasetError(f'unknown dataset {name!r}; choose one of: {", ".join(DATASETS)}')
+    spec = dataset_spec(name)
+    key = spec.name
     if split not in ('val', 'test'):
         raise DatasetError(f"split must be 'val' or 'test', got {split!r}")
     if pad < 0:
@@ -575,20 +742,14 @@ def build_datasets(name: str = 'digits', data_dir: Optional[str] = None, pad: in
     if seed < 0:
         raise DatasetError(f'seed must be >= 0, got {seed}')
 
-    if key == 'digits':
-        train_base, test_base, train_tf, eval_tf, info = _load_digits(img_size, pad)
-    elif key == 'fashion-mnist':
-        train_base, test_base, train_tf, eval_tf, info = _load_fashion_mnist(data_dir, download, img_size, pad)
-    elif key in _CIFAR:
-        train_base, test_base, train_tf, eval_tf, info = _load_cifar(key, data_dir, download, img_size, pad)
-    else:
-        train_base, test_base, train_tf, eval_tf, info = _load_image_folder(key, data_dir, download, img_size, pad)
+    train_base, test_base, train_tf, eval_tf, info = spec.loader(spec, data_dir, download, img_size, pad)
 
     n_train = len(train_base)
     if split == 'test':
         train_idx, eval_idx, eval_base = torch.arange(n_train), torch.arange(len(test_base)), test_base
     else:
-        held_out = val_size if val_size is not None else VAL_SIZES.get(key, round(VAL_FRACTION * n_train))
+        held_out = val_size if val_size is not None else (
+            spec.val_size if spec.val_size is not None else round(VAL_FRACTION * n_train))
         if not 0 < held_out < n_train:
             raise DatasetError(f'{key}: val_size={held_out} must be in 1..{n_train - 1} ({n_train} training images)')
         order = _permutation(n_train, seed, 0)
