@@ -220,11 +220,11 @@ def test_train_config(table, dataset, label, expected):
     assert {k: getattr(config, k) for k in expected} == expected
 
 
-def test_train_config_overrides():
+def test_train_config_overrides(tmp_path):
     cell = _cell('5', 'cifar10', 'LC - ws(10)')
-    config = cell_train_config(cell, data_dir='/data', seed=3, output_dir='out', batch_size=16, train_subset=64)
+    config = cell_train_config(cell, data_dir=str(tmp_path), seed=3, output_dir='out', batch_size=16, train_subset=64)
     assert (config.data_dir, config.seed, config.output_dir, config.batch_size, config.train_subset) == \
-        ('/data', 3, 'out', 16, 64)
+        (str(tmp_path), 3, 'out', 16, 64)
     assert (config.lr, config.model, config.sleep_every) == (5e-4, 'lc_resnet20_ws10', 10)
     # a shorter run keeps the schedule's shape, as the paper's grid searches did (B.1, B.2)
     assert cell_train_config(cell, epochs=50).lr_milestones == (25, 37)
@@ -388,11 +388,13 @@ def test_script_arguments(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(paper_runs, 'train', fake_train)
     out = tmp_path / 'runs'
-    assert script.main(['6', '--data-dir', 'cifar100=/c100', '--data-dir', 'tinyimagenet=/tin', '--dataset',
+    tin = tmp_path / 'tin'  # data folders must exist (the settings check them)
+    tin.mkdir()
+    assert script.main(['6', '--data-dir', 'cifar100=/c100', '--data-dir', f'tinyimagenet={tin}', '--dataset',
                         'tinyimagenet', '--rows', 'conv', 'LC - 8 reps', '--seeds', '3', '--epochs', '20',
                         '--batch-size', '64', '--split', 'val', '--workers', '2', '--output-root', str(out)]) == 0
     assert [(c.model, c.reps, c.seed, c.data_dir, c.epochs, c.lr_milestones, c.batch_size, c.split,
              c.num_workers, c.pad, c.lr, c.weight_decay) for c in seen] == [
-        ('conv_resnet20', 1, 3, '/tin', 20, (10, 15), 64, 'val', 2, 8, 5e-3, 1e-2),
-        ('lc_resnet20', 8, 3, '/tin', 20, (10, 15), 64, 'val', 2, 8, 5e-4, 1e-4)]
+        ('conv_resnet20', 1, 3, str(tin), 20, (10, 15), 64, 'val', 2, 8, 5e-3, 1e-2),
+        ('lc_resnet20', 8, 3, str(tin), 20, (10, 15), 64, 'val', 2, 8, 5e-4, 1e-4)]
     assert (out / 'table6-tinyimagenet.md').exists()

@@ -111,13 +111,16 @@ class SleepHook:
         return True
 
     @torch.no_grad()
-    def sleep(self) -> int:
-        """Run the sleep phase now (also used for a final sleep before evaluation)."""
-        count = SLEEP_MODES[self.mode](self.model)
-        if self._optimizer is not None and self.optimizer_policy != 'keep':
+    def sleep(self, model: Optional[nn.Module] = None) -> int:
+        """Run the sleep phase now (also used for a final sleep before evaluation) and count it. ``model``: other
+        weights to sleep instead of the trained model's, e.g. its EMA copy (then the optimizer and the
+        ``on_sleep`` log, which describe the trained model, are left alone)."""
+        target = self.model if model is None else _unwrap(model)
+        count = SLEEP_MODES[self.mode](target)
+        if target is self.model and self._optimizer is not None and self.optimizer_policy != 'keep':
             self._apply_optimizer_policy(self._optimizer)
         self.sleeps += 1
-        if self.on_sleep is not None:
+        if target is self.model and self.on_sleep is not None:
             self.on_sleep(self.steps)
         return count
 

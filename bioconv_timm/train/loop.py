@@ -35,10 +35,10 @@ from .._atomic import DiskFullError, duplicate_file, format_bytes, write_json
 from ..layers import LocallyConnected2d
 from ..run_folder import hold_run_folder, mark_run_folder, remove_stale_temps
 from ..sharding import estimate_model_bytes
-from ..sleep import SLEEP_MODES, SleepHook
+from ..sleep import SleepHook
 from .checkpoint import (CHECKPOINT_VERSION, RunCheckpointSaver, find_resume_checkpoint, refuse_existing_run,
                          refuse_foreign_folder, rng_state, set_rng_state)
-from .config import ConfigError, TrainConfig, TrainResult, create_model, fill_defaults, resolve_config, validate
+from .config import ConfigError, TrainConfig, TrainResult, create_model, resolve_config
 from .data import build_datasets, make_loader
 from .distributed import DistInfo, ranks_identical, sync_batchnorm
 from .engine import DivergedError, check_finite_weights, evaluate, train_one_epoch
@@ -50,7 +50,8 @@ __all__ = ['train', 'build_scheduler']
 def train(config: TrainConfig) -> TrainResult:
     """Train one model; the run folder gets ``config.json``, ``metrics.csv``, ``snr.csv``, ``sleeps.csv``,
     ``last.pth`` / ``model_best.pth``, ``model.safetensors``, ``result.json`` and ``curves.png``."""
-    out_dir = Path(resolve_config(config).output_dir)  # every setting checked, the model sized on meta: no data yet
+    cfg = resolve_config(config)  # resolved once: every setting checked, the model sized on meta, no data read yet
+    out_dir = Path(cfg.output_dir)
     dist_info = DistInfo()
     try:
         if dist_info.main:
@@ -60,7 +61,7 @@ def train(config: TrainConfig) -> TrainResult:
                 refuse_foreign_folder(out_dir)
                 if not config.resume:
                     refuse_existing_run(out_dir)
-            run = _Run(config, dist_info)
+            run = _Run(cfg, dist_info)
             try:
                 run.resume_or_start()
                 for epoch in range(run.start_epoch, run.cfg.epochs):
@@ -121,6 +122,7 @@ class _Run:
     """The state of one run: model, optimizer, sleep hook, data, logs. ``train`` drives it epoch by epoch."""
 
     def __init__(self, config: TrainConfig, dist_info: DistInfo) -> None:
+        """``config`` is resolved (:func:`~bioconv_timm.train.config.resolve_config`): no default is left open."""
         self.dist_info = dist = dist_info
         self.device = device = _device(config, dist)
         random_seed(config.seed)
@@ -130,8 +132,7 @@ class _Run:
             img_size=config.img_size, val_size=config.val_size)
         model = create_model(config, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
                              img_size=bundle.img_size, drop_rate=config.drop_rate)
-        self.cfg = cfg = fill_defaults(config, getattr(model, 'sleep_every', None))
-        validate(cfg)
+        self.cfg = cfg = config
         if cfg.sleep_every and not any(isinstance(m, LocallyConnected2d) for m in model.modules()):
             raise ConfigError(f'{cfg.model} has no locally connected layers: sleep_every={cfg.sleep_every} would do '
                               'nothing; use an lc_* model or sleep_every=0')
@@ -310,11 +311,7 @@ class _Run:
         last = self.history[-1]
         final = dict(loss=last['eval_loss'], top1=last['eval_top1'], top5=last['eval_top5'])
         if cfg.final_sleep and hook.enabled:
-            if self.ema is None:
-                hook.sleep()
-            else:  # sleep the weights that are saved (the raw model is not)
-                SLEEP_MODES[cfg.sleep_mode](model)
-                hook.sleeps += 1
+            hook.sleep(model)  # the weights that are saved: the EMA when there is one
             if cfg.refresh_bn:
                 random_seed(_epoch_seed(cfg.seed, cfg.epochs), dist.rank)
                 update_bn(self.train_loader(cfg.epochs), model, self.device)  # torch's BN refresh

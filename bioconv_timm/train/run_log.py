@@ -56,7 +56,9 @@ def log_sleeps(hook: SleepHook, rows: List[Dict[str, Any]], with_snr: bool) -> N
     the weights) the mean -log SNR just before and after."""
     inner = hook.sleep
 
-    def sleep_with_log() -> int:
+    def sleep_with_log(model: Optional[nn.Module] = None) -> int:
+        if model is not None and model is not hook.model:  # other weights (an EMA copy): not the trained model's log
+            return inner(model)
         row: Dict[str, Any] = dict(step=hook.steps)
         if with_snr:
             row['neg_log_snr_before'] = mean_defined(list(neg_log_snr(hook.model).values()))
