@@ -96,9 +96,10 @@ def conv_input_sizes(model: nn.Module, img_size: Union[int, Tuple[int, int]],
         with torch.no_grad():
             twin(x)
     except Exception as exc:  # the model's own error, with the context of why we ran it
-        raise InputSizeError(f'to_locally_connected: the meta-device forward pass at input (1, {in_chans}, {h}, {w}) '
-                             f'that finds each conv\'s input size failed: {type(exc).__name__}: '
-                             f'{" ".join(str(exc).split())}') from exc
+        raise InputSizeError(f'to_locally_connected: the model cannot run at img_size=({h}, {w}) with '
+                             f'in_chans={in_chans}: the meta-device forward pass that finds each conv\'s input size '
+                             f'failed ({type(exc).__name__}: {" ".join(str(exc).split())}); pass the img_size and '
+                             'in_chans the model takes') from exc
     return seen
 
 

@@ -194,9 +194,19 @@ def _check_args(where: str, layers: Sequence[int] = (3, 3, 3), channels: Sequenc
         in_chans=check_arg(where, 'in_chans', in_chans, 'int', lo=1, hi=MAX_CHANNELS),
         num_classes=check_arg(where, 'num_classes', num_classes, 'int', lo=0, hi=MAX_CLASSES,
                               fix='0 gives no classifier (pooled features)'),
-        global_pool=check_arg(where, 'global_pool', global_pool, 'choice', choices=GLOBAL_POOLS),
+        global_pool=check_pool(where, global_pool, num_classes),
         drop_rate=check_arg(where, 'drop_rate', drop_rate, 'real', lo=0.0, hi=1.0),
         sleep_every=sleep_every)
+
+
+def check_pool(where: str, global_pool: Any, num_classes: Any, choices: Sequence[str] = GLOBAL_POOLS) -> str:
+    """``global_pool``: one of ``choices``; '' (no pooling: the classifier would see a feature map) only with
+    ``num_classes=0``. ``num_classes`` is assumed checked."""
+    global_pool = check_arg(where, 'global_pool', global_pool, 'choice', choices=choices)
+    if global_pool == '' and num_classes:
+        raise ModelArgError(f"{where}: global_pool='' (no pooling) is invalid with num_classes={num_classes}: the "
+                            "classifier needs pooled features; pass num_classes=0 for feature maps, or global_pool='avg'")
+    return global_pool
 
 
 def _too_small(where: str, img_size: Tuple[int, int], what: str) -> ModelArgError:
@@ -402,11 +412,10 @@ class BioResNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         where = f'{type(self).__name__}.reset_classifier'
         num_classes = check_arg(where, 'num_classes', num_classes, 'int', lo=0, hi=MAX_CLASSES)
-        if global_pool is not None:
-            check_arg(where, 'global_pool', global_pool, 'choice', choices=GLOBAL_POOLS)
+        pool_type = check_pool(where, global_pool if global_pool is not None else self.global_pool.pool_type,
+                               num_classes)
         dd = get_device_dtype(self)  # the new head lives where the model is
         self.num_classes = num_classes
-        pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type, **dd)
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -578,22 +587,25 @@ def check_feature_args(where: str, kwargs: Dict[str, Any], n_levels: int) -> Dic
         if name in kwargs and not features_only:
             raise arg_error(where, name, kwargs[name], 'a value only with features_only=True',
                             'add features_only=True, or drop it')
-    out_indices = kwargs.get('out_indices', feature_cfg.get('out_indices'))
+    def option(key: str) -> Tuple[str, Any]:  # (its name in the message, its value): a keyword wins over feature_cfg
+        return (key, kwargs[key]) if key in kwargs else (f"feature_cfg['{key}']", feature_cfg.get(key))
+
+    name, out_indices = option('out_indices')
     if out_indices is not None:
         levels = f'{n_levels} feature levels (indices 0..{n_levels - 1} or -{n_levels}..-1)'
         if _is_int(out_indices):
-            check_arg(where, 'out_indices', out_indices, 'int', lo=1, hi=n_levels,
+            check_arg(where, name, out_indices, 'int', lo=1, hi=n_levels,
                       fix=f'an int k takes the last k of the {levels}')
         else:
-            indices = check_arg(where, 'out_indices', out_indices, 'ints', lo=-n_levels, hi=n_levels - 1,
+            indices = check_arg(where, name, out_indices, 'ints', lo=-n_levels, hi=n_levels - 1,
                                 length=(1, n_levels), fix=f'this model has {levels}')
             if len({i % n_levels for i in indices}) != len(indices):
-                raise arg_error(where, 'out_indices', out_indices, 'distinct feature levels',
-                                f'this model has {levels}')
-    feature_cls = kwargs.get('feature_cls', feature_cfg.get('feature_cls'))
+                raise arg_error(where, name, out_indices, 'distinct feature levels', f'this model has {levels}')
+    name, feature_cls = option('feature_cls')
     if feature_cls is not None and not (isinstance(feature_cls, type) and issubclass(feature_cls, nn.Module)):
-        check_arg(where, 'feature_cls', feature_cls.lower() if isinstance(feature_cls, str) else feature_cls,
-                  'choice', choices=FEATURE_CLASSES, fix='or a feature wrapper class')
+        if not (isinstance(feature_cls, str) and feature_cls.lower() in FEATURE_CLASSES):
+            raise arg_error(where, name, feature_cls, 'one of ' + ', '.join(map(repr, FEATURE_CLASSES)) + ' or a '
+                            'feature wrapper class')
     return feature_cfg
 
 
@@ -625,9 +637,9 @@ def _create_bioresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     arch_kwargs = {k: v for k, v in kwargs.items() if k in _BIORESNET_ARGS}
     cfg_defaults = dict(num_classes=cfg.num_classes, in_chans=(cfg.input_size or (3,))[0])
     args = _check_args(variant, **{**model_args, **cfg_defaults, **arch_kwargs})
-    args.check_size(variant, max_params)
     feature_cfg = dict(flatten_sequential=False, out_indices=tuple(range(len(args.layers) + 1)))
     feature_cfg.update(check_feature_args(variant, kwargs, len(args.layers) + 1))  # the user's feature_cfg wins
+    args.check_size(variant, max_params)  # after every argument is checked: a bad one is named first
     if pretrained:
         source = pretrained_source(variant, cfg)
     try:

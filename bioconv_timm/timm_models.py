@@ -32,8 +32,8 @@ from .checks import MAX_CHANNELS, MAX_CLASSES, ModelArgError, check_arg, check_d
 from .checks import resolve_max_params, short_repr
 from .convert import converted_num_params, meta_copy, size_pair, to_locally_connected
 from .models import (GLOBAL_POOLS, HUB_ORG, IMAGENET_MEAN, IMAGENET_STD, MODEL_SPECS, PAPER, TIMM_ARCHS, _TagCfg,
-                     check_feature_args, is_unreadable_weights_error, pretrained_source,
-                     pretrained_filter, unreadable_weights_error)
+                     check_feature_args, check_pool, is_unreadable_weights_error, pretrained_filter,
+                     pretrained_source, unreadable_weights_error)
 
 __all__ = ['TIMM_FAMILIES', 'TimmFamily', 'DEFAULT_IMG_SIZE']
 
@@ -55,6 +55,9 @@ class TimmFamily:
     base_kwargs: Dict[str, Any] = field(default_factory=dict)
     lc_init: Union[str, Callable[[torch.Tensor, nn.Conv2d], None]] = 'independent'
     description: str = ''
+    global_pools: Tuple[str, ...] = GLOBAL_POOLS  # the pool types timm's head of this family takes
+    # feature_cfg that timm's builder needs with an explicit feature_cls (mobilenetv3's stages are inside `blocks`)
+    feature_cls_cfg: Dict[str, Any] = field(default_factory=dict)
 
 
 TIMM_FAMILIES: Dict[str, TimmFamily] = {
@@ -63,11 +66,13 @@ TIMM_FAMILIES: Dict[str, TimmFamily] = {
     'convnext_atto': TimmFamily(
         'convnext_atto', 4, dict(conv_mlp=True), _trunc_normal_002,
         description="timm's ConvNeXt-Atto: 4x4/4 patchify stem, 2-2-6-2 blocks of depthwise 7x7 + 1x1 MLP (as convs: "
-                    'conv_mlp=True), 40/80/160/320 channels'),
+                    'conv_mlp=True), 40/80/160/320 channels',
+        global_pools=tuple(p for p in GLOBAL_POOLS if p != 'catavgmax')),  # its norm head keeps the pooled width
     'mobilenetv3_small_050': TimmFamily(
         'mobilenetv3_small_050', 5,
         description="timm's MobileNetV3-Small 0.5x: inverted residuals with depthwise 3x3/5x5 convs and "
-                    'squeeze-excite, 1x1 conv head'),
+                    'squeeze-excite, 1x1 conv head',
+        feature_cls_cfg=dict(flatten_sequential=True)),
 }
 assert tuple(TIMM_FAMILIES) == TIMM_ARCHS  # models.MODEL_SPECS names these archs; every one is built here
 
@@ -126,7 +131,7 @@ def _check_timm_args(variant: str, cfg: Any, kwargs: Dict[str, Any]) -> Dict[str
         if name in kwargs:
             check_arg(variant, name, kwargs[name], 'real', lo=0.0, hi=1.0)
     if 'global_pool' in kwargs:
-        check_arg(variant, 'global_pool', kwargs['global_pool'], 'choice', choices=GLOBAL_POOLS)
+        check_pool(variant, kwargs['global_pool'], out['num_classes'], TIMM_FAMILIES[spec.arch].global_pools)
     check_device(variant, kwargs.get('device'))
     check_dtype(variant, kwargs.get('dtype'))
     return out
@@ -146,14 +151,17 @@ def _create_timm_model(variant: str, pretrained: bool = False, **kwargs: Any) ->
     args = _check_timm_args(variant, cfg, kwargs)
     img_size, in_chans, num_classes = args['img_size'], args['in_chans'], args['num_classes']
     feature_cfg = check_feature_args(variant, kwargs, family.feature_levels)
-    # timm's two feature options go in as keyword arguments, which every family's builder takes (some, e.g.
-    # convnext, pass a feature_cfg of their own, so a user's would collide); explicit keyword arguments win.
-    for name in ('out_indices', 'feature_cls'):
-        if name in feature_cfg:
-            kwargs.setdefault(name, feature_cfg.pop(name))
-    if feature_cfg:
-        kwargs['feature_cfg'] = feature_cfg
     features_only = bool(kwargs.get('features_only'))
+    if features_only:  # (without it, timm ignores a feature_cfg: it is checked above and dropped)
+        # timm's two feature options go in as keyword arguments, which every family's builder takes (some, e.g.
+        # convnext, pass a feature_cfg of their own, so a user's would collide); explicit keyword arguments win.
+        for name in ('out_indices', 'feature_cls'):
+            if name in feature_cfg:
+                kwargs.setdefault(name, feature_cfg.pop(name))
+        if 'feature_cls' in kwargs:
+            feature_cfg = {**family.feature_cls_cfg, **feature_cfg}
+        if feature_cfg:
+            kwargs['feature_cfg'] = feature_cfg
     if features_only and pretrained:
         raise ModelArgError(f'{variant}: pretrained=True with features_only=True is not supported yet; create the '
                             'model with pretrained=True and take its stage outputs with model.forward_intermediates(x)')
