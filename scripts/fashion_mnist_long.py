@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
-import statistics
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -38,14 +36,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from bioconv_timm import stats
+from bioconv_timm.paper import TABLE1_DIFF, TABLE1_TOP1
+from bioconv_timm.train.data import DATASETS, dataset_spec
+
 SWEEP_LRS = (5e-4, 1e-3, 2e-3)
 MAX_SWEEP_LR = 8e-3  # a cell whose best lr is its largest is also tried at twice that, up to here
 SWEPT = ('lc', 'lc_ws10', 'lc_ws100')
 FIXED_LRS = {'conv': 5e-3, 'lc_ws1': 3e-3}  # the short study's (bioconv compare --dataset fashion-mnist)
 LONG_CELLS = ('conv', 'lc', 'lc_ws1', 'lc_ws10', 'lc_ws100')
 LABELS = {'conv': 'conv', 'lc': 'LC', 'lc_ws1': 'LC - ws(1)', 'lc_ws10': 'LC - ws(10)', 'lc_ws100': 'LC - ws(100)'}
-# Paper Table 1 / 5: CIFAR10, ResNet20, pad 4, 200 epochs, mean of 5 runs.
-PAPER_CIFAR10_PAD4 = {'conv': 88.3, 'lc': 80.9, 'lc_ws1': 87.4, 'lc_ws10': 85.1, 'lc_ws100': 82.0}
+SLEEPING = ('lc_ws1', 'lc_ws10', 'lc_ws100')
+# Paper Table 1 / 5: CIFAR10, ResNet20, pad 4, 200 epochs, mean of 5 runs; its Diff column as printed (paper.py)
+PAPER_CIFAR10_PAD4 = {cell: TABLE1_TOP1[label] for cell, label in LABELS.items()}
+PAPER_DIFF = {cell: TABLE1_DIFF[label] for cell, label in LABELS.items() if label in TABLE1_DIFF}
 SEEDS = (0, 1, 2)
 SHORT_EPOCHS = 15
 SHORT_SUBSET = 10000
@@ -63,7 +67,7 @@ class Run:
 
 
 def base_config(args: argparse.Namespace) -> Dict[str, Any]:
-    return dict(dataset='fashion-mnist', data_dir=args.data_dir, pad=4, batch_size=128, weight_decay=1e-4,
+    return dict(dataset=args.dataset, data_dir=args.data_dir, pad=4, batch_size=128, weight_decay=1e-4,
                 opt='adamw', lr_decay=0.25, model_kwargs=dict(layers=[1, 1, 1], stem_stride=2),
                 sleep_optimizer='average', progress=False, snr_at_sleep=False, resume=True)
 
@@ -170,7 +174,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 def run_study(args: argparse.Namespace) -> None:
     from bioconv_timm.train.data import build_datasets
-    build_datasets('fashion-mnist', data_dir=args.data_dir, pad=0, split='test', train_subset=10, eval_subset=10)
+    build_datasets(args.dataset, data_dir=args.data_dir, pad=0, split='test', train_subset=10, eval_subset=10)
     os.environ['OMP_NUM_THREADS'] = '1'
     Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
     running: Dict[Future, Run] = {}
@@ -212,13 +216,14 @@ def run_study(args: argparse.Namespace) -> None:
 
 # --- report -----------------------------------------------------------------------------------
 
-def _mean_sd(values: List[float]) -> Tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else float('nan'))
-
-
 def _fmt(values: List[float]) -> str:
-    m, sd = _mean_sd(values)
-    return f'{m:.2f}' + ('' if math.isnan(sd) else f' ± {sd:.2f}')
+    return stats.format_mean_sd(values)
+
+
+def _steps(recs: List[Dict[str, Any]]) -> str:
+    """The optimizer steps the records ran (their last evaluation's step), e.g. '1170' (or '1170-1185')."""
+    steps = sorted({int(r['history'][-1]['step']) for r in recs})
+    return str(steps[0]) if len(steps) == 1 else f'{steps[0]}-{steps[-1]}'
 
 
 def _records(args: argparse.Namespace, phase: str) -> List[Dict[str, Any]]:
@@ -236,20 +241,83 @@ def _curves(recs: List[Dict[str, Any]]) -> Tuple[List[float], List[List[float]]]
     return steps, [[r['history'][i]['eval_top1'] for i in range(n)] for r in recs]
 
 
-def crossing_step(ws: List[float], lc: List[float], steps: List[float]) -> Optional[float]:
-    """First step from which the ws mean curve stays at or above LC's to the end (None: never)."""
-    for i in range(len(steps)):
-        if all(w >= c for w, c in zip(ws[i:], lc[i:])):
-            return steps[i]
-    return None
+def _by_seed(recs: List[Dict[str, Any]], key: str = 'top1_last_step') -> Dict[int, float]:
+    return {r['seed']: r[key] for r in recs}
+
+
+def _mean_curve(recs: List[Dict[str, Any]]) -> Tuple[List[float], List[float]]:
+    steps, curves = _curves(recs)
+    return steps, [stats.mean_sd(v)[0] for v in zip(*curves)]
+
+
+def _crossing(ws_recs: List[Dict[str, Any]], lc_recs: List[Dict[str, Any]]) -> Optional[float]:
+    """The step from which the mean test curve of ``ws_recs`` stays at or above LC's (stats.crossing_step)."""
+    steps, ws = _mean_curve(ws_recs)
+    _, lc = _mean_curve(lc_recs)
+    n = min(len(ws), len(lc))
+    return stats.crossing_step(steps[:n], ws[:n], lc[:n])
+
+
+def _step_text(step: Optional[float]) -> str:
+    return 'never' if step is None else f'{step:.0f}'
+
+
+def paired_section(by: Dict[str, List[Dict[str, Any]]]) -> List[str]:
+    """Differences vs LC per seed (the same seed's LC run), gap fractions and crossing steps, from stats."""
+    lc = _by_seed(by['lc'])
+    lines = ['### Paired by seed', '',
+             'Each cell against the same seed\'s LC run: the mean of the per-seed differences ± their sd, a 95% t '
+             'interval, the paired t-test p and Welch\'s (unpaired) p; "ordering" says whether the cell\'s and LC\'s '
+             'ranges over seeds do not overlap (`bioconv_timm.stats.ordering_holds`: above or below in every seed, '
+             'outside the spread). Gap closed: (cell - LC) / (conv - LC), of the means and, with a 95% t interval, '
+             'per seed; the paper\'s from its means.', '',
+             '| Connectivity | vs LC per seed | mean ± sd | 95% interval | paired p | Welch p | ordering | gap closed '
+             '| per seed: mean [95% interval] | paper gap closed | crossing step per seed |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
+    paper_gap = PAPER_CIFAR10_PAD4['conv'] - PAPER_CIFAR10_PAD4['lc']
+    for cell in ('conv',) + SLEEPING:
+        if not by[cell]:
+            continue
+        values = _by_seed(by[cell])
+        d = stats.paired_difference(values, lc)
+        iv = d.interval
+        per_seed = ' / '.join(f'{v:+.2f}' for _, v in sorted(d.per_seed.items()))
+        welch = stats.welch_test(list(values.values()), list(lc.values())).p
+        order = ('above' if stats.ordering_holds(values, lc) else
+                 'below' if stats.ordering_holds(lc, values) else 'no')
+        gap = frac = paper = crossings = '-'
+        if cell != 'conv' and by['conv']:
+            g = stats.gap_fraction(values, _by_seed(by['conv']), lc)
+            gap = f'{100 * g.fraction:.0f}%'
+            frac = f'{100 * g.interval.mean:.0f}% [{100 * g.interval.lo:.0f}, {100 * g.interval.hi:.0f}]'
+            paper = f'{100 * (PAPER_CIFAR10_PAD4[cell] - PAPER_CIFAR10_PAD4["lc"]) / paper_gap:.0f}%'
+            lc_runs = {r['seed']: r for r in by['lc']}
+            crossings = ' / '.join(_step_text(_crossing([r], [lc_runs[r['seed']]]))
+                                   for r in sorted(by[cell], key=lambda r: r['seed']) if r['seed'] in lc_runs)
+        lines.append(f'| {LABELS[cell]} | {per_seed} | {iv.mean:+.2f} ± {iv.sd:.2f} | [{iv.lo:+.2f}, {iv.hi:+.2f}] '
+                     f'| {d.paired_t_p():.3f} | {welch:.3f} | {order} | {gap} | {frac} | {paper} | {crossings} |')
+    seeds = sorted(lc)
+    lines += ['', f'Seeds {", ".join(map(str, seeds))}; per-seed values in the order of the seeds.', '']
+    return lines
+
+
+def _dataset_flag(args: argparse.Namespace) -> str:
+    return '' if args.dataset == 'fashion-mnist' else f' --dataset {args.dataset}'
+
+
+def _dataset_title(args: argparse.Namespace) -> str:
+    spec = dataset_spec(args.dataset)
+    return 'Fashion-MNIST' if spec.name == 'fashion-mnist' else f'`{spec.name}` ({spec.description})'
 
 
 def write_report(args: argparse.Namespace) -> Path:
     out = Path(args.report)
     lines = ['# Fashion-MNIST, long budget: does dynamic weight sharing beat plain LC?', '',
-             'Regenerate with `python scripts/fashion_mnist_long.py --jobs 2` (skips finished runs, whose records '
-             'are in `fashion_mnist_long/`); `--report-only` rewrites this file and the figure from the records.', '',
-             'Common setup: Fashion-MNIST, pad 4 with the training mean then random-crop 28; ResNet-8 (one basic block '
+             f'Regenerate with `python scripts/fashion_mnist_long.py{_dataset_flag(args)} --jobs 2` (skips finished '
+             f'runs, whose records are in `{Path(args.records).name}/`); `--report-only` rewrites this file and the '
+             'figure from the records.', '',
+             f'Common setup: {_dataset_title(args)}, pad 4 with the training mean then random-crop '
+             f'{dataset_spec(args.dataset).img_size}; ResNet-8 (one basic block '
              'per stage, 16/32/64 channels, 3x3 stride-2 stem: `model_kwargs=dict(layers=(1, 1, 1), stem_stride=2)` '
              'on the resnet20 entrypoints), every conv locally connected in LC models (stem and shortcuts included); '
              'AdamW, batch 128, weight decay 1e-4, lr divided by 4 at 50% and 75% of the epochs; sleeping cells '
@@ -261,8 +329,9 @@ def write_report(args: argparse.Namespace) -> Path:
     if sweep:
         all_lrs = sorted({r['config']['lr'] for r in sweep})
         lines += ['## 1. Learning-rate sweep (validation split, never the test set)', '',
-                  f'{SHORT_SUBSET} training images, {SHORT_EPOCHS} epochs ({SHORT_EPOCHS * math.ceil(SHORT_SUBSET / 128)} '
-                  'steps), seed 0, evaluated on 6,000 held-out training images (`--split val`).', '',
+                  f'{SHORT_SUBSET} training images, {SHORT_EPOCHS} epochs ({_steps(sweep)} steps: the loader drops '
+                  'each epoch\'s last partial batch), seed 0, evaluated on 6,000 held-out training images '
+                  '(`--split val`).', '',
                   '| cell | ' + ' | '.join(f'lr {lr:g}' for lr in all_lrs) + ' | best |', '|---' * (len(all_lrs) + 2) + '|']
         for cell in SWEPT:
             byl = {r['config']['lr']: r for r in sweep if r['cell'] == cell}
@@ -281,39 +350,34 @@ def write_report(args: argparse.Namespace) -> Path:
                   '| train top-1 | best epoch top-1 | paper CIFAR10 pad 4 | paper Diff | minutes per run |',
                   '|---|---|---|---|---|---|---|---|---|---|---|---|']
         by = {c: [r for r in long_ if r['cell'] == c] for c in LONG_CELLS}
-        conv = statistics.mean(r['top1_last_step'] for r in by['conv']) if by['conv'] else None
-        lc = statistics.mean(r['top1_last_step'] for r in by['lc']) if by['lc'] else None
+        conv = stats.mean_sd([r['top1_last_step'] for r in by['conv']])[0] if by['conv'] else None
+        lc = stats.mean_sd([r['top1_last_step'] for r in by['lc']])[0] if by['lc'] else None
         for cell in LONG_CELLS:
             recs = by[cell]
             if not recs:
                 continue
             top1 = [r['top1_last_step'] for r in recs]
-            m = statistics.mean(top1)
+            m = stats.mean_sd(top1)[0]
             slept = _fmt([r['final']['top1'] for r in recs]) if cell not in ('conv', 'lc') else '-'
             best = _fmt([max(h['eval_top1'] for h in r['history']) for r in recs])
             paper = PAPER_CIFAR10_PAD4[cell]
-            pdiff = '-' if cell == 'conv' else f'{paper - PAPER_CIFAR10_PAD4["conv"]:+.1f}'
+            pdiff = '-' if cell == 'conv' else f'{PAPER_DIFF[cell]:+.1f}'  # quoted, not recomputed from rounded means
             dconv = '-' if cell == 'conv' or conv is None else f'{m - conv:+.2f}'
             dlc = '-' if cell == 'lc' or lc is None else f'{m - lc:+.2f}'
             lines.append(f"| {LABELS[cell]} | {recs[0]['config']['lr']:g} | {len(recs)} | {_fmt(top1)} | {dconv} | {dlc} "
                          f"| {slept} | {_fmt([r['train_top1_last_epoch'] for r in recs])} | {best} | {paper} | {pdiff} "
-                         f"| {statistics.mean(r['seconds'] for r in recs) / 60:.0f} |")
+                         f"| {stats.mean_sd([r['seconds'] for r in recs])[0] / 60:.0f} |")
         lines += ['', 'Paper: CIFAR10, ResNet20, 200 epochs, 5 runs (Table 1 / 5).', '']
         if by['lc']:
-            _, lc_curves = _curves(by['lc'])
-            lc_mean = [statistics.mean(v) for v in zip(*lc_curves)]
             crossings = []
-            for cell in ('lc_ws1', 'lc_ws10', 'lc_ws100'):
-                if not by[cell]:
-                    continue
-                steps_c, curves = _curves(by[cell])
-                ws_mean = [statistics.mean(v) for v in zip(*curves)]
-                n = min(len(ws_mean), len(lc_mean))
-                step = crossing_step(ws_mean[:n], lc_mean[:n], steps_c[:n])
-                crossings.append(f'{LABELS[cell]}: ' + (f'from step {step:.0f} on' if step is not None else 'never'))
+            for cell in SLEEPING:
+                if by[cell]:
+                    step = _crossing(by[cell], by['lc'])
+                    crossings.append(f'{LABELS[cell]}: ' + (f'from step {step:.0f} on' if step is not None else 'never'))
             lines += ['Where each sleeping cell\'s mean test curve rises to LC\'s mean and stays at or above it to the '
                       'end (per-epoch evaluations): ' + '; '.join(crossings) + '.', '',
-                      '![learning curves](fashion_mnist_long.png)', '']
+                      f'![learning curves]({out.with_suffix(".png").name})', '']
+            lines += paired_section(by)
         plot_curves(by, out.with_suffix('.png'))
     heb = _records(args, 'hebbian')
     if heb:
@@ -326,7 +390,7 @@ def write_report(args: argparse.Namespace) -> Path:
                 lines.append(f"| {mode} | {recs[0]['config']['lr']:g} | {len(recs)} | "
                              f"{_fmt([r['top1_last_step'] for r in recs])} | {_fmt([r['final']['top1'] for r in recs])} | "
                              f"{_fmt([r['train_top1_last_epoch'] for r in recs])} | "
-                             f"{statistics.mean(r['seconds'] for r in recs) / 60:.1f} |")
+                             f"{stats.mean_sd([r['seconds'] for r in recs])[0] / 60:.1f} |")
         lines.append('')
     if Path(args.findings).exists():
         lines += [Path(args.findings).read_text().strip(), '']
@@ -345,7 +409,7 @@ def plot_curves(by: Dict[str, List[Dict[str, Any]]], path: Path) -> None:
         if not recs:
             continue
         steps, curves = _curves(recs)
-        mean = [statistics.mean(v) for v in zip(*curves)]
+        mean = [stats.mean_sd(v)[0] for v in zip(*curves)]
         lo = [min(v) for v in zip(*curves)]
         hi = [max(v) for v in zip(*curves)]
         for a in (ax, zoom):
@@ -372,14 +436,26 @@ def main(argv=None) -> int:
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (one torch thread each)')
     parser.add_argument('--long-epochs', type=int, default=20)
     parser.add_argument('--phases', nargs='+', default=['sweep', 'long', 'hebbian'])
+    parser.add_argument('--dataset', default='fashion-mnist', choices=DATASETS,
+                        help='a 1-channel, 10-class dataset of the registry (fashion-mnist, fashion-mnist-shifted)')
     parser.add_argument('--data-dir', default=None)
-    parser.add_argument('--runs-dir', default='runs/fashion_mnist_long')
-    parser.add_argument('--records', default='docs/results/fashion_mnist_long')
-    parser.add_argument('--report', default='docs/results/fashion_mnist_long.md')
-    parser.add_argument('--findings', default='docs/results/fashion_mnist_long_findings.md',
-                        help='hand-written conclusions appended to the report when the file exists')
+    # default paths follow the dataset (<slug>_long): another dataset's runs never mix with these records
+    parser.add_argument('--runs-dir', default=None, help='default runs/<dataset>_long')
+    parser.add_argument('--records', default=None, help='default docs/results/<dataset>_long')
+    parser.add_argument('--report', default=None, help='default docs/results/<dataset>_long.md')
+    parser.add_argument('--findings', default=None,
+                        help='hand-written conclusions appended to the report when the file exists '
+                             '(default docs/results/<dataset>_long_findings.md)')
     parser.add_argument('--report-only', action='store_true')
     args = parser.parse_args(argv)
+    spec = dataset_spec(args.dataset)
+    if (spec.in_chans, spec.num_classes) != (1, 10):
+        parser.error(f'--dataset {args.dataset}: the study\'s ResNet-8 and lrs are for 1-channel, 10-class data')
+    slug = spec.name.replace('-', '_') + '_long'
+    args.runs_dir = args.runs_dir or f'runs/{slug}'
+    args.records = args.records or f'docs/results/{slug}'
+    args.report = args.report or f'docs/results/{slug}.md'
+    args.findings = args.findings or f'docs/results/{slug}_findings.md'
     if not args.report_only:
         run_study(args)
     print(write_report(args).read_text())
