@@ -26,8 +26,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from bioconv_timm import stats
 from bioconv_timm.train.compare import DEFAULT_CELLS, DEFAULT_LRS, CompareCell, CompareConfig, cell_config
-from bioconv_timm.paper import cells as paper_cells
+from bioconv_timm.train.data import DATASETS, dataset_spec
+from bioconv_timm.paper import reported_diff, reported_top1
 
 POLICIES = ('keep', 'average', 'reset')
 PADS = (4, 0)
@@ -47,7 +49,7 @@ def study_config(pad: int, args: argparse.Namespace) -> CompareConfig:
     # ResNet-8 (one block per stage, 16/32/64) with a stride-2 stem: the budget that lets 90 runs fit
     # in about 1.5 h on two cores (an LC run ~2 min, a conv run ~1 min on one core).
     return CompareConfig(
-        dataset='fashion-mnist', data_dir=args.data_dir, arch='resnet20',
+        dataset=args.dataset, data_dir=args.data_dir, arch='resnet20',
         model_kwargs=dict(layers=(1, 1, 1), stem_stride=2), epochs=args.epochs, batch_size=128, pad=pad,
         seeds=tuple(range(args.seeds)), weight_decay=1e-4, lrs=dict(DEFAULT_LRS), train_subset=args.train_subset,
         split='test', output_dir=str(Path(args.runs_dir) / f'pad{pad}'), cells=study_cells(), progress=False,
@@ -104,7 +106,7 @@ def all_runs(args: argparse.Namespace) -> List[Tuple[int, CompareCell, int, Dict
 
 
 def _mean_sd(values: List[float]) -> Tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else float('nan'))
+    return stats.mean_sd(values)
 
 
 def collect(args: argparse.Namespace) -> List[Dict[str, Any]]:
@@ -124,31 +126,41 @@ def collect(args: argparse.Namespace) -> List[Dict[str, Any]]:
                              top1_final_sleep=slept))
     for row in rows:
         conv = next((r for r in rows if r['pad'] == row['pad'] and r['label'] == 'conv'), None)
-        row['diff'] = statistics.mean(row['top1']) - statistics.mean(conv['top1']) if conv else None
+        row['diff'] = _mean_sd(row['top1'])[0] - _mean_sd(conv['top1'])[0] if conv else None
     return rows
 
 
-def _paper(pad: int) -> Dict[str, float]:
-    table = '4' if pad == 0 else '5'
-    return {c.label: c.paper_top1 for c in paper_cells(table, 'cifar10')}
+def _paper(pad: int) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """({label: top-1}, {label: Diff}) of the paper's CIFAR10 table at ``pad`` (Table 4 pad 0, Table 5 pad 4); the
+    Diff values are the printed ones, not differences of the rounded means."""
+    return reported_top1('cifar10', pad), reported_diff('cifar10', pad)
 
 
 def _fmt(mean: float, sd: float) -> str:
     return f'{mean:.1f}' + ('' if math.isnan(sd) else f' ± {sd:.1f}')
 
 
+def _dataset_flag(args: argparse.Namespace) -> str:
+    return '' if args.dataset == 'fashion-mnist' else f' --dataset {args.dataset}'
+
+
+def _dataset_title(args: argparse.Namespace) -> str:
+    spec = dataset_spec(args.dataset)
+    return 'Fashion-MNIST' if spec.name == 'fashion-mnist' else f'`{spec.name}` ({spec.description})'
+
+
 def write_report(rows: List[Dict[str, Any]], args: argparse.Namespace, cost: Dict[str, float]) -> Path:
     out = Path(args.report)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = ['# Fashion-MNIST: the paper\'s Table 1 at CPU scale', '',
-             'Regenerate with `python scripts/fashion_mnist_study.py --jobs 2` (skips finished runs; '
+             f'Regenerate with `python scripts/fashion_mnist_study.py{_dataset_flag(args)} --jobs 2` (skips finished runs; '
              '`--report-only` rewrites this file from the run folders).', '',
-             f'Setup: Fashion-MNIST, first {args.train_subset} training images of a seeded permutation, the full '
-             f'10k test set; ResNet-8 (one basic block per stage, 16/32/64 channels, 3x3 stride-2 stem: '
+             f'Setup: {_dataset_title(args)}, first {args.train_subset} training images of a seeded permutation, '
+             f'the full 10k test set; ResNet-8 (one basic block per stage, 16/32/64 channels, 3x3 stride-2 stem: '
              f'`model_kwargs=dict(layers=(1, 1, 1), stem_stride=2)` on the resnet20 entrypoints), every conv '
              f'locally connected in LC models (stem and 1x1 shortcuts included); AdamW, batch 128, weight decay '
              f'1e-4, {args.epochs} epochs, lr divided by 4 at 50% and 75%; pad with the training mean then '
-             f'random-crop 28; learning rates {DEFAULT_LRS} (`bioconv compare` defaults). '
+             f'random-crop {dataset_spec(args.dataset).img_size}; learning rates {DEFAULT_LRS} (`bioconv compare` defaults). '
              '"top-1" is the test accuracy after the last optimizer step, mean ± standard deviation over seeds; '
              '"after final sleep" is the same network after one more sleep and a BatchNorm refresh '
              '(`--final-sleep --refresh-bn`). Sleep policies (`--sleep-optimizer`): what each sleep does to '
@@ -158,8 +170,7 @@ def write_report(rows: List[Dict[str, Any]], args: argparse.Namespace, cost: Dic
         prow = [r for r in rows if r['pad'] == pad]
         if not prow:
             continue
-        paper = _paper(pad)
-        pconv = paper.get('conv')
+        paper, paper_diff = _paper(pad)
         lines += [f'## Pad {pad}', '',
                   '| Connectivity | sleep optimizer | lr | seeds | top-1 (%) | Diff vs conv | after final sleep | '
                   'train top-1 | paper CIFAR10 | paper Diff |',
@@ -168,10 +179,10 @@ def write_report(rows: List[Dict[str, Any]], args: argparse.Namespace, cost: Dic
             m, sd = _mean_sd(r['top1'])
             slept = _fmt(*_mean_sd(r['top1_final_sleep'])) if r['top1_final_sleep'] else '-'
             p = paper.get(r['base'])
-            pd = '-' if p is None or r['base'] == 'conv' else f'{p - pconv:+.1f}'
+            pd = '-' if r['base'] not in paper_diff else f"{paper_diff[r['base']]:+.1f}"
             diff = '-' if r['label'] == 'conv' else f"{r['diff']:+.1f}"
             lines.append(f"| {r['base']} | {r['policy'] or '-'} | {r['lr']:g} | {r['seeds']} | {_fmt(m, sd)} | {diff} "
-                         f"| {slept} | {statistics.mean(r['train_top1']):.1f} | {p if p is not None else '-'} | {pd} |")
+                         f"| {slept} | {_mean_sd(r['train_top1'])[0]:.1f} | {p if p is not None else '-'} | {pd} |")
         lines.append('')
     if cost:
         lines += ['## Cost', '',
@@ -218,17 +229,28 @@ def main(argv=None) -> int:
     parser.add_argument('--seeds', type=int, default=3)
     parser.add_argument('--epochs', type=int, default=15)
     parser.add_argument('--train-subset', type=int, default=10000)
+    parser.add_argument('--dataset', default='fashion-mnist', choices=DATASETS,
+                        help='a 1-channel, 10-class dataset of the registry (fashion-mnist, fashion-mnist-shifted)')
     parser.add_argument('--data-dir', default=None)
-    parser.add_argument('--runs-dir', default='runs/fashion_mnist_study')
-    parser.add_argument('--report', default='docs/results/fashion_mnist.md')
-    parser.add_argument('--findings', default='docs/results/fashion_mnist_findings.md',
-                        help='hand-written conclusions appended to the report when the file exists')
+    # default paths follow the dataset: another dataset's runs and report never overwrite Fashion-MNIST's
+    parser.add_argument('--runs-dir', default=None, help='default runs/<dataset>_study')
+    parser.add_argument('--report', default=None, help='default docs/results/<dataset>.md')
+    parser.add_argument('--findings', default=None,
+                        help='hand-written conclusions appended to the report when the file exists '
+                             '(default docs/results/<dataset>_findings.md)')
     parser.add_argument('--report-only', action='store_true')
     args = parser.parse_args(argv)
+    spec = dataset_spec(args.dataset)
+    if (spec.in_chans, spec.num_classes) != (1, 10):
+        parser.error(f'--dataset {args.dataset}: the study\'s ResNet-8 and lrs are for 1-channel, 10-class data')
+    slug = spec.name.replace('-', '_')
+    args.runs_dir = args.runs_dir or f'runs/{slug}_study'
+    args.report = args.report or f'docs/results/{slug}.md'
+    args.findings = args.findings or f'docs/results/{slug}_findings.md'
 
     if not args.report_only:
         from bioconv_timm.train.data import build_datasets
-        build_datasets('fashion-mnist', data_dir=args.data_dir, pad=0, split='test', train_subset=10, eval_subset=10)
+        build_datasets(args.dataset, data_dir=args.data_dir, pad=0, split='test', train_subset=10, eval_subset=10)
         pending = [r for r in all_runs(args) if _result(r[3]['output_dir'], args.epochs) is None]
         print(f'{len(pending)} runs to do, {args.jobs} at a time', flush=True)
         os.environ['OMP_NUM_THREADS'] = '1'
