@@ -21,8 +21,6 @@ initialized model. Models are FX-traceable with timm's tracers (``features_only=
 layers are timm "no-trace" leaf modules; the input check stays in the graph). TorchScript is not supported
 (PyTorch deprecated it): ``torch.jit.script`` raises.
 """
-from __future__ import annotations
-
 import inspect
 import logging
 from dataclasses import dataclass
@@ -76,18 +74,24 @@ def make_conv(layer_type: LayerType, in_channels: int, out_channels: int, kernel
     raise ValueError(f"layer_type must be 'conv' or 'lc', got {layer_type!r}")
 
 
+@torch.jit.ignore  # TorchScript calls it as Python: only its caller is compiled (an FX graph of a conv model)
+def _raise_bad_input(shape: List[int], in_chans: int, img_size: Optional[Tuple[int, int]]) -> None:
+    if len(shape) != 4 or shape[1] != in_chans:
+        raise ValueError(f'expected input (B, {in_chans}, H, W), got {tuple(shape)}')
+    h, w = img_size
+    raise ValueError(
+        f'this locally connected model expects {h}x{w} inputs, got {shape[-2]}x{shape[-1]} (input shape '
+        f'{tuple(shape)}). Resize/crop the images to {h}x{w}, or create the model with '
+        f'img_size={tuple(shape[-2:])}.')
+
+
 @torch.fx.wrap  # one graph node for every FX tracer (it branches on the shape); it still checks when the graph runs
 def checked_input(x: torch.Tensor, in_chans: int, img_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """Return ``x`` if it is a (B, in_chans, H, W) batch (with (H, W) == ``img_size`` when given), else raise a
-    ValueError naming the expected shape."""
-    if x.dim() != 4 or x.shape[1] != in_chans:
-        raise ValueError(f'expected input (B, {in_chans}, H, W), got {tuple(x.shape)}')
-    if img_size is not None and tuple(x.shape[-2:]) != tuple(img_size):
-        h, w = img_size
-        raise ValueError(
-            f'this locally connected model expects {h}x{w} inputs, got {x.shape[-2]}x{x.shape[-1]} (input shape '
-            f'{tuple(x.shape)}). Resize/crop the images to {h}x{w}, or create the model with '
-            f'img_size={tuple(x.shape[-2:])}.')
+    ValueError naming the expected shape. (TorchScript-compilable, so that a traced conv model can be scripted.)"""
+    if x.dim() != 4 or x.shape[1] != in_chans or (
+            img_size is not None and (x.shape[-2] != img_size[0] or x.shape[-1] != img_size[1])):
+        _raise_bad_input(list(x.shape), in_chans, img_size)
     return x
 
 

@@ -274,3 +274,24 @@ def test_big_allocation_tripwire_works():
         torch.empty(2_000_000)
     with no_big_allocation():
         torch.empty(2_000_000, device='meta')
+
+
+@pytest.mark.parametrize('name', ['conv_resnet20', 'conv_resnet18_half', 'lc_resnet20', 'lc_resnet18_half_convstem',
+                                  'lc_convnext_atto'])
+def test_fx_then_torchscript(name):
+    """timm's FX-then-script path: a traced conv ResNet scripts (as timm's own conv models do) and computes what the
+    traced one does; one holding an LC layer ends in our message (before: `Unknown type name '_torch_Tensor_'`)."""
+    img = 64 if 'half' in name else 32
+    traced = timm.create_model(name, features_only=True, feature_cls='fx', img_size=img).eval()
+    if name.startswith('conv_'):
+        scripted = torch.jit.script(traced)
+        x = torch.randn(2, 3, img, img)
+        with torch.no_grad():
+            for a, b in zip(scripted(x), traced(x)):
+                torch.testing.assert_close(a, b)
+        with pytest.raises(Exception, match=r'expected input \(B, 3, H, W\), got \(2, 4'):  # the check is still there
+            scripted(torch.randn(2, 4, img, img))
+    else:
+        with pytest.raises(RuntimeError) as info:
+            torch.jit.script(traced)
+        assert str(info.value) == TORCHSCRIPT_ERROR
