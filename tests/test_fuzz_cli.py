@@ -22,7 +22,8 @@ from bioconv_timm.settings import declared_fields, field_kind, flag_name
 WORK = ('bioconv_timm.cli.train.train', 'bioconv_timm.cli.compare.compare', 'bioconv_timm.cli.bench.run_benchmark',
         'bioconv_timm.cli.sleep_sim.run_sleep_sim', 'bioconv_timm.cli.publish.publish',
         'bioconv_timm.cli.brainscore.score', 'bioconv_timm.cli.brainscore.build_submission',
-        'bioconv_timm.cli.brainscore.write_plugins', 'bioconv_timm.cli.brainscore.stale_plugin_files')
+        'bioconv_timm.cli.brainscore.write_plugins', 'bioconv_timm.cli.brainscore.stale_plugin_files',
+        'bioconv_timm.verify.verify')
 
 DRAWN = {'inputs': 0, 'escaped': 0}
 
@@ -54,7 +55,8 @@ def _required(command, places):
     """Valid values of a command's required settings, so that the drawn one is the only bad input."""
     return {'publish': [str(places / 'weights.safetensors'), '--repo-id=test-org/name'],
             'brainscore score': ['--model=conv_resnet20'],
-            'brainscore submission': ['--model=conv_resnet20']}.get(command, [])
+            'brainscore submission': ['--model=conv_resnet20'],
+            'verify': [str(places / 'a_folder')]}.get(command, [])
 
 
 def _number_out_of_range(decl, kind):

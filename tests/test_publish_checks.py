@@ -339,3 +339,19 @@ def test_verify_from_an_offline_hub_cache(published, tmp_path, monkeypatch):
     shutil.copytree(published, repo_dir / 'snapshots' / ('b' * 40))
     result = verify(f'hf-hub:{REPO}')
     assert result.ok and result.hash_matches and result.weights_file.startswith(str(cache))
+
+
+def test_bioconv_verify_from_the_command_line(run_dir, tmp_path, capsys):
+    """`bioconv publish --dry-run OUT` then `bioconv verify local-dir:OUT`: OK, exit 0; a tampered copy: one line
+    with the largest difference, exit 2; `--no-hash` skips the hash (the outputs still differ)."""
+    from bioconv_timm.cli import main
+    out = tmp_path / 'pub'
+    assert main(['publish', str(run_dir), '--repo-id', REPO, '--dry-run', str(out)]) == 0
+    capsys.readouterr()
+    assert main(['verify', f'local-dir:{out}']) == 0
+    assert capsys.readouterr().out.startswith(f'local-dir:{out}: OK; max |difference| output ')
+    folder = _tampered(out, tmp_path, 0.5)
+    assert main(['verify', f'local-dir:{folder}', '--no-hash']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'bioconv verify: error: local-dir:{folder} is not the published model: max |difference| ')
+    assert len(err.strip().splitlines()) == 1
