@@ -144,6 +144,9 @@ class HubDataset(NamedTuple):
 HUB_DATASETS: Dict[str, HubDataset] = {
     'digits': HubDataset('digits (scikit-learn handwritten digits on a 24x24 canvas)', None, 'test'),
     'fashion-mnist': HubDataset('Fashion-MNIST', 'zalando-datasets/fashion_mnist', 'test'),
+    # ours (no Hub dataset): each Fashion-MNIST item at a fixed random position on a 40x40 canvas
+    'fashion-mnist-shifted': HubDataset('Fashion-MNIST shifted (each item at a fixed random place on a 40x40 '
+                                        'canvas)', None, 'test'),
     'cifar10': HubDataset('CIFAR-10', 'uoft-cs/cifar10', 'test'),
     'cifar100': HubDataset('CIFAR-100', 'uoft-cs/cifar100', 'test'),
     'tinyimagenet': HubDataset('Tiny ImageNet', 'zh-plus/tiny-imagenet', 'valid'),     # our 'test': the official val

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._atomic import atomic_write_text, write_json
-from ..paper import TABLE1_TOP1, model_for_label
+from ..paper import TABLE1_DIFF, TABLE1_TOP1, model_for_label
 from ..run_folder import hold_run_folder
 from ..models import TIMM_ARCHS
 from ..settings import ConfigError, inherit, setting, validate_settings
@@ -208,10 +208,9 @@ def compare(config: CompareConfig) -> List[Dict[str, Any]]:
     with hold_run_folder(out, command='compare'):  # two comparisons into one folder would mix their cells
         rows = [_cell_row(config, cell) for cell in config.cells]
         conv = next((r['top1'] for r in rows if r['label'] == 'conv'), None)
-        paper_conv = PAPER_CIFAR10_PAD4['conv']
         for r in rows:
             r['diff'] = r['top1'] - conv if conv is not None else None
-            r['paper_diff'] = r['paper_top1'] - paper_conv if r['paper_top1'] is not None else None
+            r['paper_diff'] = None if r['label'] == 'conv' else TABLE1_DIFF.get(r['label'])  # as the paper prints it
         write_json(out / 'compare.json', dict(config=_jsonable(config), rows=rows))
         table = format_compare_table(rows, config)
         atomic_write_text(out / 'compare.md', table + '\n')

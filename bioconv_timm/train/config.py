@@ -20,14 +20,11 @@ from ..settings import (ConfigError, device_problem, fields_with_resume, registe
 from .. import models as _models  # noqa: F401  (registers the models)
 from ..paper import cifar10_pad4_lr
 from ..sleep import OPTIMIZER_POLICIES, SLEEP_MODES
-from .data import DATASET_SHAPES, DATASETS, DEFAULT_IMG_SIZE, canonical_dataset_name
+from .data import DATASET_SHAPES, DATASETS, DEFAULT_IMG_SIZE, canonical_dataset_name, default_batch_size
 
 __all__ = ['TrainConfig', 'TrainResult', 'CheckpointError', 'ConfigError', 'RESULT_NEUTRAL_FIELDS',
            'RESUMABLE_CHANGES', 'config_differences', 'format_differences', 'default_lr', 'resolve_config',
            'fill_defaults', 'validate', 'create_model', 'finished_run']
-
-_DEFAULT_BATCH = {'digits': 64, 'fashion-mnist': 128, 'cifar10': 512, 'cifar100': 512, 'tinyimagenet': 512,
-                  'imagenet': 256}
 
 
 class CheckpointError(UserRuntimeError):
@@ -202,7 +199,7 @@ def fill_defaults(config: TrainConfig, model_sleep_every: Optional[int]) -> Trai
     keeps its schedule and adds epochs at the last lr), so a derived value never blocks ``--resume --epochs``."""
     cfg = dataclasses.replace(config)
     if cfg.batch_size is None:
-        cfg.batch_size = _DEFAULT_BATCH.get(cfg.dataset, 128)
+        cfg.batch_size = default_batch_size(cfg.dataset)
     if cfg.img_size is None:  # as config.json states it (and as runs written before img_size existed recorded it)
         cfg.img_size = DEFAULT_IMG_SIZE.get(canonical_dataset_name(cfg.dataset))
     if cfg.sleep_every is None:
