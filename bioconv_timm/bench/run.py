@@ -45,7 +45,8 @@ class BenchConfig:
                           'minutes on 2 CPU cores)')
     full: bool = setting(False, help='also the 0.5x ResNet18 training step on CPU (B=32; the LC model has 483M '
                          'parameters)')
-    device: str = setting('cpu', help="'cpu' or 'cuda' ('cuda:1', ...)", check=device_problem)
+    device: str = setting('cpu', help='the torch device', check=device_problem,
+                          valid='cpu, cuda, cuda:N')
     amp: Optional[str] = setting(None, help='torch.autocast dtype', choices=('bf16', 'fp16'), default_help='fp32')
     shapes: Optional[Sequence[str]] = setting(
         None, help='layer shape sets (none: no layers; depthwise_dilated: grouped/dilated layers, B=32)',
