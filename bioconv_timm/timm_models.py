@@ -147,7 +147,6 @@ def _create_timm_model(variant: str, pretrained: bool = False, **kwargs: Any) ->
     kwargs = dict(kwargs)
     cfg = resolve_pretrained_cfg(variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None))
     max_params = resolve_max_params(variant, kwargs)  # an explicit limit; never one from a Hub config.json
-    kwargs.pop('pretrained_model_args', None)  # what a Hub config.json held; its values are already in kwargs
     args = _check_timm_args(variant, cfg, kwargs)
     img_size, in_chans, num_classes = args['img_size'], args['in_chans'], args['num_classes']
     feature_cfg = check_feature_args(variant, kwargs, family.feature_levels)
