@@ -145,3 +145,25 @@ def test_a_comparison_folder_belongs_to_one_comparison(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith('bioconv compare: error: ') and f'pid {os.getpid()}' in err and len(err.splitlines()) == 1
     assert not list((tmp_path / 'cmp').glob('*-seed*'))
+
+
+def test_every_shared_training_setting_reaches_each_cell(tmp_path):
+    """CompareConfig's training settings are TrainConfig's (same declarations) and reach every cell's config."""
+    import dataclasses
+
+    from bioconv_timm.train import TrainConfig
+    from bioconv_timm.train.compare import cell_config
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    own = {f.name for f in dataclasses.fields(CompareConfig)} - train_fields
+    assert own == {'arch', 'seeds', 'lrs', 'cells'}
+    changed = dict(dataset='fashion-mnist', data_dir=str(tmp_path), epochs=3, batch_size=32, pad=2, img_size=32,
+                   weight_decay=0.5, train_subset=100, eval_subset=50, split='val', progress=True, device='cpu',
+                   num_workers=1, eval_every=2, snr_at_sleep=True, sleep_optimizer='reset', final_sleep=True,
+                   refresh_bn=True, model_kwargs={'layers': (1, 1, 1)}, output_dir=str(tmp_path / 'cmp'))
+    config = CompareConfig(**changed)
+    cell = next(c for c in DEFAULT_CELLS if c.sleep == 10)
+    tc = cell_config(config, cell, seed=4)
+    for name, value in changed.items():
+        if name != 'output_dir':
+            assert getattr(tc, name) == value, name
+    assert tc.output_dir == str(tmp_path / 'cmp' / 'lc_ws10-seed4') and tc.seed == 4 and tc.lr == config.lrs['lc_ws10']

@@ -181,21 +181,21 @@ def preset_config(dataset: str, **overrides: Any) -> CompareConfig:
     return CompareConfig(**values)
 
 
+# the training settings a comparison passes to every cell as they are (the others are set per cell below)
+_PER_CELL = {'output_dir', 'sleep_optimizer', 'final_sleep', 'refresh_bn', 'model_kwargs'}
+_SHARED = tuple(f.name for f in dataclasses.fields(CompareConfig)
+                if f.name in {g.name for g in dataclasses.fields(TrainConfig)} and f.name not in _PER_CELL)
+
+
 def cell_config(config: CompareConfig, cell: CompareCell, seed: int) -> TrainConfig:
-    """The TrainConfig of one (cell, seed) run of a comparison."""
-    model = cell.model(config.arch)
-    slug = cell.slug
+    """The TrainConfig of one (cell, seed) run of a comparison: the shared settings as they are, and the cell's
+    model, reps, learning rate, sleep policy and run folder."""
     return TrainConfig(
-        model=model, dataset=config.dataset, data_dir=config.data_dir, split=config.split, pad=config.pad,
-        img_size=config.img_size,
-        reps=cell.reps, train_subset=config.train_subset, eval_subset=config.eval_subset, epochs=config.epochs,
-        batch_size=config.batch_size, lr=config.lrs[cell.lr_key], weight_decay=config.weight_decay,
-        seed=seed, output_dir=str(Path(config.output_dir) / f'{slug}-seed{seed}'), resume=True,
-        progress=config.progress, device=config.device, num_workers=config.num_workers,
-        model_kwargs=dict(config.model_kwargs), eval_every=config.eval_every,
+        **{name: getattr(config, name) for name in _SHARED}, model=cell.model(config.arch), reps=cell.reps,
+        lr=config.lrs[cell.lr_key], seed=seed, output_dir=str(Path(config.output_dir) / f'{cell.slug}-seed{seed}'),
+        resume=True, model_kwargs=dict(config.model_kwargs),
         sleep_optimizer=cell.sleep_optimizer or config.sleep_optimizer,
-        final_sleep=config.final_sleep and bool(cell.sleep), refresh_bn=config.refresh_bn and bool(cell.sleep),
-        snr_at_sleep=config.snr_at_sleep)
+        final_sleep=config.final_sleep and bool(cell.sleep), refresh_bn=config.refresh_bn and bool(cell.sleep))
 
 
 def compare(config: CompareConfig) -> List[Dict[str, Any]]:
