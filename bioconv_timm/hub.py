@@ -436,20 +436,21 @@ def cross_check_run(run_dir: Union[str, Path], config: Mapping[str, Any], result
     if ckpt_path.is_file():
         saved = _checkpoint_config(ckpt_path)
         if saved is not None:
-            for key in CHECKPOINT_CROSS_FIELDS:
-                if key in saved and key in config and not _same(saved[key], config[key]):
-                    raise PublishError(
-                        f'{run_dir / "config.json"} and {ckpt_path} disagree on {key}: {_short(config[key])} in '
-                        f'config.json, {_short(saved[key])} in last.pth; {hint}')
+            _agree(config, saved, CHECKPOINT_CROSS_FIELDS, run_dir / 'config.json', ckpt_path, hint)
             checked.append('last.pth')
     if result:
-        for key in RESULT_CROSS_FIELDS:
-            if key in result and key in config and not _same(result[key], config[key]):
-                raise PublishError(
-                    f'{run_dir / "config.json"} and {run_dir / "result.json"} disagree on {key}: '
-                    f'{_short(config[key])} in config.json, {_short(result[key])} in result.json; {hint}')
+        _agree(config, result, RESULT_CROSS_FIELDS, run_dir / 'config.json', run_dir / 'result.json', hint)
         checked.append('result.json')
     return checked
+
+
+def _agree(config: Mapping[str, Any], other: Mapping[str, Any], keys: Sequence[str], config_path: Path,
+           other_path: Path, hint: str) -> None:
+    """Raise PublishError at the first of ``keys`` on which config.json and ``other_path`` disagree."""
+    for key in keys:
+        if key in other and key in config and not _same(other[key], config[key]):
+            raise PublishError(f'{config_path} and {other_path} disagree on {key}: {_short(config[key])} in '
+                               f'{config_path.name}, {_short(other[key])} in {other_path.name}; {hint}')
 
 
 def read_source(path: Union[str, Path], model_name: Optional[str] = None) -> Dict[str, Any]:
