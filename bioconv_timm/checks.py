@@ -36,7 +36,7 @@ import torch
 
 from .errors import UserValueError
 
-__all__ = ['ModelArgError', 'ModelSizeError', 'PretrainedWeightsError', 'DEFAULT_MAX_PARAMS', 'MAX_SIDE',
+__all__ = ['ModelArgError', 'ModelSizeError', 'PretrainedWeightsError', 'DEFAULT_MAX_PARAMS', 'MAX_SIDE', 'is_int',
            'allow_params', 'param_limit', 'resolve_max_params', 'check_arg', 'check_size', 'arg_error',
            'short_repr']
 
@@ -131,7 +131,8 @@ def arg_error(where: str, name: str, value: Any, expected: str, fix: str = '') -
     return ModelArgError(message + (f'; {fix}' if fix else ''))
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int (numpy ints included), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -164,7 +165,7 @@ def check_arg(where: str, name: str, value: Any, kind: str, *, lo: Optional[floa
         ``'ints'``: a non-empty list or tuple of ints in [lo, hi] with ``length[0] <= len <= length[1]``; a tuple.
     """
     if kind == 'int':
-        if _is_int(value) and (lo is None or value >= lo) and (hi is None or value <= hi):
+        if is_int(value) and (lo is None or value >= lo) and (hi is None or value <= hi):
             return int(value)
         raise arg_error(where, name, value, _int_range(lo, hi), fix)
     if kind == 'count':
@@ -186,19 +187,19 @@ def check_arg(where: str, name: str, value: Any, kind: str, *, lo: Optional[floa
             return value
         raise arg_error(where, name, value, 'one of ' + ', '.join(repr(c) for c in choices), fix)
     if kind == 'pair':
-        if _is_int(value):
+        if is_int(value):
             pair: Tuple[Any, ...] = (value, value)
         elif isinstance(value, (tuple, list, torch.Size)) and len(value) == 2:
             pair = tuple(value)
         else:
             pair = ()
-        if pair and all(_is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi) for v in pair):
+        if pair and all(is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi) for v in pair):
             return int(pair[0]), int(pair[1])
         raise arg_error(where, name, value, f'{_int_range(lo, hi)}, or an (H, W) pair of them', fix)
     if kind == 'ints':
         n_lo, n_hi = length
         if isinstance(value, (tuple, list)) and n_lo <= len(value) <= n_hi and all(
-                _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi) for v in value):
+                is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi) for v in value):
             return tuple(int(v) for v in value)
         count = f'{n_lo}' if n_lo == n_hi else f'{n_lo} to {n_hi}'
         raise arg_error(where, name, value, f'a list or tuple of {count} values, each {_int_range(lo, hi)}', fix)

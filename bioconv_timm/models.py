@@ -35,9 +35,8 @@ from timm.models import checkpoint_seq, register_notrace_module, resolve_pretrai
 # timm exports no public name for it (timm's own models import it from here too)
 from timm.models._features import feature_take_indices
 
-from .checks import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, ModelArgError, PretrainedWeightsError, check_arg
-from .checks import arg_error, check_device, check_dtype, check_size, param_limit, resolve_max_params, short_repr
-from .checks import _is_int
+from .checks import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, ModelArgError, PretrainedWeightsError, arg_error, check_arg
+from .checks import check_device, check_dtype, check_size, is_int, param_limit, resolve_max_params, short_repr
 from .layers import LocallyConnected2d, conv_output_size
 from .layers.locally_connected import TORCHSCRIPT_ERROR
 
@@ -179,7 +178,7 @@ def _check_args(where: str, layers: Sequence[int] = (3, 3, 3), channels: Sequenc
     stem = check_arg(where, 'stem', stem, 'choice', choices=('cifar', 'imagenet'))
     layer_type = check_arg(where, 'layer_type', layer_type, 'choice', choices=('conv', 'lc'))
     stem_type = check_arg(where, 'stem_type', stem_type, 'choice', choices=(None, 'conv', 'lc'))
-    if not (_is_int(stem_stride) and stem_stride in (1, 2)) or (stem == 'imagenet' and stem_stride != 1):
+    if not (is_int(stem_stride) and stem_stride in (1, 2)) or (stem == 'imagenet' and stem_stride != 1):
         raise ModelArgError(f"{where}: stem_stride={short_repr(stem_stride)} is invalid: the 'cifar' stem takes 1 or 2 "
                             "(2 quarters the cost of small LC models), the 'imagenet' stem is always 7x7 stride 2")
     if sleep_every is not None:
@@ -597,7 +596,7 @@ def check_feature_args(where: str, kwargs: Dict[str, Any], n_levels: int) -> Dic
     name, out_indices = option('out_indices')
     if out_indices is not None:
         levels = f'{n_levels} feature levels (indices 0..{n_levels - 1} or -{n_levels}..-1)'
-        if _is_int(out_indices):
+        if is_int(out_indices):
             check_arg(where, name, out_indices, 'int', lo=1, hi=n_levels,
                       fix=f'an int k takes the last k of the {levels}')
         else:
