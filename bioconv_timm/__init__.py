@@ -10,6 +10,8 @@ from .sleep import hebbian_share_weights_, hebbian_share_layer_, HebbianSleepCon
 from . import models  # registers the models with timm
 from .models import BioResNet, MODEL_NAMES, PUBLISHED_TAGS
 from .convert import to_locally_connected
+from .checks import ModelArgError, allow_params
+from .errors import BioconvError
 from . import timm_models  # registers the converted timm CNNs (lc_resnet18, lc_convnext_atto_ws10, ...)
 
 __version__ = '0.1.0'
@@ -19,4 +21,5 @@ __all__ = [
     'share_weights_', 'share_layer_', 'grid_means', 'weight_snr', 'lc_layers',
     'hebbian_share_weights_', 'hebbian_share_layer_', 'HebbianSleepConfig',
     'BioResNet', 'MODEL_NAMES', 'PUBLISHED_TAGS', 'to_locally_connected',
+    'ModelArgError', 'allow_params', 'BioconvError',
 ]

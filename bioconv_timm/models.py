@@ -39,6 +39,7 @@ from .checks import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, ModelArgError, Pretrain
 from .checks import check_device, check_dtype, check_size, is_int, param_limit, resolve_max_params, short_repr
 from .layers import LocallyConnected2d, conv_output_size
 from .layers.locally_connected import TORCHSCRIPT_ERROR
+from .pixel_stats import CIFAR10_MEAN, CIFAR10_STD, DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'BIORESNET_NAMES', 'TIMM_ARCHS',
            'TORCHSCRIPT_ERROR', 'adapt_pretrained_state_dict', 'checked_input', 'pretrained_filter',
@@ -806,10 +807,6 @@ PAPER = dict(
     origin_url='https://github.com/romanpogodin/towards-bio-plausible-conv',
     license="MIT (this project's code and weights)",
 )
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class _TagCfg(PretrainedCfg):
@@ -850,8 +847,6 @@ _DEFAULT_TAG = dict(resnet20='cifar10', resnet18_half='in1k')
 
 
 # Extra (non-default) pretrained tags: small runs on the embedded digits data (bioconv_timm.train.data), 1x24x24.
-DIGITS_MEAN = (0.1357,)
-DIGITS_STD = (0.2931,)
 _EXTRA_TAGS = dict(
     digits=dict(archs=('resnet20',), cfg=dict(input_size=(1, 24, 24), num_classes=10, mean=DIGITS_MEAN,
                                               std=DIGITS_STD, pool_size=(6, 6))),

@@ -684,3 +684,11 @@ def test_tinyimagenet_pad_beyond_the_image_pads_with_the_mean(tmp_path):
         assert bool((is_image | is_mean).all())  # every pixel is the image or the mean, never raw black
         saw_border |= bool(is_mean.any())
     assert saw_border
+
+
+def test_the_models_digits_stats_are_the_loaders():
+    """The digits cfg's mean/std (bioconv_timm.pixel_stats, read by the models' pretrained cfgs) equal what the
+    loader computes from the training canvases."""
+    from bioconv_timm.pixel_stats import DIGITS_MEAN, DIGITS_STD
+    bundle = build_datasets('digits')
+    assert (tuple(bundle.mean), tuple(bundle.std)) == (DIGITS_MEAN, DIGITS_STD)

@@ -71,8 +71,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, has_file_allowed_extension
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..errors import UserValueError
+# per-channel pixel statistics: one place for the loaders and the models' cfgs
+from ..pixel_stats import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, FASHION_MNIST_MEAN,
+                           FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD)
 
 __all__ = [
     'DataBundle', 'DatasetError', 'DatasetSpec', 'DATASET_SPECS', 'DATASETS', 'DEFAULT_IMG_SIZE', 'DATASET_SHAPES',
@@ -81,11 +83,6 @@ __all__ = [
     'EpochShuffleSampler', 'read_idx', 'paste_at_random', 'canvas_stats',
 ]
 
-# Per-channel statistics of pixel values in [0, 1]. ImageNet's (also TinyImageNet's) are timm's own constants.
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
-IMAGENET_MEAN, IMAGENET_STD = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'  # Debian package dataset-fashion-mnist
 FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker',
                          'Bag', 'Ankle boot')
