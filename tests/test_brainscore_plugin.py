@@ -58,10 +58,11 @@ def test_stale_check_and_cli_regenerate(tmp_path, capsys):
 
 def test_plugin_files_follow_brainscore_layout():
     files = bs.plugin_files('lc_resnet18_half_ws10')
-    assert set(files) == {'__init__.py', 'model.py', 'test.py', 'requirements.txt'}  # no map unless one is known
+    # no map unless one is known
+    assert set(files) == {'__init__.py', 'model.py', 'test.py', 'requirements.txt', 'metadata.yml'}
     init = files['__init__.py']
     assert init.count("model_registry['bioconv_lc_resnet18_half_ws10']") == 1
-    assert 'ModelCommitment(' in init and 'behavioral_readout_layer=BEHAVIORAL_READOUT_LAYER' in init
+    assert 'ModelCommitment(' in init and "behavioral_readout_layer='global_pool'" in init
     model_py = files['model.py']
     assert "timm.create_model('hf-hub:' + HF_HUB_REPO, pretrained=True)" in model_py
     assert "HF_HUB_REPO = 'bioconv-timm/lc_resnet18_half_ws10.in1k'" in model_py
@@ -104,6 +105,158 @@ def test_plugin_tests_that_build_the_model_are_marked_travis_slow():
         assert source.count('load_model(') == 2 and 'import pytest' in source
 
 
+# --- the plugin folder as Brain-Score's current timm plugins write it (issue 26 part 5; docs/brainscore.md) ------
+
+def _committed(name):
+    return PLUGIN_DIR / bs.plugin_identifier(name)
+
+
+def test_registry_entry_is_written_out_with_its_behavioral_readout():
+    """Upstream (brain-score/vision models/seresnext50_32x4d, regnety_032) writes the registry entry out:
+    ``ModelCommitment(identifier='<id>', activations_model=get_model('<id>'), layers=get_layers('<id>'),
+    behavioral_readout_layer='<layer>')``, literals a reader (and Brain-Score's regex) sees in __init__.py."""
+    import ast
+    for name in bs.PLUGIN_MODELS:
+        identifier = bs.plugin_identifier(name)
+        tree = ast.parse((_committed(name) / '__init__.py').read_text())
+        [assign] = [n for n in tree.body if isinstance(n, ast.Assign)]
+        [target] = assign.targets
+        assert ast.unparse(target) == f"model_registry['{identifier}']"
+        assert isinstance(assign.value, ast.Lambda) and ast.unparse(assign.value.body.func) == 'ModelCommitment'
+        call = assign.value.body
+        assert not call.args
+        kwargs = {k.arg: ast.unparse(k.value) for k in call.keywords}
+        assert kwargs == {'identifier': repr(identifier), 'activations_model': f'get_model({identifier!r})',
+                          'layers': f'get_layers({identifier!r})',
+                          'behavioral_readout_layer': repr(bs.candidate_layers(name)[-1]), 'visual_degrees': '8'}
+        assert bs.candidate_layers(name)[-1] == bs.BEHAVIORAL_READOUT_LAYER == 'global_pool'
+
+
+def test_registry_entry_builds_the_commitment_it_names(monkeypatch):
+    """The committed __init__.py run against stand-ins for brainscore_vision: the lambda hands ModelCommitment
+    the identifier, the model's wrapper, the candidate layers, the average pool as readout and 8 degrees."""
+    import sys
+    import types
+    registry, made = {}, []
+    fake = types.ModuleType('brainscore_vision')
+    fake.model_registry = registry
+    transformation = types.ModuleType('brainscore_vision.model_helpers.brain_transformation')
+    transformation.ModelCommitment = lambda **kwargs: made.append(kwargs) or kwargs
+    for module_name, module in (('brainscore_vision', fake),
+                                ('brainscore_vision.model_helpers', types.ModuleType('brainscore_vision.model_helpers')),
+                                ('brainscore_vision.model_helpers.brain_transformation', transformation)):
+        monkeypatch.setitem(sys.modules, module_name, module)
+    name = 'lc_resnet18_half_ws10'
+    identifier = bs.plugin_identifier(name)
+    package = f'_bsplugin_init_{identifier}'
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(package, _committed(name) / '__init__.py',
+                                                  submodule_search_locations=[str(_committed(name))])
+    plugin = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, package, plugin)
+    try:
+        spec.loader.exec_module(plugin)
+    finally:
+        sys.modules.pop(package + '.model', None)
+    assert list(registry) == [identifier]
+    monkeypatch.setattr(plugin, 'get_model', lambda model_identifier: ('wrapper of', model_identifier))  # no Hub
+    commitment = registry[identifier]()
+    assert commitment == dict(identifier=identifier, activations_model=('wrapper of', identifier),
+                              layers=bs.candidate_layers(name), behavioral_readout_layer='global_pool',
+                              visual_degrees=bs.VISUAL_DEGREES)
+
+
+def test_model_py_get_layers_get_bibtex_and_check_models_entry_points():
+    """model.py's functions, imported as Brain-Score imports them: get_bibtex(model_identifier) returns the
+    paper's BibTeX whatever identifier brainscore_vision passes (as upstream's plugins do: an error there only
+    loses the citation); get_layers is the candidate list; get_model_list stays, as check_models reads it."""
+    import importlib.util
+    for name in ('conv_resnet18_half', 'lc_resnet18_half_ws10'):
+        identifier = bs.plugin_identifier(name)
+        spec = importlib.util.spec_from_file_location(f'_bsplugin_model_{identifier}', _committed(name) / 'model.py')
+        model = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(model)  # imports timm and bioconv_timm only: no brainscore_vision, no download
+        assert model.get_bibtex(identifier) == model.get_bibtex('brainscore_vision passes another name') \
+            == bs.plugin.BIBTEX
+        assert model.get_layers(identifier) == bs.candidate_layers(name) and model.get_model_list() == [identifier]
+        assert model.HF_HUB_REPO == f'bioconv-timm/{name}.in1k'
+        with pytest.raises(AssertionError):
+            model.get_layers('other')
+
+
+def _meta_counts(name):
+    import timm
+    import torch
+    with torch.device('meta'):
+        model = timm.create_model(name)
+    params = list(model.parameters())
+    return dict(total_parameter_count=sum(p.numel() for p in params),
+                trainable_parameter_count=sum(p.numel() for p in params),
+                total_layers=len(list(model.modules())), trainable_layers=sum(p.dim() > 1 for p in params),
+                model_size_mb=round(4 * sum(p.numel() for p in params) / 1e6, 2))
+
+
+def test_every_plugin_ships_metadata_with_its_hub_link():
+    """metadata.yml, as Brain-Score's generator writes it (the legacy schema's 13 fields, in its order), with the
+    counts it computes and the Hub repo model.py loads as huggingface_link (its own generator would write
+    null: it looks for huggingface.co/<identifier>)."""
+    import yaml
+    fields = ['architecture', 'model_family', 'total_parameter_count', 'trainable_parameter_count', 'total_layers',
+              'trainable_layers', 'model_size_mb', 'training_dataset', 'task_specialization', 'brainscore_link',
+              'huggingface_link', 'extra_notes', 'runnable']
+    assert list(bs.metadata.MODEL_METADATA_FIELDS) == fields
+    for name in bs.PLUGIN_MODELS:
+        identifier = bs.plugin_identifier(name)
+        folder = _committed(name)
+        assert not (folder / 'metadata.yaml').exists()  # one file: Brain-Score refuses a plugin with both
+        data = yaml.safe_load((folder / 'metadata.yml').read_text())
+        assert list(data) == ['models'] and list(data['models']) == [identifier]
+        entry = data['models'][identifier]
+        assert list(entry) == fields
+        hub_repo = re.search(r"HF_HUB_REPO = '([^']+)'", (folder / 'model.py').read_text()).group(1)
+        assert entry['huggingface_link'] == f'https://huggingface.co/{hub_repo}' == \
+            f'https://huggingface.co/bioconv-timm/{name}.in1k'
+        assert entry['brainscore_link'] == \
+            f'https://github.com/brain-score/vision/tree/master/brainscore_vision/models/{identifier}'
+        assert {k: entry[k] for k in _meta_counts(name)} == _meta_counts(name)
+        assert (entry['architecture'], entry['model_family'], entry['training_dataset'], entry['runnable']) == \
+            ('DCNN', 'resnet', 'imagenet-1k', True)
+        assert bs.PAPER_TABLE3[name]['label'] in entry['extra_notes'] and hub_repo in entry['extra_notes']
+    lc = yaml.safe_load((_committed('lc_resnet18_half_ws10') / 'metadata.yml').read_text())
+    assert lc['models']['bioconv_lc_resnet18_half_ws10']['total_parameter_count'] > 4e8  # LC: ~483M parameters
+    # another repo (--hub-repo) is the link; a repo without a known tag names no training data
+    files = bs.plugin_files('lc_resnet18_half_ws10', hub_repo='someone/my-ws10')
+    entry = yaml.safe_load(files['metadata.yml'])['models']['bioconv_lc_resnet18_half_ws10']
+    assert entry['huggingface_link'] == 'https://huggingface.co/someone/my-ws10' and entry['training_dataset'] is None
+    other = yaml.safe_load(bs.plugin_files('lc_mobilenetv3_small_050_ws10')['metadata.yml'])
+    assert other['models']['bioconv_lc_mobilenetv3_small_050_ws10']['model_family'] == 'mobilenet'
+
+
+def test_brainscores_own_tools_read_the_plugin_as_generated():
+    """brainscore_core's metadata check accepts each metadata.yml; brainscore_vision's generator finds the
+    registered identifier and computes the same fields (but huggingface_link, training data and notes, which it
+    leaves empty)."""
+    handle_metadata = pytest.importorskip('brainscore_core.plugin_management.handle_metadata')
+    vision = pytest.importorskip('brainscore_vision.plugin_management.vision_domain_plugin')
+    import timm
+    import torch
+    import yaml
+    plugin = vision.VisionDomainPlugin()
+    plugin.get_huggingface_link = lambda model_name: None  # it asks huggingface.co; nothing here needs the network
+    for name in bs.PLUGIN_MODELS:
+        identifier = bs.plugin_identifier(name)
+        folder = _committed(name)
+        errors, _ = handle_metadata.validate_metadata_file(str(folder / 'metadata.yml'))
+        assert errors == []
+        assert plugin.find_registered_models(str(folder)) == [identifier]
+        with torch.device('meta'):
+            model = timm.create_model(name)
+        theirs = plugin.create_model_metadata(model, identifier, identifier)
+        ours = yaml.safe_load((folder / 'metadata.yml').read_text())['models'][identifier]
+        assert list(theirs) == list(ours)
+        assert {k for k in theirs if theirs[k] != ours[k]} == {'huggingface_link', 'training_dataset', 'extra_notes'}
+
+
 def _website_accepts(path):
     """brain-score.org's upload check as its form applies it: folder entries at fixed depths."""
     with zipfile.ZipFile(path) as archive:
@@ -125,7 +278,8 @@ def test_submission_zip_passes_the_rules(tmp_path, capsys):
         names = archive.namelist()
         assert names[0] == 'bioconv_brainscore/'
         base = 'bioconv_brainscore/models/bioconv_lc_resnet18_half_ws10/'
-        assert archive.read(base + 'model.py').decode() == (PLUGIN_DIR / 'bioconv_lc_resnet18_half_ws10' / 'model.py').read_text()
+        for rel in ('model.py', 'metadata.yml'):
+            assert archive.read(base + rel).decode() == (PLUGIN_DIR / 'bioconv_lc_resnet18_half_ws10' / rel).read_text()
     assert not any(n.endswith(bs.WEIGHT_SUFFIXES) for n in names)
 
     # several models in one zip, and a region-layer map taken from a score JSON
@@ -197,6 +351,33 @@ def test_check_submission_zip_rejects_broken_submissions(tmp_path):
         bs.check_submission_zip(too_big, max_bytes=too_big.stat().st_size - 1)
     (tmp_path / 'junk.zip').write_bytes(b'not a zip')
     assert any('not a zip' in p for p in bs.check_submission_zip(tmp_path / 'junk.zip', raise_on_error=False))
+
+
+def test_check_submission_zip_reads_metadata_as_brainscore_does(tmp_path):
+    """A plugin's metadata file in a zip: accepted as metadata.yml or metadata.yaml (Brain-Score reads both;
+    upstream's plugins have both names), refused where Brain-Score's metadata check or its database would
+    refuse it, and refused for a model the plugin does not register."""
+    base = 'root/models/bioconv_x/'
+    good = "models:\n    bioconv_x:\n        architecture: DCNN\n        huggingface_link: https://huggingface.co/o/r\n"
+    for name in ('metadata.yml', 'metadata.yaml'):
+        assert bs.check_submission_zip(_zip(tmp_path / f'{name}.zip', _entries(extra=[(base + name, good)]))) == []
+    v2 = "schema_version: '2.0'\nmodels:\n    bioconv_x: {}\n"  # left to brainscore_core's own schema-2.0 check
+    assert bs.check_submission_zip(_zip(tmp_path / 'v2.zip', _entries(extra=[(base + 'metadata.yml', v2)]))) == []
+    cases = {
+        'both names': ([(base + 'metadata.yml', good), (base + 'metadata.yaml', good)], 'has both metadata.yml and'),
+        'not yaml': ([(base + 'metadata.yml', 'models: [unclosed')], 'not YAML'),
+        'no models': ([(base + 'metadata.yml', 'benchmarks: {}\n')], 'needs a models: section'),
+        'other top level': ([(base + 'metadata.yml', good + 'extra: 1\n')], "top-level key 'extra' is not allowed"),
+        'unknown field': ([(base + 'metadata.yml', good + '        weights_url: x\n')],
+                          "has keys Brain-Score does not allow: weights_url"),
+        'not registered': ([(base + 'metadata.yml', good.replace('bioconv_x', 'bioconv_y'))],
+                           "names 'bioconv_y', which the plugin does not register (it registers bioconv_x)"),
+        'too long': ([(base + 'metadata.yml', good + '        training_dataset: ' + 'x' * 101 + '\n')],
+                     'training_dataset is 101 characters, more than the 100 Brain-Score stores'),
+    }
+    for label, (extra, message) in cases.items():
+        problems = bs.check_submission_zip(_zip(tmp_path / f'{label}.zip', _entries(extra=extra)), raise_on_error=False)
+        assert any(message in p for p in problems), (label, problems)
 
 
 def test_missing_benchmark_data_names_every_file(tmp_path):

@@ -6,7 +6,8 @@ Paper section 5.4 / Table 3 scored the ImageNet-trained 0.5x ResNet18s (conv, LC
 * ``plugin_files(model_name)`` -- the one template (``templates/*.tmpl``) of a submission-ready
   ``brainscore_vision`` model plugin (``__init__.py`` registering ``model_registry['bioconv_<model>']``,
   ``model.py`` with ``get_model`` / ``get_layers`` built on ``timm.create_model``, ``test.py``,
-  ``requirements.txt``, and ``region_layer_map/<id>.json`` only when a mapping is given). ``write_plugins()``
+  ``requirements.txt``, ``metadata.yml`` with the model's brain-score.org fields and its Hub link, and
+  ``region_layer_map/<id>.json`` only when a mapping is given). ``write_plugins()``
   writes the committed ``brainscore_plugin/`` folder from it (``bioconv brainscore plugins``), so the folders
   cannot drift.
 * ``score(model_name, weights=...)`` -- builds brainscore_vision's ``ModelCommitment`` around a timm model and
@@ -29,7 +30,8 @@ scores); ``naming`` (identifiers, candidate layers); ``commitment`` (the brainsc
 ``ModelCommitment``); ``data`` (benchmark data in BRAINIO_HOME, the layer selection's ImageNet file and
 ``SELECTION_PCA_COMPONENTS``, read from ``data`` when used: set it there); ``region_layers`` (region -> layer
 maps); ``results`` (``ScoreResult``, its tables, plot and files); ``scoring`` (``score``, ``layer_scores``);
-``plugin`` (the plugin template, ``write_plugins``, ``stale_plugin_files``); ``submission`` (the zip).
+``plugin`` (the plugin template, ``write_plugins``, ``stale_plugin_files``); ``metadata`` (a plugin's
+``metadata.yml``: its fields, written and checked); ``submission`` (the zip).
 """
 from .benchmarks import BENCHMARKS, PAPER_TABLE3, REGIONS, TABLE_COLUMNS
 from .commitment import INSTALL_HINT, VISUAL_DEGREES, activations_model, model_commitment

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 from string import Template
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .._atomic import atomic_write_text
 from ..output_paths import check_output_folder
@@ -14,6 +14,7 @@ from ..paper import CITATION
 from .benchmarks import PAPER_TABLE3
 from .commitment import VISUAL_DEGREES
 from .errors import BrainScoreError
+from .metadata import METADATA_FILES, metadata_yaml, model_metadata
 from .naming import PLUGIN_MODELS, candidate_layers, plugin_identifier
 from .region_layers import _load_region_layer_map, _region_layer_map_text, committed_region_layer_map
 
@@ -31,6 +32,7 @@ PLUGIN_TEMPLATES: Dict[str, str] = {
     'test.py': 'test.py.tmpl',
     'requirements.txt': 'requirements.txt.tmpl',
 }
+METADATA_FILE = METADATA_FILES[0]  # metadata.yml, from metadata.yml.tmpl and bioconv_timm.brainscore.metadata
 README_TEMPLATE = 'README.md.tmpl'
 
 # Quoted in every generated file; after changing it, rewrite brainscore_plugin/ (`bioconv brainscore plugins`).
@@ -49,6 +51,14 @@ def _default_hub_repo(model_name: str) -> str:
     return cfg.hf_hub_id
 
 
+def _meta_model(model_name: str) -> Any:
+    """The timm model on the meta device (its structure and parameter shapes, no memory)."""
+    import timm
+    import torch
+    with torch.device('meta'):
+        return timm.create_model(model_name)
+
+
 def plugin_files(model_name: str, region_layer_map: Optional[Mapping[str, str]] = None,
                  hub_repo: Optional[str] = None, requirement: str = DEFAULT_REQUIREMENT) -> Dict[str, str]:
     """The files of one brainscore_vision model plugin folder, {relative path: text}.
@@ -59,10 +69,12 @@ def plugin_files(model_name: str, region_layer_map: Optional[Mapping[str, str]] 
     the ``region_layer_map/<id>.json`` that ``score`` writes) adds ``region_layer_map/<id>.json``, which
     Brain-Score reads instead of choosing the layers; without it Brain-Score picks each region's layer itself on
     the public benchmarks. ``test.py`` marks the tests that build the model (a Hub download) ``travis_slow``, as
-    brainscore_vision's own model plugins do.
+    brainscore_vision's own model plugins do. ``metadata.yml`` holds the fields brain-score.org shows about the
+    model (``bioconv_timm.brainscore.metadata``), its ``huggingface_link`` the Hub repo.
     """
     identifier = plugin_identifier(model_name)
-    layers = candidate_layers(model_name)
+    model = _meta_model(model_name)
+    layers = candidate_layers(model)
     mapping = _load_region_layer_map(region_layer_map, layers, complete=True)
     hub_repo = hub_repo or _default_hub_repo(model_name)
     if not re.fullmatch(r'[\w.-]+/[\w.-]+', hub_repo):
@@ -75,6 +87,11 @@ def plugin_files(model_name: str, region_layer_map: Optional[Mapping[str, str]] 
         first_layer=repr(layers[0]), layer_lines=''.join(f'    {layer!r},\n' for layer in layers), bibtex=BIBTEX,
         requirement=requirement.strip())
     files = {rel: _fill(template, **values) for rel, template in PLUGIN_TEMPLATES.items()}
+    table3 = PAPER_TABLE3.get(model_name)
+    entry = model_metadata(model, identifier, model_name, hub_repo,
+                           note=f'paper Table 3: {table3["label"]}' if table3 else None)
+    files[METADATA_FILE] = _fill('metadata.yml.tmpl', identifier=identifier, generated=_GENERATED,
+                                 body=metadata_yaml({identifier: entry}).rstrip('\n'))
     if mapping:
         files[f'region_layer_map/{identifier}.json'] = _region_layer_map_text(mapping)
     return files

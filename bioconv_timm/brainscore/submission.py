@@ -15,6 +15,7 @@ from .._atomic import atomic_path
 from ..output_paths import check_output_file
 from .benchmarks import REGIONS
 from .errors import BrainScoreError
+from .metadata import METADATA_FILES, metadata_problems
 from .naming import _check_model_name, plugin_identifier
 from .plugin import DEFAULT_REQUIREMENT, plugin_files
 from .region_layers import committed_region_layer_map
@@ -45,8 +46,8 @@ def build_submission(models: Union[str, Sequence[str]], output: Optional[PathLik
                      plugin_dir: Optional[PathLike] = 'brainscore_plugin') -> Path:
     """Write the zip brain-score.org's upload form accepts and check it with ``check_submission_zip``.
 
-    Layout: ``bioconv_brainscore/models/<identifier>/{__init__.py, model.py, test.py, requirements.txt}`` (plus
-    ``region_layer_map/<identifier>.json``), with explicit directory entries. The map is ``region_layer_map``
+    Layout: ``bioconv_brainscore/models/<identifier>/{__init__.py, model.py, test.py, requirements.txt,
+    metadata.yml}`` (plus ``region_layer_map/<identifier>.json``), with explicit directory entries. The map is ``region_layer_map``
     when given (a {region: layer} for all four regions, or a JSON file such as the one ``score`` writes), else
     the one committed in ``plugin_dir/<identifier>/region_layer_map/`` when that file exists; without either,
     Brain-Score chooses the layers. ``hub_repo`` and ``region_layer_map`` apply to a single model only.
@@ -112,7 +113,9 @@ def check_submission_zip(path: PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, 
     ``model.py`` and ``requirements.txt``; the identifier has no hyphens (letters, digits, '_'), equals the
     folder name and is registered exactly once with ``model_registry['<identifier>']``; no weight files
     (by suffix, or any file over 1 MB): weights are downloaded from elsewhere; a ``region_layer_map`` JSON
-    maps each of V1, V2, V4 and IT to a layer. Every entry is a plain file or folder with a relative path inside the root,
+    maps each of V1, V2, V4 and IT to a layer; the optional ``metadata.yml`` (or ``metadata.yaml``, not both) is
+    what Brain-Score's metadata check accepts (a ``models:`` section of the allowed fields, strings that fit its
+    database) and describes only models the plugin registers. Every entry is a plain file or folder with a relative path inside the root,
     named once: no symbolic links (``unzip`` recreates them, e.g. pointing at ``../../../../root/.ssh``), no
     device or pipe entries, no duplicate names (which copy ``unzip`` keeps is up to the tool), no absolute
     paths, drive letters or ``..``.
@@ -195,12 +198,19 @@ def check_submission_zip(path: PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, 
             for required in ('__init__.py', 'test.py', 'model.py', 'requirements.txt'):
                 if base + required not in by_name:
                     problems.append(f'{base} has no {required}')
+            registrations: List[str] = []
             if base + '__init__.py' in by_name:
                 init = archive.read(base + '__init__.py').decode('utf-8', 'replace').replace('"', "'")
                 registrations = re.findall(r"model_registry\['([^']+)'\]", init)
                 if registrations != [plugin]:
                     problems.append(f'{base}__init__.py must register model_registry[\'{plugin}\'] exactly once '
                                     f'(the folder name), found {registrations}')
+            metadata = [base + name for name in METADATA_FILES if base + name in by_name]
+            if len(metadata) > 1:
+                problems.append(f'{base} has both {" and ".join(METADATA_FILES)}: Brain-Score\'s metadata check stops '
+                                'on that; keep one')
+            for name in metadata:
+                problems.extend(metadata_problems(archive.read(name).decode('utf-8', 'replace'), name, registrations))
             for name in names:
                 if name.startswith(base + 'region_layer_map/') and not name.endswith('/'):
                     if name != f'{base}region_layer_map/{plugin}.json':

@@ -13,7 +13,7 @@ IDENTIFIER = 'bioconv_lc_resnet18_half_ws10'
 MODEL_NAME = 'lc_resnet18_half_ws10'
 HF_HUB_REPO = 'bioconv-timm/lc_resnet18_half_ws10.in1k'
 VISUAL_DEGREES = 8
-BEHAVIORAL_READOUT_LAYER = 'global_pool'  # average pool
+BEHAVIORAL_READOUT_LAYER = 'global_pool'  # average pool, the commitment's behavioral readout (__init__.py)
 # stem output, every residual block's output (its last ReLU), average pool
 LAYERS = [
     'maxpool',
@@ -54,8 +54,7 @@ def get_layers(name):
     return list(LAYERS)
 
 
-def get_bibtex(name):
-    assert name == IDENTIFIER, name
+def get_bibtex(model_identifier):
     return BIBTEX
 
 
