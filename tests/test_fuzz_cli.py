@@ -216,6 +216,9 @@ def test_bad_environment_is_one_line_before_any_work(env, expected, tmp_path, mo
     (['train', '--train-subset', '5000', '--epochs', '1'], 'train_subset=5000 must be in 1..1437'),
     (['train', '--data-dir', '{missing}', '--dataset', 'fashion-mnist'], 'data_dir (--data-dir)'),
     (['train', '--model', 'lc_resnet20', '--img-size', '512'], 'more than max_params'),
+    (['train', '--model', 'conv_resnet20', '--train-subset', '10', '--batch-size', '64'], 'an epoch would take no step'),
+    (['train', '--model', 'conv_resnet20', '--sleep-every', '5'], 'has no locally connected layers'),
+    (['train', '--lr-milestones', '5', '3'], 'must increase'),
 ])
 def test_bad_values_found_later_still_reach_the_user_as_one_line(argv, expected, tmp_path, monkeypatch, capsys):
     """Values only the data or the model can judge (a subset larger than the dataset, a model too large to

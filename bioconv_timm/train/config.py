@@ -18,6 +18,7 @@ from ..errors import UserRuntimeError
 from ..settings import (ConfigError, device_problem, fields_with_resume, registered_model_problem, setting,
                         validate_settings)
 from .. import models as _models  # noqa: F401  (registers the models)
+from ..layers import LocallyConnected2d
 from ..paper import cifar10_pad4_lr
 from ..sleep import OPTIMIZER_POLICIES, SLEEP_MODES
 from .data import DATASET_SHAPES, DATASETS, DEFAULT_IMG_SIZE, canonical_dataset_name, default_batch_size
@@ -47,6 +48,12 @@ def _model_kwargs_problem(kwargs: Dict[str, Any], cfg: Any) -> Optional[str]:
     clash = sorted(set(kwargs) & set(_DATASET_MODEL_ARGS))
     if clash:
         return f'may not set {clash[0]}: it is set by {_DATASET_MODEL_ARGS[clash[0]]}; remove {clash[0]}=...'
+    return None
+
+
+def _increasing(milestones: Tuple[int, ...], cfg: Any) -> Optional[str]:
+    if any(b <= a for a, b in zip(milestones, milestones[1:])):
+        return 'must increase (each epoch once, in order)'
     return None
 
 
@@ -100,7 +107,7 @@ class TrainConfig:
                    valid='a name timm.optim.list_optimizers() gives', resume='same')
     lr_milestones: Optional[Tuple[int, ...]] = setting(
         None, help="epochs where lr is multiplied by --lr-decay, e.g. '100 150'; a resumed run keeps the "
-        "milestones it started with unless they are given", ge=1, resume='same', metavar='EPOCH',
+        "milestones it started with unless they are given", ge=1, resume='same', metavar='EPOCH', check=_increasing,
         default_help='50% and 75% of epochs (paper: 100, 150 of 200)')
     lr_decay: float = setting(0.25, help='lr factor at each milestone (paper: 1/4)', gt=0, le=1, resume='same')
     ws_lr_scale: float = setting(1.0, help='multiplies the default lr of models that sleep', gt=0, le=1000,
@@ -258,6 +265,9 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     with torch.device('meta'):
         model = create_model(config, img_size=img_size, in_chans=in_chans, num_classes=num_classes,
                              drop_rate=config.drop_rate)
+    if config.sleep_every and not any(isinstance(m, LocallyConnected2d) for m in model.modules()):
+        raise ConfigError(f'{config.model} has no locally connected layers: sleep_every={config.sleep_every} would '
+                          'do nothing; use an lc_* model or sleep_every=0')
     return fill_defaults(config, getattr(model, 'sleep_every', None))
 
 

@@ -32,7 +32,6 @@ from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
 from .._atomic import DiskFullError, duplicate_file, format_bytes, write_json
-from ..layers import LocallyConnected2d
 from ..run_folder import hold_run_folder, mark_run_folder, remove_stale_temps
 from ..sharding import estimate_model_bytes
 from ..sleep import SleepHook
@@ -133,9 +132,6 @@ class _Run:
         model = create_model(config, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
                              img_size=bundle.img_size, drop_rate=config.drop_rate)
         self.cfg = cfg = config
-        if cfg.sleep_every and not any(isinstance(m, LocallyConnected2d) for m in model.modules()):
-            raise ConfigError(f'{cfg.model} has no locally connected layers: sleep_every={cfg.sleep_every} would do '
-                              'nothing; use an lc_* model or sleep_every=0')
         self.out_dir = Path(cfg.output_dir)
         self.progress = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and dist.main
         self.use_amp = (device.type == 'cuda') if cfg.amp is None else cfg.amp
@@ -176,6 +172,10 @@ class _Run:
         if dist.enabled:  # exact sharding, no padded duplicates
             eval_set = torch.utils.data.Subset(bundle.eval, range(dist.rank, len(bundle.eval), dist.world_size))
         self.eval_loader = make_loader(eval_set, cfg.batch_size, train=False, num_workers=cfg.num_workers)
+        if len(self.train_loader(0)) == 0:  # every batch would be the dropped partial one: no step would be taken
+            raise ConfigError(f'batch_size={cfg.batch_size} (--batch-size) is more than the {len(bundle.train)} '
+                              f'training images{" per process" if dist.enabled else ""}: an epoch would take no step '
+                              '(the last partial batch is dropped); lower --batch-size or raise --train-subset')
 
     def amp_ctx(self):
         return torch.autocast(self.device.type, dtype=getattr(torch, self.cfg.amp_dtype), enabled=self.use_amp)
