@@ -33,7 +33,8 @@ def test_compare_trains_cells_prints_table_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     # finished cells are not trained again
     again = compare(config)
-    assert '==' not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'epoch 1/1' not in out and out.count('(finished before)') == 2  # read back, not trained
     assert [r['top1'] for r in again] == [r['top1'] for r in rows]
 
 
@@ -155,7 +156,7 @@ def test_every_shared_training_setting_reaches_each_cell(tmp_path):
     from bioconv_timm.train.compare import cell_config
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     own = {f.name for f in dataclasses.fields(CompareConfig)} - train_fields
-    assert own == {'arch', 'seeds', 'lrs', 'cells'}
+    assert own == {'arch', 'seeds', 'lrs', 'cells', 'jobs'}
     changed = dict(dataset='fashion-mnist', data_dir=str(tmp_path), epochs=3, batch_size=32, pad=2, img_size=32,
                    weight_decay=0.5, train_subset=100, eval_subset=50, split='val', progress=True, device='cpu',
                    num_workers=1, eval_every=2, snr_at_sleep=True, sleep_optimizer='reset', final_sleep=True,

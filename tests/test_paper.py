@@ -295,7 +295,7 @@ def test_run_table_orchestration(tmp_path, monkeypatch):
         (folder / 'result.json').write_text(json.dumps(dict(final=final)))
         return SimpleNamespace(final=final, output_dir=str(folder))
 
-    monkeypatch.setattr(paper_runs, 'train', fake_train)
+    monkeypatch.setattr('bioconv_timm.train.sweep.train', fake_train)
     kwargs = _smoke_kwargs(tmp_path, seeds=[0, 1], verbose=False)
     out = Path(kwargs['output_root'])
     rows = run_table('1', 'cifar10', **kwargs)
@@ -386,7 +386,7 @@ def test_script_arguments(tmp_path, monkeypatch, capsys):
         (Path(config.output_dir) / 'result.json').write_text(json.dumps(dict(final=final)))
         return SimpleNamespace(final=final)
 
-    monkeypatch.setattr(paper_runs, 'train', fake_train)
+    monkeypatch.setattr('bioconv_timm.train.sweep.train', fake_train)
     out = tmp_path / 'runs'
     tin = tmp_path / 'tin'  # data folders must exist (the settings check them)
     tin.mkdir()

@@ -22,8 +22,8 @@ from ..paper import TABLE1_DIFF, TABLE1_TOP1, model_for_label
 from ..run_folder import hold_run_folder
 from ..models import TIMM_ARCHS
 from ..settings import ConfigError, inherit, setting, validate_settings
-from .config import TrainConfig, finished_run
-from .loop import train
+from .config import TrainConfig
+from .sweep import RunOutcome, sweep
 
 __all__ = ['CompareConfig', 'CompareCell', 'compare', 'preset_config', 'PRESETS', 'cell_config', 'format_compare_table', 'DEFAULT_CELLS', 'PAPER_CIFAR10_PAD4']
 
@@ -135,6 +135,7 @@ class CompareConfig:
                                 'the final evaluation')
     refresh_bn: bool = inherit(TrainConfig, 'refresh_bn', False)
     snr_at_sleep: Optional[bool] = inherit(TrainConfig, 'snr_at_sleep', None)
+    jobs: int = setting(1, help='runs at a time, one torch thread each (2 fill a 2-core machine)', ge=1, le=64)
 
     def __post_init__(self) -> None:
         validate_settings(self)
@@ -206,7 +207,10 @@ def compare(config: CompareConfig) -> List[Dict[str, Any]]:
     """
     out = Path(config.output_dir)
     with hold_run_folder(out, command='compare'):  # two comparisons into one folder would mix their cells
-        rows = [_cell_row(config, cell) for cell in config.cells]
+        grid = [(cell, seed) for cell in config.cells for seed in config.seeds]
+        outcomes = sweep([cell_config(config, cell, seed) for cell, seed in grid], jobs=config.jobs,
+                         on_done=_progress)
+        rows = [_cell_row(cell, [o for (c, _), o in zip(grid, outcomes) if c == cell]) for cell in config.cells]
         conv = next((r['top1'] for r in rows if r['label'] == 'conv'), None)
         for r in rows:
             r['diff'] = r['top1'] - conv if conv is not None else None
@@ -218,17 +222,17 @@ def compare(config: CompareConfig) -> List[Dict[str, Any]]:
     return rows
 
 
-def _cell_row(config: CompareConfig, cell: CompareCell) -> Dict[str, Any]:
-    """Train one cell over the seeds (reusing finished runs with the same settings): its table row."""
-    accs = []
-    for seed in config.seeds:
-        tc = cell_config(config, cell, seed)
-        # reuse a finished cell only when it was trained with exactly these settings
-        result = finished_run(tc.output_dir, tc)
-        if result is None:
-            print(f'== {cell.label} ({tc.model}, reps {tc.reps}, lr {tc.lr:g}, seed {seed})', flush=True)
-            result = dict(final=train(tc).final)
-        accs.append(result['final']['top1'])
+def _progress(outcome: RunOutcome, remaining: int) -> None:
+    tc, top1 = outcome.config, outcome.result['final']['top1']
+    how = 'finished before' if outcome.reused else f'{outcome.seconds / 60:.1f} min'
+    print(f'== {tc.model} reps {tc.reps} lr {tc.lr:g} seed {tc.seed}: top-1 {top1:.2f} ({how}); {remaining} to go',
+          flush=True)
+
+
+def _cell_row(cell: CompareCell, outcomes: Sequence[RunOutcome]) -> Dict[str, Any]:
+    """One table row: a cell's top-1 over its seeds."""
+    accs = [o.result['final']['top1'] for o in outcomes]
+    tc = outcomes[0].config
     return dict(label=cell.label, regularizer=cell.regularizer, model=tc.model, reps=cell.reps, lr=tc.lr,
                 top1=statistics.mean(accs), top1_spread=max(accs) - min(accs), seeds=len(accs),
                 paper_top1=PAPER_CIFAR10_PAD4.get(cell.label))

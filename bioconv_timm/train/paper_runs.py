@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._atomic import atomic_write_text, write_json
 from ..paper import PaperCell, cells
-from .config import TrainConfig, finished_run
-from .loop import train
+from .config import TrainConfig
+from .sweep import RunOutcome, sweep
 
 __all__ = ['cell_train_config', 'run_table', 'run_dir', 'summarize_runs', 'format_paper_comparison']
 
@@ -76,7 +76,7 @@ def run_table(table: str, dataset: Optional[str] = None,
               seeds: Optional[Sequence[int]] = None, output_root: Union[str, Path] = 'paper_runs',
               epochs: Optional[int] = None, train_subset: Optional[int] = None, eval_subset: Optional[int] = None,
               device: Optional[str] = None, val_size: Optional[int] = None, batch_size: Optional[int] = None,
-              labels: Optional[Sequence[str]] = None, write: bool = True, verbose: bool = True,
+              labels: Optional[Sequence[str]] = None, write: bool = True, verbose: bool = True, jobs: int = 1,
               **overrides: Any) -> List[Dict[str, Any]]:
     """Train every cell of ``table`` (for ``dataset``, or all of the table's datasets) and compare.
 
@@ -92,6 +92,7 @@ def run_table(table: str, dataset: Optional[str] = None,
             that replace the paper's settings (None keeps them), e.g. for a short smoke run.
         labels: run only these rows (paper labels, e.g. ``['conv', 'LC - ws(10)']``); default all.
         write: also write ``table<id>[-<dataset>].md`` / ``.json`` into ``output_root``.
+        jobs: runs at a time (``sweep``: worker processes with one torch thread each when above 1).
 
     Returns:
         One row per cell (see ``summarize_runs``): measured mean/spread over seeds next to the paper's.
@@ -108,33 +109,27 @@ def run_table(table: str, dataset: Optional[str] = None,
                            val_size=val_size, batch_size=batch_size).items():
         if value is not None:
             common[key] = value
-    total = sum(len(seeds) if seeds is not None else c.runs for c in selected)
-    done = 0
+    grid = []  # (cell, seed, config)
+    for cell in selected:
+        folder_data = data_dir.get(cell.dataset) if isinstance(data_dir, Mapping) else data_dir
+        for seed in (list(seeds) if seeds is not None else list(range(cell.runs))):
+            grid.append((cell, seed, cell_train_config(
+                cell, data_dir=None if folder_data is None else str(folder_data), seed=seed,
+                output_dir=str(run_dir(output_root, cell, seed)), resume=True, **common)))
+
+    def progress(outcome: RunOutcome, remaining: int) -> None:
+        if verbose:
+            cell, seed, config = grid[outcome.index]
+            how = 'done before' if outcome.reused else 'trained'
+            print(f'[{len(grid) - remaining}/{len(grid)}] table {cell.table} {cell.dataset} {cell.label!r} seed '
+                  f'{seed}: {how} (top1 {outcome.result["final"]["top1"]:.2f}) {config.output_dir}', flush=True)
+
+    outcomes = sweep([config for _, _, config in grid], jobs=jobs, on_done=progress)
     rows = []
     for cell in selected:
-        cell_seeds = list(seeds) if seeds is not None else list(range(cell.runs))
-        folder_data = data_dir.get(cell.dataset) if isinstance(data_dir, Mapping) else data_dir
-        results, dirs, reused = [], [], 0
-        for seed in cell_seeds:
-            done += 1
-            folder = run_dir(output_root, cell, seed)
-            config = cell_train_config(cell, data_dir=None if folder_data is None else str(folder_data), seed=seed,
-                                       output_dir=str(folder), resume=True, **common)
-            finished = finished_run(folder, config)  # refuses a finished run with other settings
-            if finished is not None:
-                final = finished['final']
-                reused += 1
-                if verbose:
-                    print(f'[{done}/{total}] table {cell.table} {cell.dataset} {cell.label!r} seed {seed}: '
-                          f'done before (top1 {final["top1"]:.2f}) {folder}', flush=True)
-            else:
-                if verbose:
-                    print(f'[{done}/{total}] table {cell.table} {cell.dataset} {cell.label!r} seed {seed}: '
-                          f'training {cell.model} -> {folder}', flush=True)
-                final = train(config).final
-            results.append(final)
-            dirs.append(str(folder))
-        rows.append(summarize_runs(cell, results, cell_seeds, dirs, reused))
+        mine = [(seed, o) for (c, seed, _), o in zip(grid, outcomes) if c is cell]
+        rows.append(summarize_runs(cell, [o.result['final'] for _, o in mine], [s for s, _ in mine],
+                                   [o.config.output_dir for _, o in mine], sum(o.reused for _, o in mine)))
 
     text = format_paper_comparison(rows)
     if verbose:
