@@ -1,5 +1,15 @@
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+# The fuzz tests draw the same examples on every run (derandomized), so a CI run is a repeatable check, not a
+# lottery; `HYPOTHESIS_PROFILE=explore pytest tests/test_fuzz_*.py` draws new ones (and more of them) to look
+# for escapes.
+settings.register_profile('repeatable', derandomize=True, deadline=None, database=None)
+settings.register_profile('explore', deadline=None, max_examples=500)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'repeatable'))
 
 
 @pytest.fixture(autouse=True)
