@@ -36,7 +36,6 @@ from .models import model_spec
 from .output_paths import check_output_folder
 from .verify import DEFAULT_ATOL, DEFAULT_RTOL, REFERENCE_FILE, write_reference
 from .paper import CITATION, PAPER_CELLS, TABLE1_TOP1, label_for_model
-from .timm_models import TIMM_FAMILIES
 
 __all__ = ['PublishError', 'PublishResult', 'read_source', 'split_model_tag', 'build_model', 'export_folder',
            'card_data', 'model_card', 'render_model_card', 'render_run_card', 'publish', 'paper_cell_for',
@@ -770,15 +769,13 @@ def _card_body(model, source: Dict[str, Any], repo_id: str) -> str:
     std = config.get('std') or cfg.get('std')
     dataset = config.get('dataset')
     run_kwargs = _run_model_kwargs(source)
-    if not spec.is_bioresnet:  # a converted timm CNN (bioconv_timm.timm_models)
-        arch_text = (TIMM_FAMILIES[arch].description + f', at {img_h}x{img_w}'
+    if not spec.is_bioresnet:  # a converted timm CNN (bioconv_timm.models.timm_cnns)
+        arch_text = (spec.description + f', at {img_h}x{img_w}'
                      + (f', built with {_fmt_kwargs(run_kwargs)}' if run_kwargs else ''))
     elif run_kwargs:  # another depth or stem than the registered name says: describe the network that was built
         arch_text = _describe_arch(model, name, run_kwargs)
     else:
-        arch_text = dict(resnet20='CIFAR ResNet20: 3x3 stem, 3 stages of 3 BasicBlocks with 16/32/64 channels',
-                         resnet18_half='ResNet18 at half width: 7x7/2 stem + max-pool, 2-2-2-2 BasicBlocks, '
-                                       '32/64/128/256 channels')[arch]
+        arch_text = spec.description  # the registry's (bioconv_timm.models.registry)
     if layer == 'conv':
         connectivity = 'convolutional (the weight-sharing baseline)'
     elif stem == 'conv':

@@ -30,8 +30,7 @@ from hypothesis import strategies as st
 import bioconv_timm  # noqa: F401  (registers the models)
 from bioconv_timm import LocallyConnected2d, to_locally_connected
 from bioconv_timm.checks import DEFAULT_MAX_PARAMS, MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, ModelArgError, ModelSizeError
-from bioconv_timm.models import FEATURE_CLASSES, GLOBAL_POOLS, MAX_BLOCKS, MODEL_SPECS
-from bioconv_timm.timm_models import TIMM_FAMILIES
+from bioconv_timm.models import FEATURE_CLASSES, GLOBAL_POOLS, MAX_BLOCKS, MODEL_SPECS, TIMM_FAMILIES
 
 # one registered name per family (its LC model: the one with the most to check)
 FAMILY_NAMES = sorted(name for name, spec in MODEL_SPECS.items() if name == f'lc_{spec.arch}')

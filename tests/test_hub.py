@@ -123,7 +123,7 @@ def test_registered_tag_loads_from_cache(published, run_dir, hf_cache, monkeypat
     with pytest.raises(RuntimeError, match='No pretrained weights are published'):
         timm.create_model(name, pretrained=True)
     _to_cache(hf_cache, f'bioconv-timm/{name}', out)
-    monkeypatch.setattr(bio_models, 'PUBLISHED_TAGS', {name})
+    monkeypatch.setattr(bio_models.registry, 'PUBLISHED_TAGS', {name})
     model = timm.create_model(name, pretrained=True).eval()
     x = _images()
     with torch.no_grad():
@@ -522,7 +522,7 @@ def test_timm_family_publishes_and_loads_from_the_hub_cache(hf_cache, tmp_path, 
         assert torch.equal(loaded(x), expected)
     name = 'lc_mobilenetv3_small_050_ws10.in1k'
     _to_cache(hf_cache, f'bioconv-timm/{name}', folder)
-    monkeypatch.setattr(bio_models, 'PUBLISHED_TAGS', {name})
+    monkeypatch.setattr(bio_models.registry, 'PUBLISHED_TAGS', {name})
     by_tag = timm.create_model(name, pretrained=True).eval()
     with torch.no_grad():
         assert torch.equal(by_tag(x), expected)

@@ -15,7 +15,7 @@ EXPECTED_NAMES = {
     'lc_resnet18_half_ws100', 'lc_resnet18_half_convstem', 'lc_resnet18_half_convstem_ws1',
     'lc_resnet18_half_convstem_ws10', 'lc_resnet18_half_convstem_ws100',
 }
-# timm CNNs made LC (bioconv_timm.timm_models): conv_F, lc_F, lc_F_ws{1,10,100}
+# timm CNNs made LC (bioconv_timm.models.timm_cnns): conv_F, lc_F, lc_F_ws{1,10,100}
 EXPECTED_TIMM_NAMES = {f'{kind}_{family}' for family in ('resnet18', 'convnext_atto', 'mobilenetv3_small_050')
                        for kind in ('conv', 'lc')} | {
     f'lc_{family}_ws{n}' for family in ('resnet18', 'convnext_atto', 'mobilenetv3_small_050') for n in (1, 10, 100)}
@@ -193,9 +193,9 @@ def test_share_weights_on_model_shares_every_lc_layer():
 
 
 def test_adapted_lc_stem_matches_source_only_for_channel_multiples():
-    """What _adapt_lc_in_chans' docstring states: a gray image repeated in_chans times gives the source
+    """What adapt_lc_in_chans' docstring states: a gray image repeated in_chans times gives the source
     model's output on the gray image repeated Cin times exactly when in_chans is 1 or a multiple of Cin."""
-    from bioconv_timm.models import _adapt_lc_in_chans
+    from bioconv_timm.models import adapt_lc_in_chans
     torch.manual_seed(0)
     weight = torch.randn(4, 4, 5, 3, 3, 3)  # Cin = 3
     gray = torch.randn(4, 4, 3, 3)          # a patch per location, one channel
@@ -203,6 +203,46 @@ def test_adapted_lc_stem_matches_source_only_for_channel_multiples():
         return torch.einsum('hwoklc,hwkl->hwo', w, gray)
     source = response(weight)
     for in_chans in (1, 3, 6, 9):
-        torch.testing.assert_close(response(_adapt_lc_in_chans(weight, in_chans)), source, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(response(adapt_lc_in_chans(weight, in_chans)), source, rtol=1e-5, atol=1e-5)
     for in_chans in (2, 4, 5):
-        assert not torch.allclose(response(_adapt_lc_in_chans(weight, in_chans)), source, atol=1e-3)
+        assert not torch.allclose(response(adapt_lc_in_chans(weight, in_chans)), source, atol=1e-3)
+
+
+def test_model_table_builds_no_model(monkeypatch):
+    """`bioconv list` reads the registry: no model class (ours or timm's) is instantiated for the table."""
+    from bioconv_timm.models import model_table
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f'model_table built a {type(self).__name__}')
+
+    for cls in (BioResNet, LocallyConnected2d, timm.models.ResNet, timm.models.ConvNeXt, timm.models.MobileNetV3):
+        monkeypatch.setattr(cls, '__init__', refuse)
+    monkeypatch.setattr(timm, 'create_model', refuse)
+    rows = {row['name']: row for row in model_table()}
+    assert set(rows) == set(MODEL_NAMES)
+    assert round(rows['lc_convnext_atto_ws100']['params'] / 1e6, 2) == 45.29  # the README's number
+    assert round(rows['lc_resnet20']['params'] / 1e6, 2) == 40.81
+
+
+def test_model_table_agrees_with_the_built_models():
+    """The registry's table (input size, parameter count, sleep period, layer types) describes the model each
+    entrypoint builds: the specs and the entrypoints' model_args cannot drift apart."""
+    from bioconv_timm.models import MODEL_SPECS, model_table
+    for row in model_table():
+        name, spec = row['name'], MODEL_SPECS[row['name']]
+        model = timm.create_model(name, device='meta')
+        assert row['params'] == sum(p.numel() for p in model.parameters()), name
+        assert row['input_size'] == 'x'.join(map(str, model.pretrained_cfg['input_size'])), name
+        assert row['sleep_every'] == model.sleep_every, name
+        assert model.fixed_input_size == (spec.layer_type == 'lc'), name
+        if spec.is_bioresnet:
+            assert (model.layer_type, model.stem_type) == (spec.layer_type, spec.stem_type), name
+
+
+def test_sleep_every_is_read_from_the_spec_without_building():
+    from bioconv_timm.models import default_sleep_every, model_spec
+    assert model_spec('lc_convnext_atto_ws10').sleep_every == 10
+    assert model_spec('lc_resnet20.digits').sleep_every is None
+    assert default_sleep_every('lc_resnet20_ws100') == 100
+    assert default_sleep_every('lc_resnet20_ws100', dict(sleep_every=3)) == 3  # a model_kwargs override wins
+    assert default_sleep_every('conv_resnet18') is None

@@ -404,7 +404,7 @@ def test_published_tag_counts_as_having_weights(monkeypatch):
     """What timm's registry reads when the models register: a tag has weights once it is published."""
     cfg = timm.models.get_pretrained_cfg('lc_resnet20_ws10.digits')
     assert cfg.hf_hub_id == 'bioconv-timm/lc_resnet20_ws10.digits' and not cfg.has_weights
-    monkeypatch.setattr(bio_models, 'PUBLISHED_TAGS', {'lc_resnet20_ws10.digits'})
+    monkeypatch.setattr(bio_models.registry, 'PUBLISHED_TAGS', {'lc_resnet20_ws10.digits'})
     assert cfg.has_weights
     assert not timm.models.get_pretrained_cfg('lc_resnet20_ws10').has_weights  # .cifar10 still unpublished
 

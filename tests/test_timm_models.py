@@ -1,5 +1,5 @@
-"""timm CNNs registered as conv / LC / LC-ws models (bioconv_timm.timm_models), used from the user's side: create by
-name, train with sleep, compare, publish and reload, Brain-Score layers, `bioconv list`."""
+"""timm CNNs registered as conv / LC / LC-ws models (bioconv_timm.models.timm_cnns), used from the user's side:
+create by name, train with sleep, compare, publish and reload, Brain-Score layers, `bioconv list`."""
 import copy
 import math
 
@@ -12,7 +12,7 @@ import bioconv_timm  # noqa: F401  (registers the models)
 from bioconv_timm import LocallyConnected2d, lc_layers, share_weights_, to_locally_connected
 from bioconv_timm.convert import conv_input_sizes
 from bioconv_timm.layers import conv_output_size
-from bioconv_timm.timm_models import TIMM_FAMILIES
+from bioconv_timm.models import TIMM_FAMILIES
 
 FAMILIES = ('resnet18', 'convnext_atto', 'mobilenetv3_small_050')
 
@@ -196,3 +196,32 @@ def test_bioconv_train_says_which_img_size_a_family_needs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and 'Traceback' not in err
     assert 'lc_convnext_atto cannot take 24x24 inputs' in err and '--img-size 32' in err
+
+
+@pytest.mark.parametrize('name, out_indices', [('lc_convnext_atto_ws10', None), ('lc_mobilenetv3_small_050', (1, 3)),
+                                               ('conv_resnet18', (0, 4))])
+def test_features_only_loads_pretrained_weights_from_a_file(tmp_path, name, out_indices):
+    """timm's builder serves the families: pretrained=True with features_only=True loads the file into the network
+    before timm's feature wrapper takes its stages (the classifier of the file is dropped)."""
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    trained = timm.create_model(name, img_size=32, num_classes=10).eval()
+    with torch.no_grad():  # trained-looking statistics, so that a wrapper left at its init would differ
+        for m in trained.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / 'model.safetensors'
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    torch.manual_seed(1)
+    extra = {} if out_indices is None else dict(out_indices=out_indices)
+    features = timm.create_model(name, img_size=32, pretrained=True, features_only=True,
+                                 pretrained_cfg_overlay=dict(file=str(path), num_classes=10), **extra).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = trained.forward_intermediates(x, indices=out_indices, intermediates_only=True)
+        outs = features(x)
+    assert len(outs) == len(expected) == len(features.feature_info.channels())
+    for out, ref in zip(outs, expected):
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert features.pretrained_cfg['input_size'] == (3, 32, 32)
