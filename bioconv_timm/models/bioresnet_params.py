@@ -1,7 +1,7 @@
 """The parameter count of a paper ResNet (``BioResNet``) from its arguments: the geometry alone, no model.
 
 It walks the layers ``BioResNet`` would build, allocating nothing, so that the size limit is checked before any
-memory is taken and ``bioconv list`` (:func:`.registry.model_table`) needs no model.
+memory is taken.
 """
 from __future__ import annotations
 

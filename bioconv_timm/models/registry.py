@@ -1,12 +1,14 @@
 """What every registered bioconv model name stands for, as data: the one table the rest of the package reads.
 
-Nothing here builds a model or imports timm: ``bioconv list`` (:func:`model_table`), the trainer's default sleep
-period (:func:`default_sleep_every`), model cards and the Brain-Score metadata read their facts from here. The model
+Nothing here builds a model, and the module imports nothing of the package (nor torch or timm), so anything may
+read it without an import cycle: ``bioconv list`` (:func:`model_table`), the trainer's default sleep period
+(:func:`default_sleep_every`), model cards and the Brain-Score metadata read their facts from here. The model
 modules (:mod:`.bioresnet`, :mod:`.timm_cnns`) register one timm entrypoint per name of :data:`MODEL_SPECS`;
-``tests/test_models.py`` checks that each builds what its spec says (input size, parameters, sleep period).
+``tests/test_models.py`` checks that each builds what its spec says (input size, parameter count, sleep period,
+layer types), so the stored parameter counts cannot go stale.
 
 * :data:`PAPER_ARCHS`: the paper's ResNets (``BioResNet``): blocks per stage, widths, stem, default input and
-  classes, pretrained tags, the model card's one-line description.
+  classes, pretrained tags, the model card's one-line description and the parameter counts.
 * :data:`TIMM_FAMILIES`: the timm CNNs built by :func:`bioconv_timm.to_locally_connected`: timm's model name and
   arguments, the LC init, feature levels, pool types, the card's description and the parameter counts at 64x64.
 * :data:`MODEL_SPECS`: every registered name -> :class:`ModelSpec` (architecture, layer types, sleep period).
@@ -39,6 +41,8 @@ PAPER = dict(
 
 GLOBAL_POOLS = ('avg', 'max', 'avgmax', 'catavgmax', '')  # timm's pool types ('': none, for feature maps)
 LayerType = str  # 'conv' or 'lc'
+# A name's variant, the key of an architecture's parameter counts: 'conv', 'lc', or 'lc_convstem' (paper Table 13).
+Variant = str
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class PaperArch:
     num_classes: int             # the default tag's classes
     tags: Tuple[str, ...]        # pretrained tags, the default first
     description: str             # the model card's one line on the architecture
+    num_params: Dict[Variant, int]  # parameters of each variant at the default tag (``bioconv list``)
 
     def model_args(self) -> Dict[str, Any]:
         """The ``BioResNet`` arguments of the architecture at its default input size (its layer types and sleep
@@ -61,10 +66,12 @@ class PaperArch:
 PAPER_ARCHS: Dict[str, PaperArch] = {
     'resnet20': PaperArch(
         (3, 3, 3), (16, 32, 64), 'cifar', 32, 10, ('cifar10', 'digits'),
-        'CIFAR ResNet20: 3x3 stem, 3 stages of 3 BasicBlocks with 16/32/64 channels'),
+        'CIFAR ResNet20: 3x3 stem, 3 stages of 3 BasicBlocks with 16/32/64 channels',
+        dict(conv=272_474, lc=40_814_762)),
     'resnet18_half': PaperArch(
         (2, 2, 2, 2), (32, 64, 128, 256), 'imagenet', 224, 1000, ('in1k',),
-        'ResNet18 at half width: 7x7/2 stem + max-pool, 2-2-2-2 BasicBlocks, 32/64/128/256 channels'),
+        'ResNet18 at half width: 7x7/2 stem + max-pool, 2-2-2-2 BasicBlocks, 32/64/128/256 channels',
+        dict(conv=3_055_880, lc=483_155_624, lc_convstem=424_153_352)),
 }
 
 # The timm families' default input side: ImageNet downsampled to 64x64 (Tiny ImageNet's size); at 224 the LC
@@ -83,7 +90,7 @@ class TimmFamily:
     base: str                           # timm's model name
     feature_levels: int                 # len(feature_info): the levels features_only=True / out_indices choose from
     description: str                    # the model card's one line on the architecture
-    num_params: Tuple[int, int]         # (conv, LC) parameters of the default cfg: 3x64x64 input, 1000 classes
+    num_params: Dict[Variant, int]      # parameters of each variant at the default cfg: 3x64x64, 1000 classes
     base_kwargs: Dict[str, Any] = field(default_factory=dict)
     lc_init_std: Optional[float] = None
     global_pools: Tuple[str, ...] = GLOBAL_POOLS  # the pool types timm's head of this family takes
@@ -97,18 +104,18 @@ class TimmFamily:
 TIMM_FAMILIES: Dict[str, TimmFamily] = {
     'resnet18': TimmFamily(
         'resnet18', 5, "timm's ResNet18: 7x7/2 stem + max-pool, 2-2-2-2 BasicBlocks, 64/128/256/512 channels",
-        (11_689_512, 148_568_424)),
+        dict(conv=11_689_512, lc=148_568_424)),
     'convnext_atto': TimmFamily(
         'convnext_atto', 4, "timm's ConvNeXt-Atto: 4x4/4 patchify stem, 2-2-6-2 blocks of depthwise 7x7 + 1x1 MLP "
                             '(as convs: conv_mlp=True), 40/80/160/320 channels',
-        (3_695_520, 45_292_920), base_kwargs=dict(conv_mlp=True),
+        dict(conv=3_695_520, lc=45_292_920), base_kwargs=dict(conv_mlp=True),
         lc_init_std=0.02,  # ConvNeXt draws every conv weight from a normal truncated to +-2, std 0.02
         global_pools=tuple(p for p in GLOBAL_POOLS if p != 'catavgmax'),  # its norm head keeps the pooled width
         feature_cfg=dict(flatten_sequential=True)),
     'mobilenetv3_small_050': TimmFamily(
         'mobilenetv3_small_050', 5, "timm's MobileNetV3-Small 0.5x: inverted residuals with depthwise 3x3/5x5 convs "
                                     'and squeeze-excite, 1x1 conv head',
-        (1_593_224, 3_312_296), feature_cfg=dict(flatten_sequential=True)),
+        dict(conv=1_593_224, lc=3_312_296), feature_cfg=dict(flatten_sequential=True)),
 }
 TIMM_ARCHS: Tuple[str, ...] = tuple(TIMM_FAMILIES)
 
@@ -157,16 +164,16 @@ class ModelSpec:
         return dict(PAPER_ARCHS[self.arch].model_args(), layer_type=self.layer_type, stem_type=self.stem_type,
                     sleep_every=self.sleep_every)
 
+    @property
+    def variant(self) -> Variant:
+        """'conv', 'lc', or 'lc_convstem' (LC with a convolutional stem)."""
+        if self.layer_type == 'conv':
+            return 'conv'
+        return 'lc' if self.stem_type == 'lc' else 'lc_convstem'
+
     def num_params(self) -> int:
-        """The parameter count of the model its name builds (default tag), from the geometry or the stored counts:
-        no model is built."""
-        family = self.family
-        if isinstance(family, TimmFamily):
-            return family.num_params[self.layer_type == 'lc']
-        # lazy: the geometry needs the LC layer's formula (torch); the registry itself stays light to import
-        from .bioresnet_params import bioresnet_num_params
-        return bioresnet_num_params(family.layers, family.channels, family.stem, 1, self.layer_type, self.stem_type,
-                                    (family.img_size, family.img_size), 3, family.num_classes)
+        """The parameter count of the model its name builds (default tag), as stored: no model is built."""
+        return self.family.num_params[self.variant]
 
 
 def _specs() -> Dict[str, ModelSpec]:
