@@ -163,7 +163,9 @@ def _bound_problem(value: Any, decl: Setting) -> Optional[str]:
     return None if ok else f'must be {decl.bounds_text()}'
 
 
-def _path_problem(value: str, kind: str) -> Optional[str]:
+def _path_problem(value: str, kind: str, metavar: Optional[str] = None) -> Optional[str]:
+    """What is wrong with ``value`` as a path of ``kind`` (PATH_KINDS), or None. ``metavar`` (e.g. 'OUTPUT.onnx')
+    gives the file suffix a message suggests."""
     path = Path(value)
     if kind in ('dir_in', 'file_in') and not path.exists():
         return 'does not exist'
@@ -174,7 +176,10 @@ def _path_problem(value: str, kind: str) -> Optional[str]:
     if kind in ('dir_out', 'file_out'):  # tried, not read off permission bits (root passes os.access on /proc)
         from .output_paths import check_output_file, check_output_folder
         try:
-            (check_output_folder if kind == 'dir_out' else check_output_file)(path, ConfigError)
+            if kind == 'dir_out':
+                check_output_folder(path, ConfigError)
+            else:
+                check_output_file(path, ConfigError, example='out' + Path(metavar or '').suffix)
         except ConfigError as exc:
             return f'cannot be used: {exc}'
     return None
@@ -205,7 +210,7 @@ def _problem(value: Any, f: dataclasses.Field, decl: Setting, cls: type, config:
         if choices is not None and item not in choices:
             return 'is not one of: ' + ', '.join(map(str, choices))
         if decl.path and isinstance(item, str):
-            problem = _path_problem(item, decl.path)
+            problem = _path_problem(item, decl.path, decl.metavar)
             if problem:
                 return problem
     if decl.check is not None:

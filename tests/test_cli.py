@@ -104,3 +104,15 @@ def test_bioconv_command_leaves_the_users_glibc_tunables(tmp_path):
 def test_main_called_from_python_leaves_the_callers_allocator_alone(capsys):
     assert main(['list', '--filter', 'conv_resnet20']) == 0
     assert _malloc.describe()['mallopt'] is None
+
+
+def test_bioconv_export_writes_an_onnx_file_that_matches(tmp_path, capsys):
+    """`bioconv export MODEL OUT.onnx`: one line with the file, its size and the onnxruntime check."""
+    pytest.importorskip('onnxruntime')
+    from bioconv_timm.cli import main
+    out = tmp_path / 'conv.onnx'
+    assert main(['export', 'conv_resnet20', str(out), '--img-size', '16']) == 0
+    line = capsys.readouterr().out.strip()
+    assert out.is_file() and line.startswith(f'wrote {out} (') and 'onnxruntime matches PyTorch at batch' in line
+    assert main(['export', 'conv_resnet20', str(tmp_path)]) == 2  # a folder, not a file: refused before work
+    assert 'is a folder: pass the name of the file to write, e.g.' in capsys.readouterr().err

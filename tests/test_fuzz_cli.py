@@ -23,7 +23,7 @@ WORK = ('bioconv_timm.cli.train.train', 'bioconv_timm.cli.compare.compare', 'bio
         'bioconv_timm.cli.sleep_sim.run_sleep_sim', 'bioconv_timm.cli.publish.publish',
         'bioconv_timm.cli.brainscore.score', 'bioconv_timm.cli.brainscore.build_submission',
         'bioconv_timm.cli.brainscore.write_plugins', 'bioconv_timm.cli.brainscore.stale_plugin_files',
-        'bioconv_timm.verify.verify')
+        'bioconv_timm.verify.verify', 'bioconv_timm.export.export_onnx')
 
 DRAWN = {'inputs': 0, 'escaped': 0}
 
@@ -52,11 +52,14 @@ def places():
 
 
 def _required(command, places):
-    """Valid values of a command's required settings, so that the drawn one is the only bad input."""
-    return {'publish': [str(places / 'weights.safetensors'), '--repo-id=test-org/name'],
-            'brainscore score': ['--model=conv_resnet20'],
-            'brainscore submission': ['--model=conv_resnet20'],
-            'verify': [str(places / 'a_folder')]}.get(command, [])
+    """Valid values of a command's required settings, so that the drawn one is the only bad input:
+    (positionals by field name, in order; required options)."""
+    positionals = {'publish': {'source': str(places / 'weights.safetensors')},
+                   'verify': {'source': str(places / 'a_folder')},
+                   'export': {'model': 'conv_resnet20', 'output': str(places / 'out.onnx')}}.get(command, {})
+    options = {'publish': ['--repo-id=test-org/name'], 'brainscore score': ['--model=conv_resnet20'],
+               'brainscore submission': ['--model=conv_resnet20']}.get(command, [])
+    return positionals, options
 
 
 def _number_out_of_range(decl, kind):
@@ -93,8 +96,8 @@ def _bad_values(cls, f, decl, places):
         if scalar is float:  # CELL=LR
             return malformed | _NOT_NUMBERS.map(lambda v: f'lc={v}') | st.sampled_from(
                 ['nocell=1e-3', 'lc=-1', 'lc=0', 'lc=nan', 'lc=1e9'])
-        return malformed | st.sampled_from(['num_classes=5', 'features_only=True', 'pretrained=True',
-                                            'img_size=64', 'in_chans=1'])
+        keys = st.sampled_from(['num_classes=5', 'features_only=True', 'pretrained=True', 'img_size=64', 'in_chans=1'])
+        return malformed | keys.filter(lambda s: decl.check({s.partition('=')[0]: 1}, None) is not None)
     if decl.path in ('dir_out', 'file_in', 'dir_in'):
         bad = {'dir_out': [places / 'a_file.txt', '/proc/bioconv/x'],
                'file_in': [places / 'missing.json', places / 'a_folder'],
@@ -155,11 +158,11 @@ def test_every_bad_flag_value_is_one_line_and_starts_nothing(command, data, plac
     f, decl = data.draw(st.sampled_from(cases), label='setting')
     token = data.draw(_bad_values(COMMAND_SETTINGS[command], f, decl, places), label='value')
     flag = flag_name(f, decl)
-    argv = command.split() + _required(command, places)
-    if flag.startswith('-'):
-        argv.append(f'{flag}={token}')  # --x=VALUE: a value that starts with '-' is not read as a flag
-    else:  # a positional setting replaces the valid one
-        argv = command.split() + [token] + [a for a in _required(command, places) if a.startswith('-')]
+    positionals, options = _required(command, places)
+    if flag.startswith('-'):  # --x=VALUE: a value that starts with '-' is not read as a flag
+        argv = command.split() + list(positionals.values()) + options + [f'{flag}={token}']
+    else:  # the drawn positional replaces its valid value
+        argv = command.split() + [token if name == f.name else v for name, v in positionals.items()] + options
     DRAWN['inputs'] += 1
     with tempfile.TemporaryDirectory() as cwd, ExitStack() as stack:
         for target in WORK:

@@ -81,7 +81,7 @@ class BenchConfig:
                                      default_help="torch's (= OMP_NUM_THREADS)")
     seed: int = setting(0, help='seed of the inputs and weights', ge=0, le=2 ** 31 - 1)
     json_path: Optional[str] = setting(None, help='also write all records as JSON', path='file_out', flag='--json',
-                                       metavar='PATH')
+                                       metavar='PATH.json')
 
     def __post_init__(self) -> None:
         validate_settings(self)

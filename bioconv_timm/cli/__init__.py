@@ -13,12 +13,12 @@ from typing import Optional, Sequence
 
 from .._malloc import tune_this_process
 from ..errors import BioconvError
-from . import bench, brainscore, compare, list_models, publish, sleep_sim, train, verify
+from . import bench, brainscore, compare, export, list_models, publish, sleep_sim, train, verify
 from .flags import Parser
 
 __all__ = ['build_parser', 'main', 'flags_page', 'COMMAND_SETTINGS']
 
-SUBCOMMANDS = (list_models, train, compare, publish, verify, bench, brainscore, sleep_sim)
+SUBCOMMANDS = (list_models, train, compare, publish, verify, export, bench, brainscore, sleep_sim)
 # each command's settings class, from which its flags are generated ('brainscore score': ...)
 COMMAND_SETTINGS = {name: cls for command in SUBCOMMANDS for name, cls in getattr(command, 'SETTINGS', {}).items()}
 

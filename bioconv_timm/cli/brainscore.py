@@ -72,7 +72,7 @@ class SubmissionConfig:
     """``bioconv brainscore submission`` (:func:`bioconv_timm.brainscore.build_submission`)."""
     model: Tuple[str, ...] = setting(help='model names; repeat (or comma-separate) for several plugins in one zip',
                                      convert=_split_commas, check=_known_models, valid='names `bioconv list` prints')
-    output: Optional[str] = setting(None, help='zip path', path='file_out',
+    output: Optional[str] = setting(None, help='zip path', path='file_out', metavar='OUTPUT.zip',
                                     default_help='brainscore-submission-<model>.zip')
     hub_repo: Optional[str] = setting(None, help='Hub repo with the weights', check=_one_line, valid='ORG/NAME',
                                       default_help='bioconv-timm/<model>.in1k')
