@@ -128,14 +128,16 @@ FAMILIES = [
 
 @pytest.mark.parametrize('name,img_size', FAMILIES, ids=[f[0] for f in FAMILIES])
 def test_every_family_exports_and_matches_eager_at_another_batch_size(tmp_path, name, img_size):
-    result = export_onnx(name, tmp_path / f'{name}.onnx', img_size=img_size, batch_size=2, verify=False)
+    model = timm.create_model(name, img_size=img_size).eval()
+    if name == 'conv_resnet20':  # by name: export_onnx builds the same model (same seed)
+        torch.manual_seed(0)
+        result = export_onnx(name, tmp_path / f'{name}.onnx', img_size=img_size, batch_size=2, verify=False)
+    else:
+        result = export_onnx(model, tmp_path / f'{name}.onnx', batch_size=2, verify=False)
     assert isinstance(result, OnnxExport) and result.path.is_file() and result.data_path is None
     assert result.input_shape == (2, 3, img_size, img_size) and result.dynamic_batch
     assert result.num_bytes == result.path.stat().st_size
     assert _nonstandard_ops(result.path) == set()
-    # the same weights in eager mode: export_onnx builds with timm.create_model under the test's seed
-    torch.manual_seed(0)
-    model = timm.create_model(name, img_size=img_size).eval()
     _assert_matches_eager(result.path, model, (3, img_size, img_size), batches=(3, 1))
 
 
