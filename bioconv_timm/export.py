@@ -3,7 +3,7 @@
 The LC layer is a ``torch.library`` custom operator, ``bioconv::lc_forward``, which no ONNX runtime knows. While
 ``torch.onnx.export`` runs (``torch.onnx.is_in_onnx_export()``), :func:`bioconv_timm.layers.locally_connected2d`
 computes the layer with :func:`lc_forward_decomposition` instead: the same product written in standard operators
-(``Pad``, two ``Gather``\\ s that cut out the patches, ``Transpose``/``Reshape``, one batched ``MatMul``; depthwise
+(``Pad``, one ``Gather`` that cuts out the patches, ``Transpose``/``Reshape``, one batched ``MatMul``; depthwise
 layers a ``Mul`` and ``ReduceSum``), so the plain call works::
 
     onnx_program = torch.onnx.export(model.eval(), (x,), dynamo=True)
