@@ -12,7 +12,6 @@ from .models import BioResNet, MODEL_NAMES, PUBLISHED_TAGS
 from .convert import to_locally_connected
 from .checks import ModelArgError, allow_params
 from .errors import BioconvError
-from . import timm_models  # registers the converted timm CNNs (lc_resnet18, lc_convnext_atto_ws10, ...)
 
 __version__ = '0.1.0'
 
