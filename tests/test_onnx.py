@@ -156,7 +156,7 @@ def test_export_onnx_checks_itself_and_catches_a_wrong_translation(tmp_path, cha
     def mirrored(x, weight, *args, **kwargs):  # every location's kernel flipped left-right: wrong, same shapes
         return good(x, weight.flip(4), *args, **kwargs)
 
-    monkeypatch.setattr(export, 'lc_forward_decomposition', mirrored)
+    monkeypatch.setattr('bioconv_timm.layers.lc_decomposition.lc_forward_decomposition', mirrored)
     with pytest.raises(UserRuntimeError, match=r'disagrees with eager PyTorch at batch 1: max \|onnxruntime - eager'):
         export_onnx(chain, tmp_path / 'wrong.onnx', batch_size=1)
     assert (tmp_path / 'wrong.onnx').is_file()  # kept for inspection

@@ -765,7 +765,7 @@ def locally_connected2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     # set_backend/use_backend's choice is an argument of the op (its backward follows it; torch.compile
     # guards on it); without one, the op reads BIOCONV_LC_BACKEND when it runs.
     if torch.onnx.is_in_onnx_export():  # ONNX has no bioconv::lc_forward: the same product in standard ops (export.py)
-        from ..export import lc_forward_decomposition
+        from .lc_decomposition import lc_forward_decomposition
         out = lc_forward_decomposition(x, weight, stride, padding, dilation, int(groups))
     else:
         out = lc_forward(x, weight, list(stride), list(padding), list(dilation), int(groups), native._chosen_backend())
