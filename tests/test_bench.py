@@ -13,7 +13,7 @@ from bioconv_timm import bench
 from bioconv_timm.bench import (IMPLS, MODES, BenchConfig, LayerCase, UnfoldEinsumLC, bench_layers, bench_models,
                                 estimate_case_bytes, format_report, run_benchmark, shape_set, summarize_layers)
 from bioconv_timm.bench.run import _resolve
-from bioconv_timm.bench.runners import _make_runners
+from bioconv_timm.bench.runners import make_runners
 from bioconv_timm.cli import bench as bench_cli
 from bioconv_timm.cli import build_parser, main
 from bioconv_timm.layers import LocallyConnected2d, native
@@ -175,7 +175,7 @@ def test_depthwise_dilated_shape_set():
 def test_every_implementation_computes_the_grouped_dilated_conv(case):
     """With the conv's kernel at every location, all five implementations of a benchmark case compute
     nn.Conv2d (groups, dilation): forward, input gradient, and the weight gradient summed over locations."""
-    runners = _make_runners(case, IMPLS, torch.device('cpu'), None, lc_from_conv=True)
+    runners = make_runners(case, IMPLS, torch.device('cpu'), None, lc_from_conv=True)
     conv = runners['conv_nchw'].module
     assert (conv.groups, conv.dilation) == (case.groups, (case.dilation, case.dilation))
     x = runners['conv_nchw'].x.detach()

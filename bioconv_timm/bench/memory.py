@@ -17,9 +17,10 @@ import torch
 
 from ..layers import chunk_bytes
 from .cases import LayerCase
-from .runners import IMPLS, _make_runners
+from .runners import IMPLS, make_runners
 
-__all__ = ['estimate_case_bytes', 'CPU_MEM_METHOD', 'CPU_MEM_METHOD_INPROCESS', 'CUDA_MEM_METHOD']
+__all__ = ['estimate_case_bytes', 'CPU_MEM_METHOD', 'CPU_MEM_METHOD_INPROCESS', 'CUDA_MEM_METHOD', 'rss_peak_delta',
+           'skip_reason', 'cpu_case_memory']
 
 CPU_MEM_METHOD = 'peak RSS increase (VmHWM via clear_refs) of one call, fresh subprocess per shape'
 CPU_MEM_METHOD_INPROCESS = 'peak RSS increase (VmHWM via clear_refs) of one call, in-process'
@@ -92,7 +93,7 @@ def _memory_limit(device: torch.device, max_memory_bytes: Optional[int]) -> Tupl
     return int(0.8 * available), f'80% of the {available / 2 ** 30:.1f} GiB available'
 
 
-def _skip_reason(estimate: int, device: torch.device, max_memory_bytes: Optional[int]) -> Optional[str]:
+def skip_reason(estimate: int, device: torch.device, max_memory_bytes: Optional[int]) -> Optional[str]:
     """Why a case estimated to need ``estimate`` bytes is skipped, or None when it fits."""
     limit, what = _memory_limit(device, max_memory_bytes)
     if limit is not None and estimate > limit:
@@ -124,7 +125,7 @@ def _proc_status_kib(key: str) -> int:
     raise OSError(f'{key} not in /proc/self/status')
 
 
-def _rss_peak_delta(fn: Callable[[], None]) -> Optional[int]:
+def rss_peak_delta(fn: Callable[[], None]) -> Optional[int]:
     """Bytes by which one call of ``fn`` raises the process's peak resident set above the resident set
     just before it; None where /proc/self/clear_refs cannot reset the peak (not Linux)."""
     _release_free_memory()
@@ -146,11 +147,11 @@ def _case_memory(case: LayerCase, impls: Sequence[str], modes: Sequence[str], am
     dev = torch.device('cpu')
     for impl in impls:
         for mode in modes:
-            runner = _make_runners(case, [impl], dev, amp, seed)[impl]
+            runner = make_runners(case, [impl], dev, amp, seed)[impl]
             runner.call(mode)  # warm-up: one-time initializations are not the call's memory
             runner.module.zero_grad(set_to_none=True)
             runner.x.grad = None
-            out[f'{impl}|{mode}'] = _rss_peak_delta(lambda: runner.call(mode))
+            out[f'{impl}|{mode}'] = rss_peak_delta(lambda: runner.call(mode))
             del runner
             _release_free_memory()
     return out
@@ -181,7 +182,7 @@ def _subprocess_case_memory(case: LayerCase, impls: Sequence[str], modes: Sequen
     return json.loads(lines[-1][len(_WORKER_TAG):]), ''
 
 
-def _cpu_case_memory(case: LayerCase, impls: Sequence[str], modes: Sequence[str],
+def cpu_case_memory(case: LayerCase, impls: Sequence[str], modes: Sequence[str],
                      recs: Dict[Tuple[str, str], dict], amp: Optional[str], seed: int, in_process: bool) -> None:
     """Fill ``peak_mem_bytes`` and ``mem_method`` of the (impl, mode) records ``recs`` at ``case`` (CPU)."""
     if in_process:

@@ -11,13 +11,13 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from .. import _malloc
+from .._malloc import describe as describe_allocator
 from .._atomic import atomic_path
 from ..layers import native
 from ..settings import device_problem, setting, validate_settings
 from .cases import PAPER_SHAPE_SETS, SHAPE_SETS, LayerCase, shape_set
 from .report import check_targets
-from .runners import IMPLS, MODES, _device, _progress
+from .runners import IMPLS, MODES, resolve_device, report_progress
 from .steps import bench_models
 from .timing import bench_layers, summarize_layers
 
@@ -123,7 +123,7 @@ def _cpu_name() -> str:
 
 def _meta(cfg: BenchConfig) -> dict:
     """The machine and settings of a run (a contended CPU gets a ``warning``)."""
-    dev = _device(cfg.device)
+    dev = resolve_device(cfg.device)
     tcmalloc = False
     try:
         with open('/proc/self/maps') as f:
@@ -137,7 +137,7 @@ def _meta(cfg: BenchConfig) -> dict:
         date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
         device=str(dev), device_name=f'{dev.type.upper()} {name}'.strip(), torch=torch.__version__,
         threads=torch.get_num_threads(), cpu_count=cores, omp_num_threads=os.environ.get('OMP_NUM_THREADS'),
-        tcmalloc=tcmalloc, allocator=_malloc.describe(), loadavg_1min=load,
+        tcmalloc=tcmalloc, allocator=describe_allocator(), loadavg_1min=load,
         precision=f'autocast {cfg.amp}' if cfg.amp else 'fp32',
         python=platform.python_version(), repeats=cfg.repeats, quick=cfg.quick, full=cfg.full,
         lc_backend=native.build_info() if dev.type == 'cpu' else {'backend': 'torch (CUDA)'},
@@ -157,13 +157,13 @@ def run_benchmark(cfg: BenchConfig, progress: Optional[Callable[[str], None]] = 
     meta = _meta(cfg)
     max_bytes = int(cfg.max_memory_gib * 2 ** 30) if cfg.max_memory_gib is not None else None
     if meta.get('warning'):
-        _progress(progress, 'warning: ' + meta['warning'])
+        report_progress(progress, 'warning: ' + meta['warning'])
     cases: List[LayerCase] = []
     for name in cfg.shapes:
         cases.extend(shape_set(name, cfg.batch_size))
     layers: List[dict] = []
     if cases:
-        _progress(progress, f'layers: {len(cases)} shapes on {cfg.device}')
+        report_progress(progress, f'layers: {len(cases)} shapes on {cfg.device}')
         layers = bench_layers(
             cases, impls=cfg.impls, modes=cfg.modes, repeats=cfg.repeats, warmup=cfg.warmup, device=cfg.device,
             amp=cfg.amp, memory=cfg.memory, max_memory_bytes=max_bytes,
@@ -172,7 +172,7 @@ def run_benchmark(cfg: BenchConfig, progress: Optional[Callable[[str], None]] = 
     models: List[dict] = []
     pairs = _model_pairs(cfg.models)
     if pairs:
-        _progress(progress, f'training steps: {", ".join(pairs)} on {cfg.device}')
+        report_progress(progress, f'training steps: {", ".join(pairs)} on {cfg.device}')
         models = bench_models(
             pairs, batch_size=cfg.model_batch_size, img_size=cfg.model_img_size, steps=cfg.model_steps,
             warmup=cfg.model_warmup, device=cfg.device, amp=cfg.amp, optimizer=cfg.optimizer,

@@ -14,7 +14,8 @@ from ..layers import LocallyConnected2d, native, resolve_backend
 from .baseline import TorchBackendLC, UnfoldEinsumLC
 from .cases import LayerCase
 
-__all__ = ['IMPLS', 'MODES', 'AMP_DTYPES', 'lc_backend']
+__all__ = ['IMPLS', 'MODES', 'AMP_DTYPES', 'lc_backend', 'amp_context', 'resolve_device', 'sync_device', 'timing_stats',
+           'report_progress', 'make_runners']
 
 IMPLS: Tuple[str, ...] = ('conv_nchw', 'conv_cl', 'lc', 'lc_torch', 'einsum')
 MODES: Tuple[str, ...] = ('fwd', 'fwd+bwd')
@@ -22,13 +23,13 @@ AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 CHANNELS_LAST_IMPLS = ('conv_cl', 'lc', 'lc_torch')  # the LC models run channels-last; the others get NCHW
 
 
-def _amp_context(device: torch.device, amp: Optional[str]):
+def amp_context(device: torch.device, amp: Optional[str]):
     if not amp:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
-def _device(device: Union[str, torch.device]) -> torch.device:
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
     """torch.device with an explicit index for CUDA ('cuda' -> 'cuda:<current>'), as older torch's memory
     functions require."""
     dev = torch.device(device)
@@ -37,12 +38,12 @@ def _device(device: Union[str, torch.device]) -> torch.device:
     return dev
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
 
-def _stats(times_ms: Sequence[float]) -> Dict[str, float]:
+def timing_stats(times_ms: Sequence[float]) -> Dict[str, float]:
     """Median, min, max and quartiles (``*_ms``) of one or more timings."""
     ts = sorted(times_ms)
     if len(ts) >= 2:
@@ -52,7 +53,7 @@ def _stats(times_ms: Sequence[float]) -> Dict[str, float]:
     return dict(median_ms=statistics.median(ts), min_ms=ts[0], max_ms=ts[-1], q1_ms=q1, q3_ms=q3)
 
 
-def _progress(progress: Optional[Callable[[str], None]], message: str) -> None:
+def report_progress(progress: Optional[Callable[[str], None]], message: str) -> None:
     if progress is not None:
         progress(message)
 
@@ -120,12 +121,12 @@ class _LayerRunner:
 
     def call(self, mode: str) -> None:
         if mode == 'fwd':
-            with torch.no_grad(), _amp_context(self.device, self.amp):
+            with torch.no_grad(), amp_context(self.device, self.amp):
                 self.module(self.x)
             return
         self.module.zero_grad(set_to_none=True)
         self.x.grad = None
-        with _amp_context(self.device, self.amp):
+        with amp_context(self.device, self.amp):
             y = self.module(self.x)
         if self.grad is None or self.grad.dtype != y.dtype or self.grad.stride() != y.stride():
             # the same values in the output's dtype and memory format
@@ -135,15 +136,15 @@ class _LayerRunner:
     def timed(self, mode: str) -> float:
         """Milliseconds per call, ``inner`` calls between two synchronizations."""
         inner = self.inner.get(mode, 1)
-        _sync(self.device)
+        sync_device(self.device)
         start = time.perf_counter()
         for _ in range(inner):
             self.call(mode)
-        _sync(self.device)
+        sync_device(self.device)
         return (time.perf_counter() - start) * 1e3 / inner
 
 
-def _make_runners(case: LayerCase, impls: Sequence[str], device: torch.device, amp: Optional[str],
+def make_runners(case: LayerCase, impls: Sequence[str], device: torch.device, amp: Optional[str],
                   seed: int = 0, lc_from_conv: bool = False) -> Dict[str, _LayerRunner]:
     """{impl: runner} at ``case``, all on the same input (B, Cin, size, size) and output gradient
     (B, Cout, out_size, out_size), seeded. ``lc_from_conv``: the LC layers hold the conv's weights."""

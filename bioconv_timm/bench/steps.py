@@ -10,8 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..sharding import estimate_model_bytes
-from .memory import CUDA_MEM_METHOD, _rss_peak_delta, _skip_reason
-from .runners import _amp_context, _device, _progress, _stats, _sync
+from .memory import CUDA_MEM_METHOD, rss_peak_delta, skip_reason
+from .runners import amp_context, resolve_device, report_progress, timing_stats, sync_device
 
 __all__ = ['MODEL_PAIRS', 'default_model_batch', 'bench_models']
 
@@ -78,7 +78,7 @@ class _ModelRunner:
 
     def step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        with _amp_context(self.dev, self.amp):
+        with amp_context(self.dev, self.amp):
             loss = F.cross_entropy(self.model(self.x), self.y)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -90,10 +90,10 @@ class _ModelRunner:
 
     def timed(self) -> float:
         """Milliseconds of one step."""
-        _sync(self.dev)
+        sync_device(self.dev)
         start = time.perf_counter()
         self.step()
-        _sync(self.dev)
+        sync_device(self.dev)
         return (time.perf_counter() - start) * 1e3
 
     def resident_bytes(self) -> int:
@@ -107,14 +107,14 @@ class _ModelRunner:
         """(absolute peak bytes of one step, extra over the start of the step, method)."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.dev.type == 'cuda':
-            _sync(self.dev)
+            sync_device(self.dev)
             torch.cuda.reset_peak_memory_stats(self.dev)
             before = torch.cuda.memory_allocated(self.dev)
             self.step()
-            _sync(self.dev)
+            sync_device(self.dev)
             peak = int(torch.cuda.max_memory_allocated(self.dev))
             return peak, peak - before, CUDA_MEM_METHOD + ' (absolute)'
-        extra = _rss_peak_delta(self.step)
+        extra = rss_peak_delta(self.step)
         if extra is None:
             return None, None, 'unavailable: no /proc/self/clear_refs'
         return (self.resident_bytes() + extra, extra,
@@ -149,7 +149,7 @@ def bench_models(pairs: Sequence[str] = ('resnet20',), batch_size: Optional[int]
         optimizer: 'auto' (fused AdamW where available, else foreach), 'fused' or 'foreach'.
         memory: also measure the peak memory of one step.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     amp = amp or None
     records: List[dict] = []
     for arch in pairs:
@@ -163,11 +163,11 @@ def bench_models(pairs: Sequence[str] = ('resnet20',), batch_size: Optional[int]
             params, size = _model_info(name, **kwargs)
             estimate = estimate_model_bytes(params, batch, size, amp)
             recs[name] = _model_record(name, arch, batch, size, params, dev, amp, estimate,
-                                       _skip_reason(estimate, dev, max_memory_bytes))
+                                       skip_reason(estimate, dev, max_memory_bytes))
             if recs[name]['skipped']:
-                _progress(progress, f'  {name} B={batch}: skipped, {recs[name]["skipped"]}')
+                report_progress(progress, f'  {name} B={batch}: skipped, {recs[name]["skipped"]}')
                 continue
-            _progress(progress, f'  {name} B={batch} {size[0]}x{size[1]}: building ({params / 1e6:.1f}M params)')
+            report_progress(progress, f'  {name} B={batch} {size[0]}x{size[1]}: building ({params / 1e6:.1f}M params)')
             runners[name] = _ModelRunner(name, batch, img_size, dev, amp, optimizer, seed)
             recs[name]['optimizer'] = f'adamw ({runners[name].optimizer_impl})'
         try:
@@ -190,7 +190,7 @@ def _time_steps(runners: Dict[str, _ModelRunner], recs: Dict[str, dict], batch: 
     """Warm up, then time ``steps`` steps of every runner (rotating their order) into ``recs``; with
     ``memory``, also the peak memory of one step."""
     if runners:
-        _progress(progress, f'  {" vs ".join(runners)}: {warmup} warm-up + {steps} timed steps')
+        report_progress(progress, f'  {" vs ".join(runners)}: {warmup} warm-up + {steps} timed steps')
     for runner in runners.values():
         for _ in range(max(0, warmup)):
             runner.step()
@@ -201,7 +201,7 @@ def _time_steps(runners: Dict[str, _ModelRunner], recs: Dict[str, dict], batch: 
     for name, runner in runners.items():
         rec = recs[name]
         if rec['times_ms']:
-            rec.update(_stats(rec['times_ms']), steps=len(rec['times_ms']))
+            rec.update(timing_stats(rec['times_ms']), steps=len(rec['times_ms']))
             rec['images_per_s'] = batch / (rec['median_ms'] / 1e3)
         if memory:
             peak, extra, method = runner.peak_memory()

@@ -9,9 +9,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .cases import LayerCase
-from .memory import CUDA_MEM_METHOD, _cpu_case_memory, _skip_reason, estimate_case_bytes
-from .runners import (AMP_DTYPES, CHANNELS_LAST_IMPLS, IMPLS, MODES, _device, _make_runners, _progress, _stats,
-                      _sync, lc_backend)
+from .memory import CUDA_MEM_METHOD, cpu_case_memory, estimate_case_bytes, skip_reason
+from .runners import (AMP_DTYPES, CHANNELS_LAST_IMPLS, IMPLS, MODES, lc_backend, make_runners, report_progress,
+                      resolve_device, sync_device, timing_stats)
 
 __all__ = ['bench_layers', 'add_ratios', 'summarize_layers']
 
@@ -67,7 +67,7 @@ def bench_layers(cases: Sequence[LayerCase], impls: Sequence[str] = IMPLS, modes
         min_repeat_s: run each timed repeat as ``inner`` back-to-back calls lasting at least this long,
             reporting time per call (default 0.02 s on CUDA, where one call can be microseconds; 0 on CPU).
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     amp = amp or None
     if amp is not None and amp not in AMP_DTYPES:
         raise ValueError(f'amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}')
@@ -96,19 +96,19 @@ def bench_layers(cases: Sequence[LayerCase], impls: Sequence[str] = IMPLS, modes
                 _, reason = lc_backend(case, impl, dev, amp)
                 if not reason:
                     estimate = max(recs[impl, mode]['estimated_bytes'] for mode in modes)
-                    reason = _skip_reason(estimate, dev, max_memory_bytes)
+                    reason = skip_reason(estimate, dev, max_memory_bytes)
                 if reason:
                     for mode in modes:
                         recs[impl, mode]['skipped'] = reason
-                    _progress(progress, f'  {case.label} {impl}: skipped, {reason}')
+                    report_progress(progress, f'  {case.label} {impl}: skipped, {reason}')
                 else:
                     run_impls.append(impl)
             if run_impls:
-                _progress(progress, f'  {case.label}: {", ".join(run_impls)} x {", ".join(modes)}, '
+                report_progress(progress, f'  {case.label}: {", ".join(run_impls)} x {", ".join(modes)}, '
                                     f'{repeats} repeats')
                 _time_case(case, run_impls, modes, recs, dev, amp, repeats, warmup, min_repeat_s, memory, seed)
                 if memory in ('subprocess', 'inprocess'):
-                    _cpu_case_memory(case, run_impls, modes, recs, amp, seed, in_process=memory == 'inprocess')
+                    cpu_case_memory(case, run_impls, modes, recs, amp, seed, in_process=memory == 'inprocess')
             records.extend(recs[impl, mode] for mode in modes for impl in impls)
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
@@ -120,7 +120,7 @@ def _time_case(case: LayerCase, impls: Sequence[str], modes: Sequence[str], recs
                memory: str, seed: int) -> None:
     """Time every (impl, mode) at ``case`` into ``recs``: the repeats rotate the order of the implementations,
     so that no one of them always runs first; on CUDA also the allocator peak of one call."""
-    runners = _make_runners(case, impls, dev, amp, seed)
+    runners = make_runners(case, impls, dev, amp, seed)
     try:
         for mode in modes:
             for impl, runner in runners.items():
@@ -137,18 +137,18 @@ def _time_case(case: LayerCase, impls: Sequence[str], modes: Sequence[str], recs
                     recs[impl, mode]['times_ms'].append(runners[impl].timed(mode))
             if memory == 'cuda':
                 for impl, runner in runners.items():
-                    _sync(dev)
+                    sync_device(dev)
                     runner.module.zero_grad(set_to_none=True)
                     runner.x.grad = None
                     torch.cuda.reset_peak_memory_stats(dev)
                     before = torch.cuda.memory_allocated(dev)
                     runner.call(mode)
-                    _sync(dev)
+                    sync_device(dev)
                     recs[impl, mode]['peak_mem_bytes'] = int(torch.cuda.max_memory_allocated(dev) - before)
                     recs[impl, mode]['mem_method'] = CUDA_MEM_METHOD
         for (impl, mode), rec in recs.items():
             if impl in runners:
-                rec.update(_stats(rec['times_ms']), repeats=len(rec['times_ms']))
+                rec.update(timing_stats(rec['times_ms']), repeats=len(rec['times_ms']))
                 rec['gflop_per_s'] = rec['gflop'] / (rec['median_ms'] / 1e3)
     finally:
         del runners

@@ -15,7 +15,7 @@ VISUAL_DEGREES = 8  # brainscore_vision's default for ModelCommitment: the model
 INSTALL_HINT = 'pip install "bioconv-timm[brainscore]"  (from a checkout: pip install -e ".[brainscore]")'
 
 
-def _require_brainscore() -> None:
+def require_brainscore() -> None:
     if importlib.util.find_spec('brainscore_vision') is None:
         raise BrainScoreError(f'brainscore_vision is not installed. Install the Brain-Score extra: {INSTALL_HINT}')
 
@@ -42,7 +42,7 @@ def activations_model(model: Any, identifier: str, batch_size: int = 64) -> Any:
     Images are resized to the cfg's input size (224 for the ResNet18-half family, 32 for ResNet20) and
     normalized with its mean/std (ImageNet / CIFAR-10), as brainscore_vision's ``load_preprocess_images`` does.
     """
-    _require_brainscore()
+    require_brainscore()
     from brainscore_vision.model_helpers.activations.pytorch import load_preprocess_images
 
     cfg = model.pretrained_cfg
@@ -63,7 +63,7 @@ def model_commitment(identifier: str, wrapper: Any, layers: Sequence[str],
     """brainscore_vision ``ModelCommitment``: regions -> layers (given, or chosen on the public benchmarks),
     ``readout_layer`` (the average pool, the last of ``candidate_layers``) as behavioral readout, 8 degrees of
     visual field."""
-    _require_brainscore()
+    require_brainscore()
     from brainscore_vision.model_helpers.brain_transformation import ModelCommitment
     return ModelCommitment(identifier=identifier, activations_model=wrapper, layers=list(layers),
                            behavioral_readout_layer=readout_layer,

@@ -143,7 +143,7 @@ def _missing_data_message(missing: Mapping[str, List[DataFile]], home: Path,
     return '\n'.join(lines)
 
 
-def _check_data(keys: Sequence[str], selection: Sequence[str] = ()) -> None:
+def check_data(keys: Sequence[str], selection: Sequence[str] = ()) -> None:
     """Raise MissingBenchmarkData naming every missing file: the benchmarks' data, and the layer selection's
     ImageNet file when a region's layer is to be chosen (``selection``)."""
     home = brainio_home()

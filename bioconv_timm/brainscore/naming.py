@@ -18,7 +18,7 @@ BEHAVIORAL_READOUT_LAYER = 'global_pool'  # the average pool, as in the paper's 
 
 def plugin_identifier(model_name: str) -> str:
     """'lc_resnet18_half_ws10' -> 'bioconv_lc_resnet18_half_ws10' (Brain-Score identifiers have no hyphens)."""
-    _check_model_name(model_name)
+    check_model_name(model_name)
     return IDENTIFIER_PREFIX + model_name
 
 
@@ -27,11 +27,11 @@ def model_name_from_identifier(identifier: str) -> str:
     if not identifier.startswith(IDENTIFIER_PREFIX):
         raise BrainScoreError(f'{identifier!r} is not a bioconv Brain-Score identifier ({IDENTIFIER_PREFIX}<model>)')
     name = identifier[len(IDENTIFIER_PREFIX):]
-    _check_model_name(name)
+    check_model_name(name)
     return name
 
 
-def _check_model_name(model_name: str) -> None:
+def check_model_name(model_name: str) -> None:
     from ..models import MODEL_NAMES
     if model_name not in MODEL_NAMES:
         raise BrainScoreError(f'unknown model {model_name!r}; registered models: {", ".join(MODEL_NAMES)}')
@@ -50,7 +50,7 @@ def candidate_layers(model_or_name: Any) -> List[str]:
     if isinstance(model_or_name, str):
         import timm
         import torch
-        _check_model_name(model_or_name)
+        check_model_name(model_or_name)
         with torch.device('meta'):
             model = timm.create_model(model_or_name)
     import torch.nn as nn

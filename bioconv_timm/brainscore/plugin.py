@@ -16,7 +16,7 @@ from .commitment import VISUAL_DEGREES
 from .errors import BrainScoreError
 from .metadata import METADATA_FILES, metadata_yaml, model_metadata
 from .naming import PLUGIN_MODELS, candidate_layers, plugin_identifier
-from .region_layers import _load_region_layer_map, _region_layer_map_text, committed_region_layer_map
+from .region_layers import load_region_layer_map, region_layer_map_text, committed_region_layer_map
 
 __all__ = ['DEFAULT_REQUIREMENT', 'plugin_files', 'write_plugins', 'stale_plugin_files']
 
@@ -75,7 +75,7 @@ def plugin_files(model_name: str, region_layer_map: Optional[Mapping[str, str]] 
     identifier = plugin_identifier(model_name)
     model = _meta_model(model_name)
     layers = candidate_layers(model)
-    mapping = _load_region_layer_map(region_layer_map, layers, complete=True)
+    mapping = load_region_layer_map(region_layer_map, layers, complete=True)
     hub_repo = hub_repo or _default_hub_repo(model_name)
     if not re.fullmatch(r'[\w.-]+/[\w.-]+', hub_repo):
         raise BrainScoreError(f'hub repo must be ORG/NAME, got {hub_repo!r}')
@@ -93,7 +93,7 @@ def plugin_files(model_name: str, region_layer_map: Optional[Mapping[str, str]] 
     files[METADATA_FILE] = _fill('metadata.yml.tmpl', identifier=identifier, generated=_GENERATED,
                                  body=metadata_yaml({identifier: entry}).rstrip('\n'))
     if mapping:
-        files[f'region_layer_map/{identifier}.json'] = _region_layer_map_text(mapping)
+        files[f'region_layer_map/{identifier}.json'] = region_layer_map_text(mapping)
     return files
 
 

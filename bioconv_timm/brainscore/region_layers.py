@@ -16,7 +16,7 @@ __all__ = ['committed_region_layer_map']
 PathLike = Union[str, 'os.PathLike[str]']
 
 
-def _load_region_layer_map(source: Union[None, PathLike, Mapping[str, str]], layers: Optional[Sequence[str]],
+def load_region_layer_map(source: Union[None, PathLike, Mapping[str, str]], layers: Optional[Sequence[str]],
                            complete: bool = False) -> Optional[Dict[str, str]]:
     """{region: layer} from a mapping or a JSON file (a plain map, or a score JSON's ``region_layer_map``), checked
     against the candidate ``layers`` (unless None). ``complete``: all of V1, V2, V4 and IT must be there (a
@@ -49,7 +49,7 @@ def _load_region_layer_map(source: Union[None, PathLike, Mapping[str, str]], lay
     return {r: mapping[r] for r in REGIONS if r in mapping}
 
 
-def _region_layer_map_text(mapping: Mapping[str, str]) -> str:
+def region_layer_map_text(mapping: Mapping[str, str]) -> str:
     """The JSON Brain-Score reads from ``region_layer_map/<identifier>.json``: {region: layer}."""
     return json.dumps({r: mapping[r] for r in REGIONS if r in mapping}, indent=4) + '\n'
 

@@ -14,7 +14,7 @@ from .._atomic import atomic_path, atomic_write_text
 from . import data
 from .benchmarks import BENCHMARKS, PAPER_TABLE3, TABLE_COLUMNS
 from .naming import plugin_identifier
-from .region_layers import _region_layer_map_text
+from .region_layers import region_layer_map_text
 
 __all__ = ['ScoreResult', 'format_score_table', 'format_layer_table', 'plot_layer_scores', 'region_layer_map_path']
 
@@ -140,7 +140,7 @@ def _run_stem(result: ScoreResult) -> str:
 
 
 
-def _write_score(result: ScoreResult, output_dir: Path) -> List[str]:
+def write_score(result: ScoreResult, output_dir: Path) -> List[str]:
     """Write a run's files (see :func:`score`) under ``output_dir``, each atomically; returns their paths, which
     are also ``result.files``."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ def _write_score(result: ScoreResult, output_dir: Path) -> List[str]:
     if result.region_layer_map and not result.random_init:  # a random network's layers are nothing to commit
         map_path = region_layer_map_path(output_dir, result)
         map_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(map_path, _region_layer_map_text(result.region_layer_map))
+        atomic_write_text(map_path, region_layer_map_text(result.region_layer_map))
         files.append(map_path)
     atomic_write_text(md_path, text + '\n')
     result.files = [str(f) for f in files]

@@ -11,12 +11,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import data
 from .benchmarks import BENCHMARKS, REGIONS
-from .commitment import VISUAL_DEGREES, _require_brainscore, activations_model, model_commitment
-from .data import _check_data
+from .commitment import VISUAL_DEGREES, require_brainscore, activations_model, model_commitment
+from .data import check_data
 from .errors import BrainScoreError
-from .naming import _check_model_name, candidate_layers, plugin_identifier
-from .region_layers import _load_region_layer_map
-from .results import ScoreResult, _write_score
+from .naming import check_model_name, candidate_layers, plugin_identifier
+from .region_layers import load_region_layer_map
+from .results import ScoreResult, write_score
 
 __all__ = ['score', 'layer_scores']
 
@@ -96,16 +96,16 @@ def score(model_name: str, weights: Optional[PathLike] = None,
     ``-layers.png`` (score against depth, one line per region) and, for trained weights,
     ``brainscore-<model>-<weights>/region_layer_map/<identifier>.json`` (the plugin folder's format).
     """
-    _check_model_name(model_name)
+    check_model_name(model_name)
     keys = _parse_benchmarks(benchmarks)
-    _require_brainscore()
-    given = _load_region_layer_map(region_layer_map, None) or {}
+    require_brainscore()
+    given = load_region_layer_map(region_layer_map, None) or {}
     to_choose = [k for k in keys if k in REGIONS and k not in given]
     if not download:
-        _check_data(keys, selection=to_choose)
+        check_data(keys, selection=to_choose)
     weights_path = _check_weights(weights)
     layers = candidate_layers(model_name)
-    mapping = _load_region_layer_map(given or None, layers) or {}
+    mapping = load_region_layer_map(given or None, layers) or {}
     os.environ.setdefault('BS_INSTALL_DEPENDENCIES', 'no')  # the extra installed what the metrics need; never pip
 
     import timm
@@ -167,7 +167,7 @@ def score(model_name: str, weights: Optional[PathLike] = None,
     # the given regions (scored or not) and the chosen ones: runs on a few regions at a time add up to a full map
     result.region_layer_map = {r: mapping[r] for r in REGIONS if r in mapping}
     if output_dir is not None:
-        result.files = _write_score(result, Path(output_dir))
+        result.files = write_score(result, Path(output_dir))
     return result
 
 

@@ -16,7 +16,7 @@ from ..output_paths import check_output_file
 from .benchmarks import REGIONS
 from .errors import BrainScoreError
 from .metadata import METADATA_FILES, metadata_problems
-from .naming import _check_model_name, plugin_identifier
+from .naming import check_model_name, plugin_identifier
 from .plugin import DEFAULT_REQUIREMENT, plugin_files
 from .region_layers import committed_region_layer_map
 
@@ -60,7 +60,7 @@ def build_submission(models: Union[str, Sequence[str]], output: Optional[PathLik
     if len(names) > 1 and (hub_repo or region_layer_map):
         raise BrainScoreError('--hub-repo and --region-layer-map describe one model; build one zip per model')
     for name in names:
-        _check_model_name(name)
+        check_model_name(name)
     default_name = f'brainscore-submission-{names[0] if len(names) == 1 else "bioconv"}.zip'
     # a folder, or a place nothing can be written, is refused before the plugins are built
     output = check_output_file(output, BrainScoreError, flag='--output ', example=default_name) if output \
