@@ -9,8 +9,8 @@ An LC layer has a fixed input size, so the conversion needs each conv's input (H
 It finds them with one forward pass of a copy of the model on the meta device (no memory, no compute, and the
 original's parameters and buffers, BatchNorm running statistics included, are not touched).
 
-Grouped, depthwise and dilated convs become grouped/dilated LC layers (grouped ones run on the torch backend: the
-native CPU kernels have no groups). Not converted yet (refused, or kept convolutional with ``skip_unsupported=True``):
+Grouped, depthwise and dilated convs become grouped/dilated LC layers (which kernels run them:
+``bioconv_timm.layers.ops.KERNELS``). Not converted yet (refused, or kept convolutional with ``skip_unsupported=True``):
 non-zero padding modes, string padding (``'same'``), timm's ``Conv2dSame`` and other Conv2d subclasses with their
 own ``forward`` (their padding or weight depends on more than the kernel).
 """

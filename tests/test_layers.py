@@ -182,7 +182,7 @@ def test_chunk_budget_per_device_and_override(monkeypatch):
 
 
 def test_torch_backend_is_the_same_in_one_chunk_or_many(monkeypatch):
-    from bioconv_timm.layers import locally_connected as layers, native
+    from bioconv_timm.layers import locally_connected as layers, native, torch_backend
     torch.manual_seed(3)
     lc = LocallyConnected2d(4, 6, 3, (12, 10), stride=1, padding=1).double()
     x = torch.randn(5, 4, 12, 10, dtype=torch.float64)
@@ -191,7 +191,7 @@ def test_torch_backend_is_the_same_in_one_chunk_or_many(monkeypatch):
     results = []
     for mib in (per_row / 2 ** 20, 100.0):  # one row a chunk (12 chunks), then the whole layer in one
         monkeypatch.setenv(layers.CHUNK_ENV, repr(mib))
-        assert len(layers._row_chunks(12, 10, per_row // 10, layers.chunk_bytes('cpu'))) == (12 if mib < 1 else 1)
+        assert len(torch_backend.row_chunks(12, 10, per_row // 10, layers.chunk_bytes('cpu'))) == (12 if mib < 1 else 1)
         xi = x.clone().requires_grad_()
         with native.use_backend('torch'):
             out = lc(xi)

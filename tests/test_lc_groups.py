@@ -367,3 +367,23 @@ def test_instant_sleep_on_grouped_layers():
     share_weights_(lc)
     x = torch.randn(1, 4, 6, 6, dtype=torch.float64)
     torch.testing.assert_close(lc(x), conv(x))
+
+
+def test_the_performance_docs_show_the_kernel_table():
+    """Which backend runs which kind of layer is stated once, in ops.KERNELS; docs/performance.md shows its
+    kernel_table() between markers, and every (backend, kind) has its three functions."""
+    from pathlib import Path
+
+    from bioconv_timm.layers.ops import KERNELS, KINDS, kernel_table
+    assert set(KERNELS) == {(backend, kind) for backend in ('native', 'torch') for kind in KINDS}
+    assert all(len(kernels) == 3 and all(map(callable, kernels)) for kernels in KERNELS.values())
+    text = (Path(__file__).resolve().parents[1] / 'docs' / 'performance.md').read_text()
+    shown = text.split('<!-- kernel_table() begin -->\n', 1)[1].split('<!-- kernel_table() end -->', 1)[0]
+    assert shown == kernel_table(), 'paste bioconv_timm.layers.ops.kernel_table() between the markers'
+
+
+def test_lc_kind_follows_nn_conv2d():
+    from bioconv_timm.layers.ops import lc_kind
+    assert lc_kind(8, 8, 1) == 'dense'
+    assert lc_kind(8, 8, 8) == lc_kind(4, 8, 4) == 'depthwise'   # groups == Cin, channel multiplier 1 or 2
+    assert lc_kind(8, 8, 4) == lc_kind(8, 4, 2) == 'grouped'

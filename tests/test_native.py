@@ -27,8 +27,8 @@ def backends_used():
     """Yields a set that collects (part, backend) for every LC operator call inside the block: part is one of
     PARTS, backend 'native' or 'torch' (the backend the operator chose; the native input gradient's col2im
     fallback for odd channel counts counts as native)."""
-    from bioconv_timm.layers import locally_connected as layers
-    used, depth, saved = set(), [0], {}
+    from bioconv_timm.layers.ops import KERNELS, Kernels
+    used, depth, saved = set(), [0], dict(KERNELS)
 
     def spy(fn, part, backend):
         def wrapper(*args):
@@ -41,16 +41,12 @@ def backends_used():
                 depth[0] -= 1
         return wrapper
 
-    for backend in ('native', 'native_depthwise', 'native_grouped', 'torch'):
-        for part in PARTS:
-            name = f'_{backend}_{part}'
-            saved[name] = getattr(layers, name)
-            setattr(layers, name, spy(saved[name], part, backend.split('_')[0]))
+    for (backend, kind), kernels in saved.items():
+        KERNELS[(backend, kind)] = Kernels(*(spy(getattr(kernels, part), part, backend) for part in PARTS))
     try:
         yield used
     finally:
-        for name, fn in saved.items():
-            setattr(layers, name, fn)
+        KERNELS.update(saved)
 
 
 def test_kernels_build_where_a_compiler_exists():
@@ -196,11 +192,11 @@ def _run_fresh(code: str, env: dict) -> subprocess.CompletedProcess:
 
 _FALLBACK_SCRIPT = '''
     import json, warnings, torch
-    from bioconv_timm.layers import locally_connected as layers, native
-    from bioconv_timm.layers import LocallyConnected2d
+    from bioconv_timm.layers import LocallyConnected2d, native, resolve_backend
+    from bioconv_timm.layers.ops import KERNELS
     ran_torch = []
-    torch_forward = layers._torch_forward
-    layers._torch_forward = lambda *args: ran_torch.append(1) or torch_forward(*args)
+    dense = KERNELS['torch', 'dense']
+    KERNELS['torch', 'dense'] = dense._replace(forward=lambda *args: ran_torch.append(1) or dense.forward(*args))
     layer = LocallyConnected2d(16, 16, 3, 6, padding=1)
     x = torch.randn(2, 16, 6, 6, requires_grad=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -214,7 +210,7 @@ _FALLBACK_SCRIPT = '''
         native_error = None
     except native.NativeBuildError as exc:
         native_error = str(exc)
-    print(json.dumps(dict(torch_forwards=len(ran_torch), backend=layers.resolve_backend(x, layer.weight),
+    print(json.dumps(dict(torch_forwards=len(ran_torch), backend=resolve_backend(x, layer.weight),
                           warnings=[str(w.message) for w in caught],
                           native_error=native_error, info=native.build_info())))
 '''

@@ -16,9 +16,10 @@ the order, so that all of them see the same machine load):
   into the input and the weight). Per record: median and spread (min, max, quartiles) over the repeats, GFLOP/s
   (2 x the MACs of the conv-equivalent op; fwd+bwd counts 3x fwd), the time ratio to ``conv_cl`` and to ``lc``
   in the same mode, the peak memory of one call, and for ``lc`` / ``lc_torch`` the LC backend that ran
-  (``lc_backend``: grouped layers run on torch, the native kernels have no groups; under
-  ``BIOCONV_LC_BACKEND=native`` a grouped ``lc`` is skipped with that reason). Every implementation handles
-  groups and dilation (``einsum``: one einsum with the group as a batch dimension).
+  (``lc_backend``; which kernels each backend runs for a grouped or depthwise layer:
+  ``bioconv_timm.layers.ops.KERNELS``; under ``BIOCONV_LC_BACKEND=native`` on a machine whose kernels do not
+  build, an ``lc`` row is skipped with that reason). Every implementation handles groups and dilation
+  (``einsum``: one einsum with the group as a batch dimension).
 - **models** (:func:`bench_models`): images/s of a whole training step (forward, cross-entropy, backward,
   timm ``create_optimizer_v2('adamw')`` step, fused or foreach) for ``conv_resnet20`` vs ``lc_resnet20``
   and ``conv_resnet18_half`` vs ``lc_resnet18_half``, and the peak memory of a step.

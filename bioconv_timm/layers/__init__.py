@@ -1,5 +1,7 @@
-"""The locally connected layer: the module, its functional form and custom ops (``locally_connected``), and the
-native CPU kernels behind them (``native``, C source in ``csrc/``)."""
+"""The locally connected layer: the module and its functional form (``locally_connected``), its custom ops and
+the table of which kernels compute which layer (``ops.KERNELS``), the two backends (``native_backend``, on the
+native CPU kernels that ``native`` builds from ``csrc/``; ``torch_backend``) and the ONNX decomposition
+(``lc_decomposition``)."""
 from . import native
 from .locally_connected import (DOUBLE_BACKWARD_ERROR, LocallyConnected2d, chunk_bytes, conv_output_size,
                                 lc_backward_input, lc_backward_weight, lc_forward, locally_connected2d,

@@ -42,8 +42,9 @@ from typing import Iterator, Optional
 from .._atomic import atomic_path
 from ..errors import UserValueError
 
-__all__ = ['BACKENDS', 'NativeBuildError', 'get_backend', 'set_backend', 'use_backend', 'load', 'available',
-           'unavailable_reason', 'vector_width', 'build_info', 'warn_unavailable_once']
+__all__ = ['BACKENDS', 'NativeBuildError', 'check_backend', 'chosen_backend', 'get_backend', 'set_backend',
+           'use_backend', 'load', 'available', 'unavailable_reason', 'vector_width', 'build_info',
+           'warn_unavailable_once']
 
 BACKENDS = ('auto', 'native', 'torch')
 MAX_TAPS = 256  # kernel_h * kernel_w the kernels accept (csrc MAX_TAPS)
@@ -76,7 +77,8 @@ class NativeBuildError(RuntimeError):
     """The native kernels could not be compiled or loaded."""
 
 
-def _check_backend(name: str) -> str:
+def check_backend(name: str) -> str:
+    """``name`` when it is one of :data:`BACKENDS`; a UserValueError that lists them otherwise."""
     if name not in BACKENDS:
         raise UserValueError(f'unknown LC backend {name!r}; choose one of {", ".join(BACKENDS)} '
                          '(set with bioconv_timm.layers.native.set_backend or BIOCONV_LC_BACKEND)')
@@ -87,10 +89,10 @@ def get_backend() -> str:
     """The LC backend in force: set_backend's value, else ``$BIOCONV_LC_BACKEND``, else ``'auto'``."""
     if _backend is not None:
         return _backend
-    return _check_backend(os.environ.get('BIOCONV_LC_BACKEND', 'auto').strip().lower() or 'auto')
+    return check_backend(os.environ.get('BIOCONV_LC_BACKEND', 'auto').strip().lower() or 'auto')
 
 
-def _chosen_backend() -> str:
+def chosen_backend() -> str:
     """set_backend's or use_backend's choice, or '' when none is in force (then ``$BIOCONV_LC_BACKEND``
     decides when the LC operator runs). The LC layer passes this to its operator: torch.compile guards on
     it, so a compiled model follows use_backend, and still reads the environment variable at run time."""
@@ -101,7 +103,7 @@ def set_backend(name: Optional[str]) -> None:
     """Choose the LC backend for this process: ``'auto'``, ``'native'``, ``'torch'``; ``None`` goes back to
     the environment variable."""
     global _backend
-    _backend = None if name is None else _check_backend(name)
+    _backend = None if name is None else check_backend(name)
 
 
 @contextlib.contextmanager
@@ -109,7 +111,7 @@ def use_backend(name: str) -> Iterator[None]:
     """Run the enclosed forward passes on backend ``name`` (their backward follows the forward's choice; a
     ``torch.compile``'d model recompiles for it)."""
     global _backend
-    previous, _backend = _backend, _check_backend(name)
+    previous, _backend = _backend, check_backend(name)
     try:
         yield
     finally:
