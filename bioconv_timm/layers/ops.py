@@ -109,6 +109,13 @@ def resolve_backend(x: torch.Tensor, weight: torch.Tensor, backend: str = '') ->
     return _resolve(x, weight.shape[3] * weight.shape[4], backend)
 
 
+def _kernels(t: torch.Tensor, taps: int, backend: str, in_channels: int, out_channels: int,
+             groups: int) -> Kernels:
+    """The :data:`KERNELS` entry of an operator call: its backend (for ``t``'s device and dtype, a kernel of
+    ``taps`` taps and the requested ``backend``) and the layer's kind."""
+    return KERNELS[(_resolve(t, taps, backend), lc_kind(in_channels, out_channels, groups))]
+
+
 # --- the operators: bioconv::lc_forward and the two halves of its backward (see the module docstring) --------
 
 def _require(cond, message) -> None:
@@ -223,7 +230,7 @@ def lc_forward(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], pad
     dilation = _dilation(dilation)
     _forward_checks(x, weight, stride, padding, dilation, groups)
     stride, padding, dilation = pair(stride, 'stride'), pair(padding, 'padding'), pair(dilation, 'dilation')
-    kernels = KERNELS[(resolve_backend(x, weight, backend), lc_kind(x.shape[1], weight.shape[2], groups))]
+    kernels = _kernels(x, weight.shape[3] * weight.shape[4], backend, x.shape[1], weight.shape[2], groups)
     with _without_autocast(x.device.type):
         return kernels.forward(x, weight, stride, padding, dilation, groups)
 
@@ -246,8 +253,8 @@ def lc_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: 
     _backward_input_checks(grad_out, weight, input_size, stride, padding, dilation, groups)
     input_size, stride, padding = pair(input_size, 'input_size'), pair(stride, 'stride'), pair(padding, 'padding')
     dilation = pair(dilation, 'dilation')
-    kind = lc_kind(weight.shape[5] * groups, weight.shape[2], groups)
-    kernels = KERNELS[(resolve_backend(grad_out, weight, backend), kind)]
+    kernels = _kernels(grad_out, weight.shape[3] * weight.shape[4], backend, weight.shape[5] * groups,
+                       weight.shape[2], groups)
     with _without_autocast(grad_out.device.type):
         return kernels.backward_input(grad_out, weight, input_size, stride, padding, dilation, groups)
 
@@ -270,8 +277,7 @@ def lc_backward_weight(grad_out: torch.Tensor, x: torch.Tensor, kernel_size: Seq
     _backward_weight_checks(grad_out, x, kernel_size, stride, padding, dilation, groups)
     kernel_size, stride = pair(kernel_size, 'kernel_size'), pair(stride, 'stride')
     padding, dilation = pair(padding, 'padding'), pair(dilation, 'dilation')
-    kind = lc_kind(x.shape[1], grad_out.shape[1], groups)
-    kernels = KERNELS[(_resolve(x, kernel_size[0] * kernel_size[1], backend), kind)]
+    kernels = _kernels(x, kernel_size[0] * kernel_size[1], backend, x.shape[1], grad_out.shape[1], groups)
     with _without_autocast(x.device.type):
         return kernels.backward_weight(grad_out, x, kernel_size, stride, padding, dilation, groups)
 
