@@ -74,7 +74,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) 
 
 def format_layer_table(records: Sequence[dict]) -> str:
     """Every record: median ms, min-max, IQR, GFLOP/s, ratio to conv_cl and to LC, peak memory, and the
-    backend an LC implementation ran on (grouped layers take the torch backend even where native is default)."""
+    backend an LC implementation ran on (which backend runs which kind of layer: ``layers.ops.KERNELS``)."""
     rows = []
     for r in records:
         if r['skipped']:
