@@ -132,7 +132,7 @@ class TrainConfig:
     seed: int = setting(0, help='seed of the initialization, data order and augmentation', ge=0, le=2 ** 31 - 1,
                         resume='same')
     num_workers: int = setting(0, help='data loader worker processes (the data order does not depend on it)',
-                               ge=0, le=256, flag='--workers', resume='neutral')
+                               ge=0, le=256, flag='--workers', metavar='N', resume='neutral')
     output_dir: Optional[str] = setting(None, help='run folder', path='dir_out',
                                         default_help='runs/<model>-<dataset>-seed<seed>', resume='neutral')
     resume: bool = setting(False, help='continue the run in --output-dir from its last checkpoint', resume='neutral')
