@@ -331,7 +331,7 @@ def test_bioconv_bench_runs_at_tiny_shapes(tmp_path, capsys):
     assert main(['bench', '--quick', '--shapes', 'tiny', '--models', 'none', '--repeats', '1', '--memory', 'none',
                  '--json', str(out)]) == 0
     text = capsys.readouterr().out
-    assert 'Summary:' in text and 'einsum/LC' in text and 'Targets (issue 7)' in text
+    assert 'Summary:' in text and 'einsum/LC' in text and 'Targets (bioconv_timm.bench.report: LAYER_TARGETS, TARGETS):' in text
     result = json.loads(out.read_text())
     assert set(result) == {'meta', 'layers', 'summary', 'models', 'targets'}
     assert result['meta']['quick'] and result['meta']['repeats'] == 1 and result['models'] == []
@@ -365,14 +365,29 @@ def test_resnet18_half_step_target_is_judged_only_at_its_own_setting():
         return [dict(arch='resnet18_half', layer_type='conv', ratio_to_conv=1.0, batch=batch, device=device),
                 dict(arch='resnet18_half', layer_type='lc', ratio_to_conv=ratio, batch=batch, device=device)]
 
-    cpu = bench.check_targets([], pair('cpu', 32, 1.8))[3]
-    assert cpu['value'] == pytest.approx(1.8) and cpu['met'] is None and 'B=256' in cpu['note']
+    def step(device, batch, ratio):
+        return next(t for t in bench.check_targets([], pair(device, batch, ratio)) if 'resnet18_half' in t['name'])
+
+    gpu = step('cuda:0', 256, 1.8)
+    assert gpu['value'] == pytest.approx(1.8) and gpu['met'] is None and 'B=32 on cpu' in gpu['note']
     result = run_benchmark(BenchConfig(shapes=('tiny',), impls=('conv_cl', 'lc'), modes=('fwd',), repeats=1,
                                        memory='none', models='none'))
-    report = format_report(dict(result, targets=[cpu]))
-    assert 'not judged' in report and 'B=32, cpu' in report
-    assert bench.check_targets([], pair('cuda:0', 256, 2.5))[3]['met'] is True
-    assert bench.check_targets([], pair('cuda', 256, 3.5))[3]['met'] is False
+    report = format_report(dict(result, targets=[gpu]))
+    assert 'not judged' in report and 'B=256, cuda:0' in report
+    assert step('cpu', 32, 1.9)['met'] is True
+    assert step('cpu', 32, 2.1)['met'] is False
+
+
+def test_the_targets_printed_are_the_current_ones():
+    """The report prints the targets from one place (LAYER_TARGETS, TARGETS), not an old issue's."""
+    from bioconv_timm.bench.report import LAYER_TARGETS, TARGETS
+    result = run_benchmark(BenchConfig(shapes=('tiny',), impls=('conv_cl', 'lc'), modes=('fwd',), repeats=1,
+                                       memory='none', models='none'))
+    report = format_report(result)
+    assert 'issue 7' not in report and 'einsum / LC' not in report
+    for name, _, _, bound in LAYER_TARGETS:
+        assert f'{name}: - (target <= {bound}): not measured' in report
+    assert f"(target <= {TARGETS['lc_resnet20_step']})" in report
 
 
 def test_bench_lc_script_is_the_same_benchmark(tmp_path):
