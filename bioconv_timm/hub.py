@@ -40,7 +40,7 @@ from .paper import CITATION, PAPER_CELLS, TABLE1_TOP1, label_for_model
 __all__ = ['PublishError', 'PublishResult', 'read_source', 'split_model_tag', 'build_model', 'export_folder',
            'card_data', 'model_card', 'render_model_card', 'render_run_card', 'publish', 'paper_cell_for',
            'validate_run_config', 'validate_run_result', 'cross_check_run', 'UPLOAD_FILES', 'LICENSE_TEXT',
-           'CARD_SECTIONS', 'HubDataset', 'HUB_DATASETS', 'MODEL_KWARGS_REFUSED']
+           'CARD_SECTIONS', 'HubDataset', 'HUB_DATASETS', 'MODEL_KWARGS_REFUSED', 'repo_id_problem']
 
 # What a published folder holds: timm's two files, the card, and the reference tensors verify() checks against.
 UPLOAD_FILES = ('model.safetensors', 'config.json', 'README.md', REFERENCE_FILE)
@@ -958,6 +958,19 @@ def _load_source(path: Union[str, Path], repo_id: str, model_name: Optional[str]
     return source, build_model(source, repo_tag or source['tag'])
 
 
+def repo_id_problem(repo_id: str, config: Any = None) -> Optional[str]:
+    """What is wrong with ``repo_id`` as a Hub model repo (ORG/NAME, by the Hub's own rules, so that a dry run
+    refuses what an upload would), or None. Also a ``check`` for settings (``bioconv_timm.settings``)."""
+    if repo_id.count('/') != 1 or not all(repo_id.split('/')):
+        return 'must be ORG/NAME (e.g. bioconv-timm/lc_resnet20_ws10.digits)'
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        return f'is not a valid Hub repo id: {exc}'
+    return None
+
+
 def publish(path: Union[str, Path], repo_id: str, *, model_name: Optional[str] = None,
             dry_run_dir: Optional[Union[str, Path]] = None, api: Any = None, private: bool = False,
             commit_message: Optional[str] = None, token: Optional[str] = None) -> PublishResult:
@@ -970,13 +983,9 @@ def publish(path: Union[str, Path], repo_id: str, *, model_name: Optional[str] =
     saved login). The run folder is held (``bioconv_timm.run_folder``) while it is read, and its files are checked
     (:func:`read_source`) before the model is built.
     """
-    if repo_id.count('/') != 1 or not all(repo_id.split('/')):
-        raise PublishError(f'--repo-id must be ORG/NAME (e.g. bioconv-timm/lc_resnet20_ws10.digits), got {repo_id!r}')
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-    try:
-        validate_repo_id(repo_id)  # the Hub's own rules, so that a dry run refuses what an upload would
-    except HFValidationError as exc:
-        raise PublishError(f'--repo-id {repo_id!r} is not a valid Hub repo id: {exc}') from exc
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise PublishError(f'--repo-id {repo_id!r} {problem}')
     if dry_run_dir is not None:
         _check_empty_folder(dry_run_dir)  # before the (slow) model build
     with _hold_run_folder(path):  # a run still training there stops us (its files may change under us)

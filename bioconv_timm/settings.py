@@ -28,7 +28,7 @@ from .errors import UserValueError
 
 __all__ = ['ConfigError', 'Setting', 'setting', 'inherit', 'validate_settings', 'declared_fields', 'field_kind',
            'fields_with_resume', 'flag_name', 'flags_markdown', 'settings_from_mapping', 'load_settings_file', 'device_problem',
-           'registered_model_problem',
+           'registered_model_problem', 'one_line_problem',
            'RESUME_RULES', 'PATH_KINDS']
 
 # same: a resumed run must have the value the run started with; neutral: never changes what a run computes
@@ -275,6 +275,11 @@ def flags_markdown(cls: type) -> str:
         rows.append(f'| `{flag}` | {type_name} | {cell(default_text)} | {cell(valid)} | '
                     f'{decl.resume or "-"} | {cell(decl.help)} |')
     return '\n'.join(rows)
+
+
+def one_line_problem(text: str, config: Any = None) -> Optional[str]:
+    """A ``check`` for free text that goes into one line of a file (a commit message, a requirement line)."""
+    return 'must be one line' if '\n' in text or '\r' in text else None
 
 
 def registered_model_problem(name: str, config: Any = None) -> Optional[str]:

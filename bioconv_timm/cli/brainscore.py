@@ -11,7 +11,8 @@ from typing import Any, Optional, Tuple
 from ..brainscore import (BENCHMARKS, DEFAULT_REQUIREMENT, REGIONS, BrainScoreError, build_submission,
                           format_layer_table, format_score_table, plugin_identifier, region_layer_map_path, score,
                           stale_plugin_files, write_plugins)
-from ..settings import registered_model_problem, setting, validate_settings
+from ..hub import repo_id_problem
+from ..settings import one_line_problem, registered_model_problem, setting, validate_settings
 from .flags import add_setting_flags, settings_from_args
 
 
@@ -33,10 +34,6 @@ def _benchmarks_problem(names: Tuple[str, ...], config: Any) -> Optional[str]:
     bad = [n for n in names if n not in BENCHMARKS and n not in BENCHMARKS.values() and '.' not in n and '-' not in n]
     return (f'names {bad[0]!r}, neither a region column ({", ".join(BENCHMARKS)}) nor a benchmark identifier'
             if bad else None)
-
-
-def _one_line(text: str, config: Any) -> Optional[str]:
-    return 'must be one line' if '\n' in text or '\r' in text else None
 
 
 def _folder_if_present(path: str, config: Any) -> Optional[str]:
@@ -74,10 +71,10 @@ class SubmissionConfig:
                                      convert=_split_commas, check=_known_models, valid='names `bioconv list` prints')
     output: Optional[str] = setting(None, help='zip path', path='file_out', metavar='OUTPUT.zip',
                                     default_help='brainscore-submission-<model>.zip')
-    hub_repo: Optional[str] = setting(None, help='Hub repo with the weights', check=_one_line, valid='ORG/NAME',
+    hub_repo: Optional[str] = setting(None, help='Hub repo with the weights', check=repo_id_problem, valid='ORG/NAME',
                                       default_help='bioconv-timm/<model>.in1k')
     requirement: str = setting(DEFAULT_REQUIREMENT, help="pip requirement that installs bioconv-timm on Brain-Score's "
-                               'side (e.g. a git URL)', check=_one_line, valid='one line')
+                               'side (e.g. a git URL)', check=one_line_problem, valid='one line')
     region_layer_map: Optional[str] = setting(None, help='commit all four regions to layers (e.g. the '
                                               'region_layer_map/<identifier>.json of a `bioconv brainscore score` run) '
                                               'instead of letting Brain-Score choose', path='file_in', metavar='JSON',

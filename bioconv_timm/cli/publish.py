@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..hub import publish
-from ..settings import registered_model_problem, setting, validate_settings
+from ..hub import publish, repo_id_problem
+from ..settings import one_line_problem, registered_model_problem, setting, validate_settings
 from .flags import add_setting_flags, settings_from_args
-
-_REPO_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$')
-
 
 def _source_problem(path: str, config: Any) -> Optional[str]:
     source = Path(path)
@@ -23,14 +19,6 @@ def _source_problem(path: str, config: Any) -> Optional[str]:
     return None
 
 
-def _repo_id_problem(repo_id: str, config: Any) -> Optional[str]:
-    return None if _REPO_ID.match(repo_id) else 'is not a Hub repo id ORG/NAME (letters, digits, - _ .)'
-
-
-def _one_line(text: str, config: Any) -> Optional[str]:
-    return 'must be one line' if '\n' in text or '\r' in text else None
-
-
 @dataclass
 class PublishConfig:
     """What ``bioconv publish`` uploads (:func:`bioconv_timm.hub.publish`); every field declared once."""
@@ -38,13 +26,13 @@ class PublishConfig:
                           check=_source_problem, metavar='RUN_DIR_OR_CHECKPOINT', valid='an existing run folder '
                           'or .safetensors file')
     repo_id: str = setting(help='Hub repo ORG/NAME, e.g. bioconv-timm/lc_resnet20_ws10.digits',
-                           check=_repo_id_problem, valid='ORG/NAME')
+                           check=repo_id_problem, valid='ORG/NAME')
     dry_run: Optional[str] = setting(None, help='write the folder to OUT_DIR, upload nothing', path='dir_out',
                                      metavar='OUT_DIR', default_help='upload')
     model: Optional[str] = setting(None, help='model name (needed for a bare .safetensors file)', check=registered_model_problem,
                                    valid='a name `bioconv list` prints', default_help="the run's")
     private: bool = setting(False, help='create the repo as private')
-    commit_message: Optional[str] = setting(None, help='the Hub commit message', check=_one_line, valid='one line',
+    commit_message: Optional[str] = setting(None, help='the Hub commit message', check=one_line_problem, valid='one line',
                                             default_help='names the model and its top-1')
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..hub import repo_id_problem
 from ..settings import setting, validate_settings
 from .flags import add_setting_flags, settings_from_args
 
@@ -13,7 +14,8 @@ from .flags import add_setting_flags, settings_from_args
 def _source_problem(source: str, config: Any) -> Optional[str]:
     if source.startswith('hf-hub:'):
         repo = source[len('hf-hub:'):].split('@')[0]
-        return None if repo.count('/') == 1 and all(repo.split('/')) else 'names no Hub repo ORG/NAME'
+        problem = repo_id_problem(repo)
+        return f'names {repo!r}, which {problem}' if problem else None
     folder = Path(source[len('local-dir:'):] if source.startswith('local-dir:') else source)
     if not folder.is_dir():
         return ('is not hf-hub:ORG/NAME[@REV] and not an existing folder (local-dir:PATH, as `bioconv publish '
