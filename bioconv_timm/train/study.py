@@ -1,0 +1,239 @@
+"""A study is a file: a base run, named cells that override it, a tuning grid and seeds (``studies/*.yaml``).
+
+``run_study(study, jobs)`` tunes each cell's learning rate and weight decay on the validation split, then trains
+every cell with its best pair on every seed, through :func:`~bioconv_timm.train.sweep.sweep` (so finished runs
+are skipped and interrupted ones resume). Each finished run leaves a compact record (settings, every
+evaluation's metrics, result, wall time) under ``records``, committed with the report, so the study resumes
+across machines and its report is rebuilt from the records alone.
+
+A study file (YAML)::
+
+    name: fashion_mnist_shifted           # runs/<name>/ and docs/results/<name>/ by default
+    base: {dataset: fashion-mnist-shifted, epochs: 16, ...}   # TrainConfig settings of every run
+    cells:                                # name -> label and TrainConfig overrides
+      conv: {label: conv, model: conv_resnet20}
+      lc_4reps_images: {label: ..., model: lc_resnet20, reps: 4, tune_as: lc_4reps}
+    tune: {lr: [1.0e-3, 2.0e-3], weight_decay: [1.0e-4, 1.0e-2], seed: 0, extend: 1}
+    seeds: [0, 1, 2]
+    extra_seeds: {lc: [3, 4]}             # more seeds for cells whose differences are marginal
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from ..errors import UserValueError
+from .config import TrainConfig
+
+__all__ = ['Cell', 'Study', 'StudyRun', 'load_study', 'tuning_runs', 'best_settings', 'main_runs', 'run_study',
+           'load_records']
+
+TUNED = ('lr', 'weight_decay')
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One arm of a study: ``overrides`` of the base run; ``tune_as`` names the cell whose tuning it reuses."""
+    name: str
+    label: str
+    overrides: Dict[str, Any] = field(hash=False, compare=False)
+    tune_as: Optional[str] = None
+
+
+@dataclass
+class Study:
+    name: str
+    base: Dict[str, Any]
+    cells: Dict[str, Cell]
+    tune_lrs: Tuple[float, ...]
+    tune_weight_decays: Tuple[float, ...]
+    tune_seed: int = 0
+    tune_extend: int = 1     # times a best lr at the grid's edge is followed one octave further out
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    extra_seeds: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
+    runs_dir: str = ''
+    records: str = ''
+    description: str = ''
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One training run: its record name, phase (``tune`` or ``main``), cell, seed and settings."""
+    name: str
+    phase: str
+    cell: str
+    seed: int
+    settings: Dict[str, Any] = field(hash=False, compare=False)
+
+    def config(self, study: Study) -> TrainConfig:
+        values = dict(study.base, **self.settings, seed=self.seed, resume=True,
+                      output_dir=str(Path(study.runs_dir) / self.name))
+        return TrainConfig(**values)
+
+
+def _problem(path: Path, text: str) -> UserValueError:
+    return UserValueError(f'study file {path}: {text}')
+
+
+def load_study(path: Union[str, Path]) -> Study:
+    """Read a study file; every run's settings are checked (as TrainConfig) before anything is trained."""
+    import yaml
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserValueError(f'cannot read study file {path}: {exc.strerror or exc}') from None
+    except yaml.YAMLError as exc:
+        raise _problem(path, f'not YAML ({str(exc).splitlines()[0]})') from None
+    if not isinstance(raw, dict):
+        raise _problem(path, 'must hold a mapping with name, base, cells, tune and seeds')
+    missing = [k for k in ('name', 'base', 'cells', 'tune', 'seeds') if k not in raw]
+    if missing:
+        raise _problem(path, f'missing {", ".join(missing)}')
+    cells = {}
+    for name, spec in raw['cells'].items():
+        spec = dict(spec)
+        cells[name] = Cell(name, spec.pop('label', name), spec, spec.pop('tune_as', None))
+    for cell in cells.values():
+        if cell.tune_as is not None and cell.tune_as not in cells:
+            raise _problem(path, f'cell {cell.name}: tune_as {cell.tune_as!r} is not a cell ({", ".join(cells)})')
+    tune = raw['tune']
+    name = str(raw['name'])
+    study = Study(name=name, base=dict(raw['base']), cells=cells,
+                  tune_lrs=tuple(float(v) for v in tune['lr']),
+                  tune_weight_decays=tuple(float(v) for v in tune['weight_decay']),
+                  tune_seed=int(tune.get('seed', 0)), tune_extend=int(tune.get('extend', 1)),
+                  seeds=tuple(int(s) for s in raw['seeds']),
+                  extra_seeds={c: tuple(int(s) for s in v) for c, v in (raw.get('extra_seeds') or {}).items()},
+                  runs_dir=raw.get('runs_dir', f'runs/{name}'), records=raw.get('records', f'docs/results/{name}'),
+                  description=str(raw.get('description', '')).strip())
+    unknown = sorted(set(study.extra_seeds) - set(cells))
+    if unknown:
+        raise _problem(path, f'extra_seeds names {", ".join(unknown)}, not a cell')
+    for cell in cells.values():  # a bad setting is named now, not after an hour of training
+        StudyRun('check', 'main', cell.name, 0, dict(cell.overrides, lr=study.tune_lrs[0])).config(study)
+    return study
+
+
+# --- records ----------------------------------------------------------------------------------------------------
+
+def record_path(study: Study, name: str) -> Path:
+    return Path(study.records) / f'{name}.json'
+
+
+def load_records(study: Study) -> Dict[str, Dict[str, Any]]:
+    """Every record of the study, by run name."""
+    folder = Path(study.records)
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob('*.json'))} if folder.is_dir() else {}
+
+
+def _write_record(study: Study, run: StudyRun, config: TrainConfig, result: Dict[str, Any], seconds: float) -> None:
+    from .._atomic import write_json
+    with open(Path(config.output_dir) / 'metrics.csv') as f:
+        history = [{k: (float(v) if v not in ('', None) else None) for k, v in row.items()}
+                   for row in csv.DictReader(f)]
+    evaluated = [h for h in history if h.get('eval_top1') is not None]
+    record = dict(name=run.name, phase=run.phase, cell=run.cell, seed=run.seed, settings=run.settings,
+                  config=asdict(config), seconds=seconds, history=history, final=result.get('final'),
+                  top1_last_step=evaluated[-1]['eval_top1'], train_top1_last_epoch=history[-1]['train_top1'],
+                  steps=int(history[-1]['step']))
+    path = record_path(study, run.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+
+
+# --- the grid ---------------------------------------------------------------------------------------------------
+
+def _tune_name(cell: str, lr: float, wd: float) -> str:
+    return f'tune-{cell}-lr{lr:g}-wd{wd:g}'
+
+
+def _tuned_cells(study: Study) -> List[str]:
+    return [c.name for c in study.cells.values() if c.tune_as is None]
+
+
+def _tune_run(study: Study, cell: str, lr: float, wd: float) -> StudyRun:
+    settings = dict(study.cells[cell].overrides, lr=lr, weight_decay=wd, split='val')
+    return StudyRun(_tune_name(cell, lr, wd), 'tune', cell, study.tune_seed, settings)
+
+
+def _cell_lrs(study: Study, cell: str, records: Dict[str, Dict[str, Any]]) -> List[float]:
+    """The grid's lrs, followed one octave further while the best (over weight decays) is at an edge."""
+    lrs = sorted(study.tune_lrs)
+    for _ in range(study.tune_extend):
+        scores = {}
+        for lr in lrs:
+            recs = [records.get(_tune_name(cell, lr, wd)) for wd in study.tune_weight_decays]
+            if not all(recs):
+                return lrs
+            scores[lr] = max(r['top1_last_step'] for r in recs)
+        best = max(scores, key=scores.get)
+        if best == lrs[-1]:
+            lrs.append(lrs[-1] * 2)
+        elif best == lrs[0]:
+            lrs.insert(0, lrs[0] / 2)
+        else:
+            break
+    return lrs
+
+
+def tuning_runs(study: Study, records: Dict[str, Dict[str, Any]]) -> List[StudyRun]:
+    """The tuning runs known so far (an edge extension appears once the grid around it is finished)."""
+    return [_tune_run(study, cell, lr, wd) for cell in _tuned_cells(study)
+            for lr in _cell_lrs(study, cell, records) for wd in study.tune_weight_decays]
+
+
+def best_settings(study: Study, records: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
+    """``{cell: {'lr': .., 'weight_decay': ..}}`` of the best validation top-1, for cells whose tuning is done."""
+    out = {}
+    for cell in _tuned_cells(study):
+        runs = [_tune_run(study, cell, lr, wd) for lr in _cell_lrs(study, cell, records)
+                for wd in study.tune_weight_decays]
+        recs = [records.get(r.name) for r in runs]
+        if all(recs) and len(_cell_lrs(study, cell, records)) == len({r.settings['lr'] for r in runs}):
+            best = max(recs, key=lambda r: r['top1_last_step'])
+            out[cell] = {k: best['settings'][k] for k in TUNED}
+    for cell in study.cells.values():
+        if cell.tune_as is not None and cell.tune_as in out:
+            out[cell.name] = out[cell.tune_as]
+    return out
+
+
+def main_runs(study: Study, best: Dict[str, Dict[str, float]]) -> List[StudyRun]:
+    """The test-split runs of every cell whose tuning is done: the seeds, then the extra seeds."""
+    runs = []
+    for seeds in (study.seeds, None):
+        for cell in study.cells.values():
+            if cell.name not in best:
+                continue
+            for seed in (seeds if seeds is not None else study.extra_seeds.get(cell.name, ())):
+                runs.append(StudyRun(f'main-{cell.name}-seed{seed}', 'main', cell.name, seed,
+                                     dict(cell.overrides, **best[cell.name], split='test')))
+    return runs
+
+
+def run_study(study: Study, jobs: int = 2, phases: Tuple[str, ...] = ('tune', 'main'),
+              log: Callable[[str], None] = print) -> Dict[str, Dict[str, Any]]:
+    """Train what the records do not yet hold, tuning first; returns the records. Resumable: run it again."""
+    from .sweep import sweep
+    while True:
+        records = load_records(study)
+        todo = [r for r in tuning_runs(study, records) if r.name not in records] if 'tune' in phases else []
+        if not todo and 'main' in phases:
+            todo = [r for r in main_runs(study, best_settings(study, records)) if r.name not in records]
+        if not todo:
+            return records
+        configs = [r.config(study) for r in todo]
+        log(f'{len(todo)} runs to train ({todo[0].phase}), {jobs} at a time')
+
+        def done(outcome, left: int) -> None:
+            run = todo[outcome.index]
+            if not record_path(study, run.name).exists():
+                _write_record(study, run, outcome.config, outcome.result, outcome.seconds)
+            log(f'done {run.name}: top-1 {outcome.result["final"]["top1"]:.2f} in {outcome.seconds / 60:.1f} min '
+                f'({left} left)')
+
+        sweep(configs, jobs=jobs, on_done=done)
