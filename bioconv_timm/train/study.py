@@ -41,6 +41,7 @@ class Cell:
     label: str
     overrides: Dict[str, Any] = field(hash=False, compare=False)
     tune_as: Optional[str] = None
+    paper_row: Optional[str] = None   # the row of the paper's Table 1 this cell stands for, e.g. 'LC - ws(10)'
 
 
 @dataclass
@@ -96,7 +97,8 @@ def load_study(path: Union[str, Path]) -> Study:
     cells = {}
     for name, spec in raw['cells'].items():
         spec = dict(spec)
-        cells[name] = Cell(name, spec.pop('label', name), spec, spec.pop('tune_as', None))
+        label, tune_as, paper_row = spec.pop('label', name), spec.pop('tune_as', None), spec.pop('paper_row', None)
+        cells[name] = Cell(name, label, spec, tune_as, paper_row)
     for cell in cells.values():
         if cell.tune_as is not None and cell.tune_as not in cells:
             raise _problem(path, f'cell {cell.name}: tune_as {cell.tune_as!r} is not a cell ({", ".join(cells)})')

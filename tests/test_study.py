@@ -1,0 +1,119 @@
+"""Study files (train.study) and their reports (train.study_report): a study is a YAML file, tuning picks each
+cell's best (lr, weight decay) on the validation split, runs resume from their records, the report agrees with
+them."""
+import json
+from pathlib import Path
+
+import pytest
+
+from bioconv_timm.errors import UserValueError
+from bioconv_timm.train.study import (best_settings, load_records, load_study, main_runs, run_study,
+                                      tuning_runs)
+from bioconv_timm.train.study_report import close_pairs, flattening, write_report
+
+TINY = """
+name: tiny
+description: two cells on digits
+base: {dataset: digits, model_kwargs: {layers: [1, 1, 1]}, epochs: 2, batch_size: 32, train_subset: 64,
+       eval_subset: 32, val_size: 32, progress: false, snr_at_sleep: false}
+cells:
+  conv: {label: conv, paper_row: conv, model: conv_resnet20}
+  lc: {label: LC, paper_row: LC, model: lc_resnet20}
+  lc_copy: {label: LC again, model: lc_resnet20, tune_as: lc}
+tune: {lr: [1.0e-3, 4.0e-3], weight_decay: [1.0e-4], seed: 0, extend: 0}
+seeds: [0, 1]
+extra_seeds: {lc: [2]}
+"""
+
+
+def _study(tmp_path: Path, text: str = TINY):
+    path = tmp_path / 'study.yaml'
+    path.write_text(text + f'runs_dir: {tmp_path / "runs"}\nrecords: {tmp_path / "records"}\n')
+    return load_study(path), path
+
+
+def _fake(study, run, top1: float, train=(50.0, 80.0, 90.0, 90.5)):
+    history = [dict(epoch=i + 1, step=10.0 * (i + 1), train_top1=t, eval_top1=top1 - 1 + i / 3)
+               for i, t in enumerate(train)]
+    history[-1]['eval_top1'] = top1
+    rec = dict(name=run.name, phase=run.phase, cell=run.cell, seed=run.seed, settings=run.settings,
+               config=dict(final_sleep=False), seconds=60.0, history=history, final=dict(top1=top1),
+               top1_last_step=top1, train_top1_last_epoch=train[-1], steps=40)
+    Path(study.records).mkdir(parents=True, exist_ok=True)
+    (Path(study.records) / f'{run.name}.json').write_text(json.dumps(rec))
+
+
+def test_tuning_picks_the_best_val_pair_and_main_runs_follow(tmp_path):
+    study, _ = _study(tmp_path)
+    runs = tuning_runs(study, {})
+    assert sorted(r.name for r in runs) == sorted(f'tune-{c}-lr{lr:g}-wd0.0001' for c in ('conv', 'lc')
+                                                  for lr in (1e-3, 4e-3))
+    assert all(r.settings['split'] == 'val' for r in runs)
+    assert main_runs(study, best_settings(study, {})) == []  # nothing before tuning is done
+    for run, top1 in zip(runs, (70.0, 75.0, 80.0, 60.0)):  # conv: 4e-3 best; lc: 1e-3 best
+        _fake(study, run, top1)
+    best = best_settings(study, load_records(study))
+    assert best['conv'] == {'lr': 4e-3, 'weight_decay': 1e-4}
+    assert best['lc'] == best['lc_copy'] == {'lr': 1e-3, 'weight_decay': 1e-4}
+    main = main_runs(study, best)
+    assert [r.name for r in main if r.cell == 'lc'] == ['main-lc-seed0', 'main-lc-seed1', 'main-lc-seed2']
+    assert all(r.settings['split'] == 'test' and r.config(study).split == 'test' for r in main)
+    assert {r.config(study).lr for r in main if r.cell == 'lc_copy'} == {1e-3}
+
+
+def test_a_best_lr_at_the_grid_edge_is_followed_one_octave(tmp_path):
+    study, _ = _study(tmp_path, TINY.replace('extend: 0', 'extend: 1'))
+    runs = {r.name: r for r in tuning_runs(study, {})}
+    for name, run in runs.items():
+        _fake(study, run, 90.0 if 'lr0.004' in name else 50.0)  # the top lr wins for both cells
+    extended = {r.name for r in tuning_runs(study, load_records(study))} - set(runs)
+    assert extended == {'tune-conv-lr0.008-wd0.0001', 'tune-lc-lr0.008-wd0.0001'}
+    assert best_settings(study, load_records(study)) == {}  # not chosen until the extension has run
+
+
+@pytest.mark.parametrize('edit, words', [
+    (('epochs: 2', 'epochs: -2'), 'epochs'),
+    (('tune_as: lc', 'tune_as: nope'), "'nope' is not a cell"),
+    (('extra_seeds: {lc: [2]}', 'extra_seeds: {ghost: [2]}'), 'ghost'),
+    (('seeds: [0, 1]', ''), 'missing seeds'),
+])
+def test_a_bad_study_file_is_refused_before_training_naming_the_file(tmp_path, edit, words):
+    with pytest.raises(Exception) as info:
+        _study(tmp_path, TINY.replace(*edit))
+    assert 'study.yaml' in str(info.value) or 'epochs' in str(info.value)
+    assert words in str(info.value)
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_an_unreadable_study_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserValueError, match='cannot read study file'):
+        load_study(tmp_path / 'missing.yaml')
+    (tmp_path / 'bad.yaml').write_text('name: [unclosed')
+    with pytest.raises(UserValueError, match='not YAML'):
+        load_study(tmp_path / 'bad.yaml')
+
+
+def test_a_tiny_study_trains_records_resumes_and_reports(tmp_path):
+    study, path = _study(tmp_path)
+    log = []
+    records = run_study(study, jobs=1, log=log.append)
+    names = set(records)
+    assert {'tune-lc-lr0.001-wd0.0001', 'main-conv-seed1', 'main-lc-seed2', 'main-lc_copy-seed0'} <= names
+    rec = records['main-lc-seed0']
+    assert rec['steps'] == 4 and len(rec['history']) == 2 and rec['config']['seed'] == 0
+    assert rec['top1_last_step'] == rec['history'][-1]['eval_top1']
+    again = []
+    assert set(run_study(study, jobs=1, log=again.append)) == names and again == []  # nothing retrained
+    report = write_report(study, str(path)).read_text()
+    assert '## 1. Tuning on the validation split' in report and '## 3. Against LC, paired by seed' in report
+    lc = [r['top1_last_step'] for n, r in records.items() if n.startswith('main-lc-seed')]
+    assert f'| LC | ' in report and f'{sum(lc) / 3:.2f}' in report
+    assert Path(study.records).with_suffix('.png').exists()
+
+
+def test_flattening_and_close_pairs():
+    rec = dict(history=[dict(step=i, train_top1=v) for i, v in enumerate((10, 50, 80, 89, 90, 90, 90.5, 91))])
+    assert flattening(rec) == pytest.approx(91 - 90)  # the last quarter: epochs 6..8
+    by_cell = {'lc': {0: 80.0, 1: 81.0, 2: 80.5}, 'far': {0: 85.0, 1: 86.1, 2: 85.4},
+               'near': {0: 80.5, 1: 80.5, 2: 81.0}}
+    assert [c for c, *_ in close_pairs(by_cell)] == ['near']
