@@ -16,8 +16,8 @@ Three questions, one resumable job:
 A finished run leaves a compact record (config, every epoch's metrics, final result, wall time) in
 ``--records`` (committed with the report), so the study resumes across sessions and machines; an
 interrupted run resumes from its last epoch checkpoint in ``--runs-dir`` while that folder exists.
-``--jobs`` runs go at a time, one torch thread each; a number written into ``<runs-dir>/JOBS`` changes it
-while the study runs (1 leaves a core free for other work).
+``--jobs`` runs go at a time, one torch thread each (``bioconv_timm.train.sweep``); to change it, stop the
+study and start it again: finished runs are skipped and an interrupted one resumes from its last epoch.
 
     apt-get install dataset-fashion-mnist
     python scripts/fashion_mnist_long.py --jobs 2        # ~3 h on a 2-core CPU
@@ -31,14 +31,16 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from bioconv_timm import stats
 from bioconv_timm.paper import TABLE1_DIFF, TABLE1_TOP1
+from bioconv_timm._atomic import write_json
+from bioconv_timm.train.config import TrainConfig
 from bioconv_timm.train.data import DATASETS, dataset_spec
+from bioconv_timm.train.sweep import sweep
 
 SWEEP_LRS = (5e-4, 1e-3, 2e-3)
 MAX_SWEEP_LR = 8e-3  # a cell whose best lr is its largest is also tried at twice that, up to here
@@ -143,83 +145,42 @@ def best_lrs(args: argparse.Namespace) -> Dict[str, float]:
     return out
 
 
-def _run_one(cfg: Dict[str, Any], record: str, meta: Dict[str, Any]) -> Tuple[str, float]:
-    import torch
-    torch.set_num_threads(1)
-    from bioconv_timm.train import TrainConfig, train
-    tc = TrainConfig(**cfg)
-    out = Path(tc.output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    # the log sits beside the run folder: train() writes only into a folder that is new, empty or its own
-    with open(out.with_name(out.name + '.log'), 'a') as f:
-        stdout, sys.stdout = sys.stdout, f
-        try:
-            result = train(tc)
-        finally:
-            sys.stdout = stdout
-    seconds = time.perf_counter() - start
-    with open(out / 'metrics.csv') as f:
+def _write_record(run: Run, cfg: Dict[str, Any], result: Dict[str, Any], seconds: float, args) -> None:
+    """The compact committed record of a finished run: its settings, every epoch's metrics, result, wall time."""
+    with open(Path(cfg['output_dir']) / 'metrics.csv') as f:
         history = [{k: (float(v) if v not in ('', None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
-    rec = dict(meta, config=cfg, seconds=seconds, history=history, final=result.final,
-               top1_last_step=history[-1]['eval_top1'], train_top1_last_epoch=history[-1]['train_top1'])
-    tmp = Path(record).with_suffix('.tmp')
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(rec, indent=1))
-    os.replace(tmp, record)
-    return record, seconds
-
-
-def _jobs(args: argparse.Namespace) -> int:
-    path = Path(args.runs_dir) / 'JOBS'
-    try:
-        return max(1, int(path.read_text().strip()))
-    except (OSError, ValueError):
-        return args.jobs
+    rec = dict(name=run.name, phase=run.phase, cell=run.cell, seed=run.seed, config=cfg, seconds=seconds,
+               history=history, final=result['final'], top1_last_step=history[-1]['eval_top1'],
+               train_top1_last_epoch=history[-1]['train_top1'])
+    write_json(record_path(args, run), rec)
 
 
 def run_study(args: argparse.Namespace) -> None:
+    """Train every run whose record is missing, ``--jobs`` at a time (train.sweep), the sweep before the runs that
+    need its learning rates; a run interrupted before its record was written resumes from its checkpoint."""
     from bioconv_timm.train.data import build_datasets
     build_datasets(args.dataset, data_dir=args.data_dir, pad=0, split='test', train_subset=10, eval_subset=10)
     os.environ['OMP_NUM_THREADS'] = '1'
-    Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
-    running: Dict[Future, Run] = {}
-    failed: set = set()  # a run that failed is reported once, not retried in a loop
-    with ProcessPoolExecutor(max(args.jobs, 2)) as pool:
-        while True:
-            lrs = best_lrs(args)
-            busy = {r.name for r in running.values()}
-            ready = []
-            for run in all_runs(args):
-                if run.name in busy or run.name in failed or load_record(args, run) is not None:
-                    continue
-                if run.phase not in args.phases:
-                    continue
-                if run.lr_key is not None and run.lr_key not in lrs:
-                    continue
-                ready.append(run)
-            while ready and len(running) < _jobs(args):
-                run = ready.pop(0)
-                lr = lrs[run.lr_key] if run.lr_key else run.lr
-                cfg = train_config(run, lr, args)
-                meta = dict(name=run.name, phase=run.phase, cell=run.cell, seed=run.seed)
-                print(f'{time.strftime("%H:%M:%S")} start {run.name} (lr {lr:g})', flush=True)
-                running[pool.submit(_run_one, cfg, str(record_path(args, run)), meta)] = run
-            if not running:
-                break
-            done, _ = wait(list(running), timeout=60, return_when=FIRST_COMPLETED)
-            for fut in done:
-                run = running.pop(fut)
-                try:
-                    _, seconds = fut.result()
-                    rec = load_record(args, run)
-                    print(f'{time.strftime("%H:%M:%S")} done {run.name}: top-1 {rec["top1_last_step"]:.2f} '
-                          f'(train {rec["train_top1_last_epoch"]:.2f}) in {seconds / 60:.1f} min', flush=True)
-                except Exception as exc:  # report and go on with the others
-                    failed.add(run.name)
-                    print(f'{time.strftime("%H:%M:%S")} FAILED {run.name}: {exc!r}', flush=True)
-            if done:
-                write_report(args)
+    while True:
+        lrs = best_lrs(args)
+        ready = [run for run in all_runs(args) if run.phase in args.phases and load_record(args, run) is None
+                 and (run.lr_key is None or run.lr_key in lrs)]
+        if not ready:
+            break
+        cfgs = [train_config(run, lrs[run.lr_key] if run.lr_key else run.lr, args) for run in ready]
+        print(f'{time.strftime("%H:%M:%S")} {len(ready)} runs to train, {args.jobs} at a time', flush=True)
+
+        def done(outcome, left: int) -> None:
+            run, cfg = ready[outcome.index], cfgs[outcome.index]
+            if load_record(args, run) is None:
+                _write_record(run, cfg, outcome.result, outcome.seconds, args)
+            rec = load_record(args, run)
+            print(f'{time.strftime("%H:%M:%S")} done {run.name}: top-1 {rec["top1_last_step"]:.2f} '
+                  f'(train {rec["train_top1_last_epoch"]:.2f}) in {outcome.seconds / 60:.1f} min ({left} left)',
+                  flush=True)
+            write_report(args)
+
+        sweep([TrainConfig(**cfg) for cfg in cfgs], jobs=args.jobs, on_done=done)
 
 
 # --- report -----------------------------------------------------------------------------------

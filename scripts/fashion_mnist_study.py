@@ -20,15 +20,15 @@ import math
 import os
 import statistics
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from bioconv_timm import stats
 from bioconv_timm.train.compare import DEFAULT_CELLS, DEFAULT_LRS, CompareCell, CompareConfig, cell_config
+from bioconv_timm.train.config import TrainConfig
 from bioconv_timm.train.data import DATASETS, dataset_spec
+from bioconv_timm.train.sweep import sweep
 from bioconv_timm.paper import reported_diff, reported_top1
 
 POLICIES = ('keep', 'average', 'reset')
@@ -54,24 +54,6 @@ def study_config(pad: int, args: argparse.Namespace) -> CompareConfig:
         seeds=tuple(range(args.seeds)), weight_decay=1e-4, lrs=dict(DEFAULT_LRS), train_subset=args.train_subset,
         split='test', output_dir=str(Path(args.runs_dir) / f'pad{pad}'), cells=study_cells(), progress=False,
         eval_every=5, final_sleep=True, refresh_bn=True, snr_at_sleep=False)
-
-
-def _run_one(tc_dict: Dict[str, Any]) -> Tuple[str, float]:
-    import torch
-    torch.set_num_threads(1)
-    from bioconv_timm.train import TrainConfig, train
-    tc = TrainConfig(**tc_dict)
-    start = time.perf_counter()
-    log = Path(tc.output_dir) / 'train.log'
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, 'a') as f:
-        stdout = sys.stdout
-        sys.stdout = f
-        try:
-            train(tc)
-        finally:
-            sys.stdout = stdout
-    return tc.output_dir, time.perf_counter() - start
 
 
 def _result(out_dir: str, epochs: int) -> Optional[Dict[str, Any]]:
@@ -254,18 +236,19 @@ def main(argv=None) -> int:
         pending = [r for r in all_runs(args) if _result(r[3]['output_dir'], args.epochs) is None]
         print(f'{len(pending)} runs to do, {args.jobs} at a time', flush=True)
         os.environ['OMP_NUM_THREADS'] = '1'
-        with ProcessPoolExecutor(args.jobs) as pool:
-            futures = {pool.submit(_run_one, r[3]): r for r in pending}
-            for done, fut in enumerate(as_completed(futures), 1):
-                pad, cell, seed, _ = futures[fut]
-                out_dir, seconds = fut.result()
-                res = _result(out_dir, args.epochs)
-                print(f'[{done}/{len(pending)}] pad {pad} {cell.label} seed {seed}: top-1 '
-                      f"{res['top1_last_step']:.2f} (after final sleep {res['final']['top1']:.2f}) in {seconds:.0f} s",
-                      flush=True)
-                timing = Path(out_dir) / 'time.json'
-                timing.write_text(json.dumps(dict(seconds=seconds)))
-                write_report(collect(args), args, _cost(args))
+        by_dir = {r[3]['output_dir']: r for r in pending}
+
+        def done(outcome, left: int) -> None:
+            pad, cell, seed, _ = by_dir[outcome.config.output_dir]
+            res = _result(outcome.config.output_dir, args.epochs)
+            print(f'[{len(pending) - left}/{len(pending)}] pad {pad} {cell.label} seed {seed}: top-1 '
+                  f"{res['top1_last_step']:.2f} (after final sleep {res['final']['top1']:.2f}) in "
+                  f'{outcome.seconds:.0f} s', flush=True)
+            if not outcome.reused:
+                (Path(outcome.config.output_dir) / 'time.json').write_text(json.dumps(dict(seconds=outcome.seconds)))
+            write_report(collect(args), args, _cost(args))
+
+        sweep([TrainConfig(**r[3]) for r in pending], jobs=args.jobs, on_done=done)
     path = write_report(collect(args), args, _cost(args))
     print(path.read_text())
     return 0
