@@ -210,8 +210,8 @@ def test_a_run_folder_in_use_is_not_published(run_dir, tmp_path):
 
 
 def test_bad_dry_run_folders_are_refused_before_any_work(run_dir, tmp_path, monkeypatch):
-    import bioconv_timm.hub as hub
-    monkeypatch.setattr(hub, 'read_source', lambda *a, **k: pytest.fail('the run was read'))
+    import bioconv_timm.hub.upload as upload  # where publish() looks read_source up
+    monkeypatch.setattr(upload, 'read_source', lambda *a, **k: pytest.fail('the run was read'))
     a_file = tmp_path / 'a_file'
     a_file.write_text('mine')
     with pytest.raises(PublishError, match=re.escape(f'{a_file} is a file, not a folder: pass an empty or new folder')):
