@@ -9,7 +9,7 @@ import re
 import stat
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._atomic import atomic_path
 from ..output_paths import check_output_file
@@ -139,100 +139,143 @@ def check_submission_zip(path: PathLike, max_bytes: int = MAX_SUBMISSION_BYTES, 
         root = names[0]
         if not root.endswith('/') or root.count('/') != 1:
             problems.append(f'the first entry must be the root folder (e.g. "{SUBMISSION_ROOT}/"), got {root!r}')
-        for name in names:
-            p = PurePosixPath(name)
-            if name.startswith('/') or '..' in p.parts or '\\' in name or re.match(r'[A-Za-z]:', name):
-                problems.append(f'unsafe path in zip: {name!r} (absolute, with a drive letter, a backslash or "..")')
-            elif not name.startswith(root):
-                problems.append(f'{name!r} is outside the root folder {root!r}')
-        for name, count in collections.Counter(names).items():
-            if count > 1:
-                problems.append(f'duplicate entry in zip: {name!r} appears {count} times (unzip tools disagree on '
-                                'which copy wins); write each file once')
-        for info in infos:
-            kind = stat.S_IFMT(info.external_attr >> 16)  # Unix mode in the high 16 bits; 0 from non-Unix zips
-            if kind == stat.S_IFLNK:
-                target = archive.read(info).decode('utf-8', 'replace')
-                problems.append(f'symbolic link in zip: {info.filename!r} -> {target!r} (unzip would create the '
-                                'link); store the file itself')
-            elif kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                problems.append(f'{info.filename!r} is not a regular file or folder (mode {oct(kind)})')
-        # The layout is derived from every entry's path, files included: a plugin folder that only its files imply
-        # (no folder entry of its own) is still a plugin, and is checked like the others.
-        names_set = set(names)
-        plugins: List[str] = []
-        has_models = False
-        for name in names[1:]:
-            if not name.startswith(root):
-                continue  # reported above
-            rel = name[len(root):]
-            parts = rel.rstrip('/').split('/')
-            is_dir = name.endswith('/')
-            if any(part in ('', '.') for part in parts):
-                problems.append(f'{name!r}: empty or "." path component')
-            elif parts[0] != 'models':
-                problems.append(f'{name!r}: the root folder holds only models/ (a bioconv submission is model '
-                                'plugins); remove it')
-            elif len(parts) == 1:
-                has_models = has_models or is_dir
-                if not is_dir:
-                    problems.append(f'{name!r}: models must be a folder')
-            elif len(parts) == 2 and not is_dir:
-                problems.append(f'{name!r}: a file directly in models/ belongs to no plugin; put it in a '
-                                'models/<identifier>/ folder or remove it')
-            elif parts[1] not in plugins:
-                plugins.append(parts[1])
-        if not has_models:
-            problems.append(f'no "{root}models/" folder entry (the plugin folders go in models/)')
-        elif not plugins:
-            problems.append('the models/ folder is empty')
+        problems += _path_problems(names, root)
+        problems += _duplicate_problems(names)
+        problems += _entry_kind_problems(archive, infos)
+        plugins, layout_problems = _plugin_layout(names, root)
+        problems += layout_problems
         for plugin in plugins:
-            if f'{root}models/{plugin}/' not in names_set:
-                problems.append(f'{root}models/{plugin}/ has no folder entry of its own (the website\'s upload '
-                                'check reads the folder entries, so it would not see this plugin)')
-        by_name = {i.filename: i for i in infos}
-        for plugin in plugins:
-            base = f'{root}models/{plugin}/'
-            if not re.fullmatch(r'[A-Za-z0-9_]+', plugin):
-                problems.append(f'plugin identifier {plugin!r} must contain only letters, digits and "_" (no hyphens)')
-            for required in ('__init__.py', 'test.py', 'model.py', 'requirements.txt'):
-                if base + required not in by_name:
-                    problems.append(f'{base} has no {required}')
-            registrations: List[str] = []
-            if base + '__init__.py' in by_name:
-                init = archive.read(base + '__init__.py').decode('utf-8', 'replace').replace('"', "'")
-                registrations = re.findall(r"model_registry\['([^']+)'\]", init)
-                if registrations != [plugin]:
-                    problems.append(f'{base}__init__.py must register model_registry[\'{plugin}\'] exactly once '
-                                    f'(the folder name), found {registrations}')
-            metadata = [base + name for name in METADATA_FILES if base + name in by_name]
-            if len(metadata) > 1:
-                problems.append(f'{base} has both {" and ".join(METADATA_FILES)}: Brain-Score\'s metadata check stops '
-                                'on that; keep one')
-            for name in metadata:
-                problems.extend(metadata_problems(archive.read(name).decode('utf-8', 'replace'), name, registrations))
-            for name in names:
-                if name.startswith(base + 'region_layer_map/') and not name.endswith('/'):
-                    if name != f'{base}region_layer_map/{plugin}.json':
-                        problems.append(f'{name}: the region-layer map must be region_layer_map/{plugin}.json')
-                    else:
-                        try:
-                            mapping = json.loads(archive.read(name))
-                            assert isinstance(mapping, dict) and set(mapping) == set(REGIONS) \
-                                and all(isinstance(v, str) for v in mapping.values())
-                        except Exception:
-                            problems.append(f'{name} must be a JSON object mapping each of V1, V2, V4 and IT to a '
-                                            'layer name (a committed map replaces the layer selection of every region)')
-        for info in infos:
-            if info.is_dir():
-                continue
-            if info.filename.lower().endswith(WEIGHT_SUFFIXES):
-                problems.append(f'{info.filename}: weight/data files do not belong in a submission (host weights '
-                                'elsewhere, e.g. the Hugging Face Hub)')
-            elif info.file_size > MAX_PLUGIN_FILE_BYTES:
-                problems.append(f'{info.filename} is {info.file_size / 1e6:.1f} MB: plugins hold code only (weights '
-                                'and data are downloaded at run time)')
+            problems += _plugin_problems(archive, names, f'{root}models/{plugin}/', plugin)
+        problems += _weight_problems(infos)
     return _report(problems, raise_on_error)
+
+
+def _path_problems(names: Sequence[str], root: str) -> List[str]:
+    """Entries whose path could land outside the folder unzip writes to, or outside the root folder."""
+    problems = []
+    for name in names:
+        p = PurePosixPath(name)
+        if name.startswith('/') or '..' in p.parts or '\\' in name or re.match(r'[A-Za-z]:', name):
+            problems.append(f'unsafe path in zip: {name!r} (absolute, with a drive letter, a backslash or "..")')
+        elif not name.startswith(root):
+            problems.append(f'{name!r} is outside the root folder {root!r}')
+    return problems
+
+
+def _duplicate_problems(names: Sequence[str]) -> List[str]:
+    """Names written more than once (which copy unzip keeps is up to the tool)."""
+    return [f'duplicate entry in zip: {name!r} appears {count} times (unzip tools disagree on which copy wins); '
+            'write each file once' for name, count in collections.Counter(names).items() if count > 1]
+
+
+def _entry_kind_problems(archive: zipfile.ZipFile, infos: Sequence[zipfile.ZipInfo]) -> List[str]:
+    """Entries that are not a plain file or folder: symbolic links (unzip recreates them), devices, pipes."""
+    problems = []
+    for info in infos:
+        kind = stat.S_IFMT(info.external_attr >> 16)  # Unix mode in the high 16 bits; 0 from non-Unix zips
+        if kind == stat.S_IFLNK:
+            target = archive.read(info).decode('utf-8', 'replace')
+            problems.append(f'symbolic link in zip: {info.filename!r} -> {target!r} (unzip would create the '
+                            'link); store the file itself')
+        elif kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+            problems.append(f'{info.filename!r} is not a regular file or folder (mode {oct(kind)})')
+    return problems
+
+
+def _plugin_layout(names: Sequence[str], root: str) -> Tuple[List[str], List[str]]:
+    """(the plugin identifiers under ``<root>models/``, in order of appearance; the layout's problems).
+
+    The layout is derived from every entry's path, files included: a plugin folder that only its files imply
+    (no folder entry of its own) is still a plugin, and is checked like the others."""
+    problems: List[str] = []
+    plugins: List[str] = []
+    has_models = False
+    for name in names[1:]:
+        if not name.startswith(root):
+            continue  # reported by _path_problems
+        parts = name[len(root):].rstrip('/').split('/')
+        is_dir = name.endswith('/')
+        if any(part in ('', '.') for part in parts):
+            problems.append(f'{name!r}: empty or "." path component')
+        elif parts[0] != 'models':
+            problems.append(f'{name!r}: the root folder holds only models/ (a bioconv submission is model '
+                            'plugins); remove it')
+        elif len(parts) == 1:
+            has_models = has_models or is_dir
+            if not is_dir:
+                problems.append(f'{name!r}: models must be a folder')
+        elif len(parts) == 2 and not is_dir:
+            problems.append(f'{name!r}: a file directly in models/ belongs to no plugin; put it in a '
+                            'models/<identifier>/ folder or remove it')
+        elif parts[1] not in plugins:
+            plugins.append(parts[1])
+    if not has_models:
+        problems.append(f'no "{root}models/" folder entry (the plugin folders go in models/)')
+    elif not plugins:
+        problems.append('the models/ folder is empty')
+    present = set(names)
+    problems += [f'{root}models/{plugin}/ has no folder entry of its own (the website\'s upload check reads the '
+                 'folder entries, so it would not see this plugin)'
+                 for plugin in plugins if f'{root}models/{plugin}/' not in present]
+    return plugins, problems
+
+
+def _plugin_problems(archive: zipfile.ZipFile, names: Sequence[str], base: str, plugin: str) -> List[str]:
+    """One plugin folder ``base`` (``<root>models/<plugin>/``): its identifier, required files, registration,
+    metadata and region-layer map."""
+    present = set(names)
+    problems = []
+    if not re.fullmatch(r'[A-Za-z0-9_]+', plugin):
+        problems.append(f'plugin identifier {plugin!r} must contain only letters, digits and "_" (no hyphens)')
+    problems += [f'{base} has no {required}' for required in ('__init__.py', 'test.py', 'model.py', 'requirements.txt')
+                 if base + required not in present]
+    registrations: List[str] = []
+    if base + '__init__.py' in present:
+        init = archive.read(base + '__init__.py').decode('utf-8', 'replace').replace('"', "'")
+        registrations = re.findall(r"model_registry\['([^']+)'\]", init)
+        if registrations != [plugin]:
+            problems.append(f'{base}__init__.py must register model_registry[\'{plugin}\'] exactly once '
+                            f'(the folder name), found {registrations}')
+    metadata = [base + name for name in METADATA_FILES if base + name in present]
+    if len(metadata) > 1:
+        problems.append(f'{base} has both {" and ".join(METADATA_FILES)}: Brain-Score\'s metadata check stops '
+                        'on that; keep one')
+    for name in metadata:
+        problems.extend(metadata_problems(archive.read(name).decode('utf-8', 'replace'), name, registrations))
+    for name in names:
+        if name.startswith(base + 'region_layer_map/') and not name.endswith('/'):
+            problems += _region_layer_map_problems(archive, name, base, plugin)
+    return problems
+
+
+def _region_layer_map_problems(archive: zipfile.ZipFile, name: str, base: str, plugin: str) -> List[str]:
+    """A file in a plugin's region_layer_map/: it must be ``<plugin>.json``, mapping each region to a layer."""
+    if name != f'{base}region_layer_map/{plugin}.json':
+        return [f'{name}: the region-layer map must be region_layer_map/{plugin}.json']
+    try:
+        mapping = json.loads(archive.read(name))
+    except Exception:  # not JSON, or not UTF-8: the same problem as a wrong shape
+        mapping = None
+    if not (isinstance(mapping, dict) and set(mapping) == set(REGIONS)
+            and all(isinstance(v, str) for v in mapping.values())):
+        return [f'{name} must be a JSON object mapping each of V1, V2, V4 and IT to a '
+                'layer name (a committed map replaces the layer selection of every region)']
+    return []
+
+
+def _weight_problems(infos: Sequence[zipfile.ZipInfo]) -> List[str]:
+    """Weight or data files (by suffix, or any file over 1 MB): a plugin downloads those at run time."""
+    problems = []
+    for info in infos:
+        if info.is_dir():
+            continue
+        if info.filename.lower().endswith(WEIGHT_SUFFIXES):
+            problems.append(f'{info.filename}: weight/data files do not belong in a submission (host weights '
+                            'elsewhere, e.g. the Hugging Face Hub)')
+        elif info.file_size > MAX_PLUGIN_FILE_BYTES:
+            problems.append(f'{info.filename} is {info.file_size / 1e6:.1f} MB: plugins hold code only (weights '
+                            'and data are downloaded at run time)')
+    return problems
 
 
 def _report(problems: List[str], raise_on_error: bool) -> List[str]:
