@@ -108,29 +108,15 @@ def score(model_name: str, weights: Optional[PathLike] = None,
     mapping = load_region_layer_map(given or None, layers) or {}
     os.environ.setdefault('BS_INSTALL_DEPENDENCIES', 'no')  # the extra installed what the metrics need; never pip
 
-    import timm
-    import torch
-
     weights_sha1 = _sha1(weights_path) if weights_path else None
+    identifier = _model_identifier(model_name, weights_sha1, seed)
     if weights_path is None:
-        identifier = f'{plugin_identifier(model_name)}-randominit-seed{seed}'
         _warn(f'WARNING: no --weights given: scoring a RANDOMLY INITIALIZED {model_name} (seed {seed}).\n'
               'These numbers describe an untrained network and cannot be compared with the paper\'s Table 3. '
               'Pass --weights model.safetensors (e.g. from `bioconv train`) to score a trained model.')
-    else:
-        identifier = f'{plugin_identifier(model_name)}-weights{weights_sha1[:12]}'  # activation caches keyed on content
-    torch.manual_seed(seed)
-    kwargs = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_path))) if weights_path else {}
-    try:
-        model = timm.create_model(model_name, **kwargs)
-    except RuntimeError as exc:
-        if weights_path is None:
-            raise
-        raise BrainScoreError(f'cannot load {weights_path} into {model_name}: {exc}') from exc
-    wrapper = activations_model(model, identifier, batch_size=batch_size)
+    wrapper = activations_model(_create_model(model_name, weights_path, seed), identifier, batch_size=batch_size)
 
     import brainscore_vision
-    from brainscore_core.benchmarks import score_benchmark
 
     result = ScoreResult(model=model_name, identifier=identifier, weights=str(weights_path) if weights_path else None,
                          weights_sha1=weights_sha1, random_init=weights_path is None, seed=seed,
@@ -139,36 +125,74 @@ def score(model_name: str, weights: Optional[PathLike] = None,
                          brainscore_vision_version=_version('brainscore-vision'))
     loaded = {key: brainscore_vision.load_benchmark(BENCHMARKS[key]) for key in keys}
     for region in to_choose:
-        start = time.time()
-        if progress:
-            print(f'[{region}] choosing a layer: {len(layers)} candidate layers on {BENCHMARKS[region]} ...',
-                  file=sys.stderr, flush=True)
-        per_layer = layer_scores(wrapper, layers, loaded[region], region)
-        result.layer_scores[region] = per_layer
-        mapping[region] = max(per_layer, key=per_layer.__getitem__)  # the first best, in depth order
-        result.layer_choice[region] = 'chosen'
-        result.seconds[f'{region} layers'] = round(time.time() - start, 1)
-        if progress:
-            print(f'[{region}] ' + ', '.join(f'{layer} {v:.3f}' for layer, v in per_layer.items())
-                  + f' -> {mapping[region]}', file=sys.stderr, flush=True)
+        mapping[region] = _choose_layer(result, wrapper, layers, loaded[region], region, progress)
     commitment = model_commitment(identifier, wrapper, layers, {r: mapping[r] for r in REGIONS if r in mapping},
                                   readout_layer=layers[-1])
     for key in keys:
-        start = time.time()
-        if progress:
-            print(f'[{key}] {BENCHMARKS[key]} ...', file=sys.stderr, flush=True)
-        value = score_benchmark(loaded[key], commitment)
-        result.scores[key] = float(value.values)
-        result.raw[key] = _attr_float(value, 'raw')
-        result.ceilings[key] = _attr_float(value, 'ceiling')
-        result.seconds[key] = round(time.time() - start, 1)
-        if progress:
-            print(f'[{key}] score {result.scores[key]:.3f} ({result.seconds[key]:.0f} s)', file=sys.stderr, flush=True)
+        _score_benchmark(result, key, loaded[key], commitment, progress)
     # the given regions (scored or not) and the chosen ones: runs on a few regions at a time add up to a full map
     result.region_layer_map = {r: mapping[r] for r in REGIONS if r in mapping}
     if output_dir is not None:
         result.files = write_score(result, Path(output_dir))
     return result
+
+
+def _model_identifier(model_name: str, weights_sha1: Optional[str], seed: int) -> str:
+    """The name brainscore_vision caches activations under: the weights' content, or the seed of a random init."""
+    if weights_sha1 is None:
+        return f'{plugin_identifier(model_name)}-randominit-seed{seed}'
+    return f'{plugin_identifier(model_name)}-weights{weights_sha1[:12]}'  # activation caches keyed on content
+
+
+def _create_model(model_name: str, weights_path: Optional[Path], seed: int) -> Any:
+    """``timm.create_model`` with the weights file loaded (seeded first, so a random init is reproducible)."""
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    kwargs = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_path))) if weights_path else {}
+    try:
+        return timm.create_model(model_name, **kwargs)
+    except RuntimeError as exc:
+        if weights_path is None:
+            raise
+        raise BrainScoreError(f'cannot load {weights_path} into {model_name}: {exc}') from exc
+
+
+def _choose_layer(result: ScoreResult, wrapper: Any, layers: Sequence[str], benchmark: Any, region: str,
+                  progress: bool) -> str:
+    """The layer of ``region``, as brainscore_vision chooses it (the best of :func:`layer_scores`); every layer's
+    score and the time taken are recorded in ``result``."""
+    start = time.time()
+    if progress:
+        print(f'[{region}] choosing a layer: {len(layers)} candidate layers on {BENCHMARKS[region]} ...',
+              file=sys.stderr, flush=True)
+    per_layer = layer_scores(wrapper, layers, benchmark, region)
+    result.layer_scores[region] = per_layer
+    chosen = max(per_layer, key=per_layer.__getitem__)  # the first best, in depth order
+    result.layer_choice[region] = 'chosen'
+    result.seconds[f'{region} layers'] = round(time.time() - start, 1)
+    if progress:
+        print(f'[{region}] ' + ', '.join(f'{layer} {v:.3f}' for layer, v in per_layer.items())
+              + f' -> {chosen}', file=sys.stderr, flush=True)
+    return chosen
+
+
+def _score_benchmark(result: ScoreResult, key: str, benchmark: Any, commitment: Any, progress: bool) -> None:
+    """Score ``commitment`` on one Table 3 column's benchmark; its score, raw score, ceiling and time go into
+    ``result``."""
+    from brainscore_core.benchmarks import score_benchmark
+
+    start = time.time()
+    if progress:
+        print(f'[{key}] {BENCHMARKS[key]} ...', file=sys.stderr, flush=True)
+    value = score_benchmark(benchmark, commitment)
+    result.scores[key] = float(value.values)
+    result.raw[key] = _attr_float(value, 'raw')
+    result.ceilings[key] = _attr_float(value, 'ceiling')
+    result.seconds[key] = round(time.time() - start, 1)
+    if progress:
+        print(f'[{key}] score {result.scores[key]:.3f} ({result.seconds[key]:.0f} s)', file=sys.stderr, flush=True)
 
 
 def layer_scores(wrapper: Any, layers: Sequence[str], benchmark: Any, region: str) -> Dict[str, float]:
