@@ -21,6 +21,7 @@ location), so only the batch dimension is dynamic. See docs/export.md.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import os
@@ -28,7 +29,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -310,53 +311,19 @@ def export_onnx(model_or_name: Union[nn.Module, str], path: PathLike, img_size: 
         raise UserValueError(f'{_WHERE}: model_kwargs must be a dict of timm.create_model arguments, got '
                              f'{short_repr(model_kwargs)}')
     out_path = check_output_file(path, UserValueError, flag=f'{_WHERE}: path ', example='model.onnx')
-    _require_packages(['onnx', 'onnxscript'], 'torch.onnx.export')
-    if not {'dynamic_shapes', 'optimize'} <= set(inspect.signature(torch.onnx.export).parameters):
-        raise UserRuntimeError(f'{_WHERE}: torch {torch.__version__} has no dynamo ONNX exporter with the options this '
-                               'uses (dynamic_shapes, optimize: torch >= 2.6; tested with 2.14): upgrade torch')
-    if verify:
-        _require_packages(['onnxruntime'], 'verify=True (the onnxruntime check; or pass verify=False)')
-
-    if isinstance(model_or_name, str):
-        model = _build(model_or_name, img, model_kwargs or {})
-        what, user_module = model_or_name, False
-    elif isinstance(model_or_name, nn.Module):
-        if model_kwargs:
-            raise UserValueError(f'{_WHERE}: model_kwargs are timm.create_model arguments, for a model name; this '
-                                 'is a built model (build it with them instead)')
-        model = _unwrap(model_or_name)
-        what, user_module = type(model).__name__, True
-    else:
-        raise UserValueError(f'{_WHERE}: model_or_name must be an nn.Module or a model name, got '
-                             f'{short_repr(model_or_name)}')
+    _require_exporter(verify)
+    model, what, user_module = _model_to_export(model_or_name, img, model_kwargs)
     device = _check_weights(model)
     shape = _input_shape(model, img)
     # torch.export specializes a dimension of size 1, so a dynamic batch is traced with at least 2
     trace_batch = max(batch_size, 2) if dynamic_batch else batch_size
     example = torch.zeros(trace_batch, *shape, device=device)
 
-    modes = {m: m.training for m in model.modules()}
     if model.training and user_module:  # a model built here from a name is in training mode too: no news
-        warnings.warn(
-            f'{_WHERE}: the model is in training mode; it is exported in eval mode (BatchNorm with its running '
-            'statistics, no dropout) and put back in training mode afterwards. Training, and so the sleep phase '
-            '(SleepHook: weight sharing between optimizer steps), is not part of an exported forward pass: the '
-            'file holds the weights as they are now', UserWarning, stacklevel=2)
-    model.eval()
-    try:
+        _warn_training_mode()
+    with _eval_mode(model):
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        dynamic_shapes = ({0: torch.export.Dim('batch', min=1, max=65_536)},) if dynamic_batch else None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', category=FutureWarning)  # torch.onnx's own deprecation notes
-                program = torch.onnx.export(model, (example,), dynamo=True, input_names=['input'],
-                                            opset_version=opset, dynamic_shapes=dynamic_shapes, optimize=True,
-                                            verbose=False)
-        except Exception as exc:  # the exporter's errors (TorchExportError, ConversionError, ...) are long
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
-            raise UserRuntimeError(
-                f'{_WHERE}: torch.onnx.export could not export {what} ({type(exc).__name__}: {first[:300]}); '
-                'export_onnx exports modules whose forward takes one (B, C, H, W) batch') from exc
+        program = _torch_onnx_export(model, example, what, opset, dynamic_batch)
         data_path = _save(program, out_path, external_data)
         num_bytes = out_path.stat().st_size + (data_path.stat().st_size if data_path else 0)
         checked: Tuple[int, ...] = ()
@@ -364,9 +331,66 @@ def export_onnx(model_or_name: Union[nn.Module, str], path: PathLike, img_size: 
         if verify:
             checked = (batch_size, batch_size + 1) if dynamic_batch else (batch_size,)
             worst = _compare(onnx_session(out_path), model, shape, checked, device, atol)
-    finally:
-        for module, training in modes.items():  # each module back in its own mode (a frozen BN stays in eval)
-            module.training = training
     return OnnxExport(path=out_path, data_path=data_path, input_shape=(trace_batch, *shape),
                       dynamic_batch=dynamic_batch, opset=opset, num_bytes=num_bytes, checked_batches=checked,
                       max_abs_diff=worst)
+
+
+def _require_exporter(verify: bool) -> None:
+    """UserRuntimeError unless onnx, onnxscript, torch's dynamo exporter (and, to verify, onnxruntime) are here."""
+    _require_packages(['onnx', 'onnxscript'], 'torch.onnx.export')
+    if not {'dynamic_shapes', 'optimize'} <= set(inspect.signature(torch.onnx.export).parameters):
+        raise UserRuntimeError(f'{_WHERE}: torch {torch.__version__} has no dynamo ONNX exporter with the options this '
+                               'uses (dynamic_shapes, optimize: torch >= 2.6; tested with 2.14): upgrade torch')
+    if verify:
+        _require_packages(['onnxruntime'], 'verify=True (the onnxruntime check; or pass verify=False)')
+
+
+def _model_to_export(model_or_name: Union[nn.Module, str], img: Optional[Tuple[int, int]],
+                     model_kwargs: Optional[Mapping[str, Any]]) -> Tuple[nn.Module, str, bool]:
+    """(the model, how messages name it, whether the user built it): built here from a name, or unwrapped."""
+    if isinstance(model_or_name, str):
+        return _build(model_or_name, img, model_kwargs or {}), model_or_name, False
+    if isinstance(model_or_name, nn.Module):
+        if model_kwargs:
+            raise UserValueError(f'{_WHERE}: model_kwargs are timm.create_model arguments, for a model name; this '
+                                 'is a built model (build it with them instead)')
+        model = _unwrap(model_or_name)
+        return model, type(model).__name__, True
+    raise UserValueError(f'{_WHERE}: model_or_name must be an nn.Module or a model name, got '
+                         f'{short_repr(model_or_name)}')
+
+
+def _warn_training_mode() -> None:
+    warnings.warn(
+        f'{_WHERE}: the model is in training mode; it is exported in eval mode (BatchNorm with its running '
+        'statistics, no dropout) and put back in training mode afterwards. Training, and so the sleep phase '
+        '(SleepHook: weight sharing between optimizer steps), is not part of an exported forward pass: the '
+        'file holds the weights as they are now', UserWarning, stacklevel=3)  # 3: export_onnx's caller
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode, then each module back in its own mode (a frozen BN stays in eval)."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+def _torch_onnx_export(model: nn.Module, example: torch.Tensor, what: str, opset: int, dynamic_batch: bool) -> Any:
+    """``torch.onnx.export`` (dynamo) of ``model`` on ``example``, its long errors cut to one UserRuntimeError line."""
+    dynamic_shapes = ({0: torch.export.Dim('batch', min=1, max=65_536)},) if dynamic_batch else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', category=FutureWarning)  # torch.onnx's own deprecation notes
+            return torch.onnx.export(model, (example,), dynamo=True, input_names=['input'], opset_version=opset,
+                                     dynamic_shapes=dynamic_shapes, optimize=True, verbose=False)
+    except Exception as exc:  # the exporter's errors (TorchExportError, ConversionError, ...) are long
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+        raise UserRuntimeError(
+            f'{_WHERE}: torch.onnx.export could not export {what} ({type(exc).__name__}: {first[:300]}); '
+            'export_onnx exports modules whose forward takes one (B, C, H, W) batch') from exc
