@@ -55,6 +55,12 @@ def test_kernels_build_where_a_compiler_exists():
     assert native.available(), native.unavailable_reason()
     info = native.build_info()
     assert info['vector_width'] in (4, 8, 16) and os.path.exists(info['path'])
+    # what was built and why: the default target unless BIOCONV_NATIVE_ARCH / BIOCONV_CFLAGS chose one
+    assert info['target'] in native.TARGETS + ('custom',) and info['isa'] and isinstance(info['fma'], bool)
+    assert info['why'].startswith(f"target {info['target']} (") and f"{info['vector_width']} floats" in info['why']
+    if not os.environ.get('BIOCONV_NATIVE_ARCH') and not os.environ.get('BIOCONV_CFLAGS'):
+        assert (info['target'], info['target_source']) == ('native', 'default')
+        assert os.path.basename(info['path']).startswith('lc_cpu-native-')
 
 
 def _reference(x, weight, bias, stride, padding, grad):
@@ -184,7 +190,8 @@ def test_backend_choice_and_errors(monkeypatch):
 
 def _run_fresh(code: str, env: dict) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, **env)
-    full_env.pop('BIOCONV_LC_BACKEND', None)
+    for name in ('BIOCONV_LC_BACKEND', 'BIOCONV_NATIVE_ARCH', 'BIOCONV_CFLAGS'):
+        full_env.pop(name, None)
     full_env.update(env)
     return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True,
                           env=full_env, timeout=300)
@@ -286,20 +293,23 @@ _PORTABLE_SCRIPT = '''
             grads.append((out.detach().double(), xi.grad.double(), w.grad.double()))
         for a, r in zip(grads[1], grads[0]):
             worst = max(worst, ((a - r).abs().max() / r.abs().max()).item())
-    print(json.dumps(dict(worst=worst, vector_width=native.vector_width(), flags=native.build_info()['flags'])))
+    print(json.dumps(dict(worst=worst, vector_width=native.vector_width(), info=native.build_info())))
 '''
 
 
 @needs_native
 @pytest.mark.skipif(platform.machine() != 'x86_64', reason='x86-64 instruction-set levels')
-@pytest.mark.parametrize('cflags, width', [('-O2 -march=x86-64-v3', 8), ('-O2 -march=x86-64', 4)])
-def test_portable_builds_without_avx512_agree(tmp_path, cflags, width):
-    """The AVX2 (8 floats) and SSE2 (4 floats) builds, what machines without AVX-512 compile, are correct
-    (dilated, depthwise and grouped layers included)."""
+def test_custom_cflags_build_is_correct(tmp_path):
+    """BIOCONV_CFLAGS replaces the target's flags (target 'custom'): an x86-64-v3 (AVX2) binary is correct
+    (dilated, depthwise and grouped layers included). The named targets (generic, avx2, avx512):
+    tests/test_native_portable.py."""
+    cflags = '-O2 -march=x86-64-v3'
     proc = _run_fresh(_PORTABLE_SCRIPT, {'BIOCONV_CFLAGS': cflags, 'BIOCONV_CACHE_DIR': str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result['vector_width'] == width and result['flags'][:2] == cflags.split()
+    info = result['info']
+    assert result['vector_width'] == 8 and info['flags'][:2] == cflags.split()
+    assert (info['target'], info['target_source'], info['isa']) == ('custom', 'BIOCONV_CFLAGS', 'avx2+fma')
     assert result['worst'] < 2e-6, result
 
 

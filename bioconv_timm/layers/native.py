@@ -1,11 +1,25 @@
 """Native CPU kernels for the LC layer: ``layers/csrc/lc_cpu.c``, compiled on first use, called through ctypes.
 
 The C file is small and needs only a C compiler (no torch headers), so it builds in about a second. It is
-compiled with ``-O3 -march=native -fopenmp`` (or ``$BIOCONV_CFLAGS -fopenmp``) into a cache folder
-(``$BIOCONV_CACHE_DIR``, default ``~/.cache/bioconv_timm``) under a name that hashes the source, the
-compiler, the flags and this CPU's instruction set, so a shared home folder never hands a binary to a CPU
-it was not built for. The build goes to a temporary file that is renamed into place, so concurrent
-processes (DDP ranks, pytest workers) are safe.
+compiled for a *target* (:data:`TARGETS`, chosen by ``$BIOCONV_NATIVE_ARCH``; :func:`target_flags` lists
+the flags):
+
+- ``native`` (default): ``-O3 -march=native -fopenmp``, this CPU's widest vectors (AVX-512 here, NEON on
+  aarch64); where the compiler rejects ``-march=native``, ``-O3 -fopenmp`` (the architecture's baseline);
+- ``avx512``: ``-march=x86-64`` plus AVX2, FMA and AVX-512 F/CD/DQ/BW/VL (x86-64-v4), 16 floats per vector;
+- ``avx2``: ``-march=x86-64 -mavx2 -mfma``, 8 floats per vector;
+- ``generic``: ``-march=x86-64`` (SSE2 only) on x86-64, plain ``-O3`` elsewhere (NEON on aarch64), 4 floats.
+
+``$BIOCONV_CFLAGS`` replaces a target's flags altogether (target ``custom``). The x86 targets are refused,
+before anything is loaded, on a CPU whose ``/proc/cpuinfo`` lacks their instructions, and on other
+architectures. The library says what it was compiled for (``lc_isa``, ``lc_vector_width``, ``lc_fma``),
+and :func:`build_info` reports that with the target and why it was chosen.
+
+The library goes into a cache folder (``$BIOCONV_CACHE_DIR``, default ``~/.cache/bioconv_timm``) as
+``lc_cpu-<target>-<hash>.so``, the hash over the source, the compiler, the flags, the machine architecture
+and, for ``native``, this CPU's instruction set, so a shared home folder never hands a binary to a CPU it
+was not built for and the targets never collide. The build goes to a temporary file that is renamed into
+place, so concurrent processes (DDP ranks, pytest workers) are safe.
 
 A library is only loaded from a folder that this user owns and nobody else can write, and only when the
 file itself is owned by this user and not group/other-writable: another local user who could write there
@@ -37,33 +51,104 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from .._atomic import atomic_path
 from ..errors import UserValueError
 
-__all__ = ['BACKENDS', 'NativeBuildError', 'check_backend', 'chosen_backend', 'get_backend', 'set_backend',
-           'use_backend', 'load', 'available', 'unavailable_reason', 'vector_width', 'build_info',
-           'warn_unavailable_once']
+__all__ = ['BACKENDS', 'TARGETS', 'NativeBuildError', 'check_backend', 'chosen_backend', 'get_backend',
+           'set_backend', 'use_backend', 'load', 'available', 'unavailable_reason', 'vector_width', 'build_info',
+           'requested_target', 'target_flags', 'warn_unavailable_once']
 
 BACKENDS = ('auto', 'native', 'torch')
 MAX_TAPS = 256  # kernel_h * kernel_w the kernels accept (csrc MAX_TAPS)
 SOURCE = Path(__file__).with_name('csrc') / 'lc_cpu.c'
+TARGETS = ('native', 'avx512', 'avx2', 'generic')
 _FLAG_SETS = (
     ['-O3', '-march=native', '-fopenmp'],
     ['-O3', '-fopenmp'],          # compilers without -march=native
     ['-O3'],                      # no OpenMP: single-threaded kernels
 )
+_X86_MACHINES = ('x86_64', 'amd64', 'i386', 'i686', 'x86')
+# target: (flags after -O3 on x86, the /proc/cpuinfo flags the CPU needs to run the result)
+_X86_TARGETS = {
+    'avx512': (['-march=x86-64', '-mavx2', '-mfma', '-mavx512f', '-mavx512cd', '-mavx512dq', '-mavx512bw',
+                '-mavx512vl'], ('avx2', 'fma', 'avx512f', 'avx512cd', 'avx512dq', 'avx512bw', 'avx512vl')),
+    'avx2': (['-march=x86-64', '-mavx2', '-mfma'], ('avx2', 'fma')),
+    'generic': (['-march=x86-64'], ()),
+}
 
 
-def _flag_sets() -> tuple:
-    """Compiler flags to try in order; ``$BIOCONV_CFLAGS`` replaces ``-O3 -march=native`` (e.g.
-    ``-O3 -march=x86-64-v3`` for one binary that runs on every AVX2 machine of a cluster)."""
+def _is_x86(machine: Optional[str] = None) -> bool:
+    return (machine if machine is not None else platform.machine()).lower() in _X86_MACHINES
+
+
+def requested_target() -> Tuple[str, str]:
+    """``(target, source)``: the target the kernels are built for and what chose it -- ``('custom',
+    'BIOCONV_CFLAGS')``, ``(name, 'BIOCONV_NATIVE_ARCH')`` or ``('native', 'default')``. A UserValueError
+    for an unknown name, or for both variables set at once."""
+    arch = os.environ.get('BIOCONV_NATIVE_ARCH', '').strip().lower()
     custom = os.environ.get('BIOCONV_CFLAGS', '').strip()
-    if not custom:
+    if arch and custom:
+        raise UserValueError(f'BIOCONV_NATIVE_ARCH={arch} and BIOCONV_CFLAGS={custom!r} are both set; the '
+                             'flags would replace the target: unset one of them')
+    if custom:
+        return 'custom', 'BIOCONV_CFLAGS'
+    if not arch:
+        return 'native', 'default'
+    if arch not in TARGETS:
+        raise UserValueError(f'unknown BIOCONV_NATIVE_ARCH {arch!r}; choose one of {", ".join(TARGETS)}')
+    return arch, 'BIOCONV_NATIVE_ARCH'
+
+
+def target_flags(target: str, machine: Optional[str] = None) -> Tuple[List[str], ...]:
+    """The compiler flag sets tried in order for ``target`` (one of :data:`TARGETS`, or ``'custom'``: the
+    flags of ``$BIOCONV_CFLAGS``) on ``machine`` (default: this one's ``platform.machine()``); each but
+    the last with ``-fopenmp``, the last without (single-threaded kernels, for compilers without OpenMP).
+    A NativeBuildError for an x86 target on another architecture."""
+    if target == 'native':
         return _FLAG_SETS
-    flags = shlex.split(custom)
+    if target == 'custom':
+        flags = shlex.split(os.environ.get('BIOCONV_CFLAGS', ''))
+    elif target in _X86_TARGETS:
+        if _is_x86(machine):
+            flags = ['-O3', *_X86_TARGETS[target][0]]
+        elif target == 'generic':  # the architecture's baseline: NEON on aarch64
+            flags = ['-O3']
+        else:
+            raise NativeBuildError(f'BIOCONV_NATIVE_ARCH={target} is an x86 target and this machine is '
+                                   f'{machine or platform.machine()}; use native or generic')
+    else:
+        raise UserValueError(f'unknown native target {target!r}; choose one of {", ".join(TARGETS)}')
     return (flags + ['-fopenmp'], flags)
+
+
+def _cpu_flags() -> Optional[set]:
+    """The instruction-set flags of /proc/cpuinfo's first CPU (x86 ``flags``, ARM ``Features``); None where
+    there is no such file (then the CPU is not checked)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith(('flags', 'Features')):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def _check_cpu(target: str) -> str:
+    """Raise NativeBuildError when this CPU lacks an instruction of ``target``; else say what was checked."""
+    needs = _X86_TARGETS.get(target, (None, ()))[1]
+    if not needs:
+        return ''
+    have = _cpu_flags()
+    if have is None:
+        return 'CPU not checked (no /proc/cpuinfo)'
+    missing = [f for f in needs if f not in have]
+    if missing:
+        raise NativeBuildError(f'BIOCONV_NATIVE_ARCH={target}: this CPU lacks {" ".join(missing)}, so the '
+                               f'{target} kernels would crash it; use native (this CPU\'s best) or generic')
+    return f'this CPU has {" ".join(needs)}'
 
 
 _lock = threading.Lock()
@@ -242,16 +327,20 @@ class _CompileFailed(Exception):
 
 def _build(cc: str, folder: Path, rebuild: bool = False) -> Path:
     """Path of the compiled kernels in ``folder`` (a private one: :func:`_writable_cache_dir`): the cached
-    file, or a fresh build (``rebuild`` replaces the cached one)."""
+    file, or a fresh build (``rebuild`` replaces the cached one), for :func:`requested_target`."""
+    name, _ = requested_target()
     source = SOURCE.read_bytes()
     version = _compiler_version(cc)
-    errors = []
-    for flags in _flag_sets():
+    # only a native build depends on the CPU it was built on; the named targets run on any CPU that has
+    # their instructions, so a shared cache serves all of them one binary
+    machine = _cpu_signature() if name in ('native', 'custom') else platform.machine()
+    errors, rejected = [], []
+    for flags in target_flags(name):
         key = hashlib.sha256(b'\0'.join([source, cc.encode(), version.encode(), ' '.join(flags).encode(),
-                                         _cpu_signature().encode()])).hexdigest()[:16]
-        target = folder / f'lc_cpu-{key}.so'
+                                         name.encode(), machine.encode()])).hexdigest()[:16]
+        target = folder / f'lc_cpu-{name}-{key}.so'
         if not rebuild and _trusted_file(target):  # anything else (e.g. mode 0666) is rebuilt, never loaded
-            _info.update(path=str(target), flags=flags, compiler=cc, cached=True)
+            _info.update(path=str(target), flags=flags, compiler=cc, cached=True, rejected_flags=rejected)
             return target
         cmd = [cc, *flags, '-std=gnu11', '-shared', '-fPIC', str(SOURCE), '-o']
         try:
@@ -260,16 +349,20 @@ def _build(cc: str, folder: Path, rebuild: bool = False) -> Path:
                 proc = subprocess.run([*cmd, str(tmp)], capture_output=True, text=True, timeout=300)
                 if proc.returncode != 0:
                     raise _CompileFailed(proc.stderr.strip()[:1000])
-            _info.update(path=str(target), flags=flags, compiler=cc, cached=False)
+            _info.update(path=str(target), flags=flags, compiler=cc, cached=False, rejected_flags=rejected)
             return target
         except _CompileFailed as exc:
             errors.append(f'{" ".join(cmd)} ...:\n{exc}')
+            rejected.append(' '.join(flags))
         except (OSError, subprocess.SubprocessError) as exc:
             errors.append(f'{" ".join(cmd)} ...: {exc}')
+            rejected.append(' '.join(flags))
     raise NativeBuildError('could not compile the native LC kernels:\n' + '\n'.join(errors))
 
 
 def _open(cc: str) -> ctypes.CDLL:
+    name, source = requested_target()
+    _info.update(target=name, target_source=source, cpu_check=_check_cpu(name))
     folder = _writable_cache_dir()
     path = _build(cc, folder)
     try:
@@ -314,13 +407,34 @@ def load() -> ctypes.CDLL:
                     fn = getattr(lib, name)
                     fn.argtypes, fn.restype = argtypes, restype
                 lib.lc_vector_width.restype = ctypes.c_int
-                _info['vector_width'] = lib.lc_vector_width()
+                lib.lc_isa.restype = ctypes.c_char_p
+                lib.lc_fma.restype = ctypes.c_int
+                _info.update(vector_width=lib.lc_vector_width(), isa=lib.lc_isa().decode(),
+                             fma=bool(lib.lc_fma()))
+                _info['why'] = _why(_info)
                 _lib = lib
             except (NativeBuildError, OSError) as exc:
                 _error = str(exc)
     if _lib is None:
         raise NativeBuildError(_error)
     return _lib
+
+
+def _why(info: dict) -> str:
+    """One sentence: the target, what chose it, the flags that built it and what they compiled to."""
+    target, source = info['target'], info['target_source']
+    chosen = {'default': 'the default', 'BIOCONV_NATIVE_ARCH': f'BIOCONV_NATIVE_ARCH={target}',
+              'BIOCONV_CFLAGS': 'BIOCONV_CFLAGS'}[source]
+    text = (f'target {target} ({chosen}): {" ".join(info["flags"])} on {platform.machine()} compiled to the '
+            f'{info["isa"]} kernels, {info["vector_width"]} floats per vector'
+            f'{", fused multiply-add" if info["fma"] else ""}')
+    if info.get('rejected_flags'):  # an earlier flag set failed, e.g. a compiler without -march=native
+        text += f'; the compiler rejected {" and ".join(info["rejected_flags"])}'
+    if info.get('cpu_check'):
+        text += f'; {info["cpu_check"]}'
+    if '-fopenmp' not in info['flags']:
+        text += '; without OpenMP (single-threaded)'
+    return text
 
 
 def available() -> bool:
@@ -338,13 +452,18 @@ def unavailable_reason() -> Optional[str]:
 
 
 def vector_width() -> int:
-    """Floats per SIMD vector the kernels were compiled for (16 with AVX-512, 8 with AVX2)."""
+    """Floats per SIMD vector the kernels were compiled for: 16 with AVX-512, 8 with AVX/AVX2, 4 otherwise
+    (SSE2, NEON, generic)."""
     load()
     return int(_info['vector_width'])
 
 
 def build_info() -> dict:
-    """Backend, compiler, flags, cache path and vector width (for benchmark metadata)."""
+    """Backend, compiler, flags, cache path and what was built (for benchmark metadata): ``target`` (one of
+    :data:`TARGETS` or ``'custom'``), ``target_source`` (``'default'``, ``'BIOCONV_NATIVE_ARCH'`` or
+    ``'BIOCONV_CFLAGS'``), ``isa`` (what the library was compiled for: ``avx512``, ``avx2+fma``, ``avx``,
+    ``sse2``, ``neon``, ...), ``vector_width``, ``fma``, ``cpu_check`` and ``why``, a sentence with all of
+    it."""
     info = {'backend': get_backend(), 'available': available()}
     info.update(_info)
     if _error:

@@ -22,10 +22,28 @@
  * and the other as broadcast scalars. The drivers split locations (or pixels) over OpenMP threads so that no
  * two threads write the same output, which also makes every result independent of the thread count.
  */
+/*
+ * Portability. The kernels are written on GCC/clang vector extensions (vector_size), not on intrinsics: the
+ * compiler maps a VW-float vector onto whatever the target has. Which width is chosen at compile time from
+ * the target's predefined macros (the flags: bioconv_timm/layers/native.py, BIOCONV_NATIVE_ARCH):
+ *   __AVX512F__        VW 16 (zmm)
+ *   __AVX__            VW 8  (ymm; with -mfma the multiply-adds fuse)
+ *   anything else      VW 4  (x86-64 baseline SSE2, aarch64 NEON, or the compiler's generic lowering)
+ * The one intrinsic, the broadcast in vbcast(), is guarded by the same macros and has a plain-C fallback.
+ * An SVE machine gets the VW 4 path on 128-bit NEON registers (the vectors have a fixed size; SVE's scalable
+ * registers are not used).
+ */
+#if !defined(__GNUC__) && !defined(__clang__)
+#error "lc_cpu.c needs the GCC/clang vector extensions (gcc or clang; MSVC is not supported)"
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#if defined(__has_include)
+#if __has_include(<unistd.h>)
+#include <unistd.h>   /* sysconf(_SC_LEVEL2_CACHE_SIZE), where the C library has it */
+#endif
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -38,6 +56,30 @@
 #define VW 8
 #else
 #define VW 4
+#endif
+
+/* The instruction set this file was compiled for, as build_info() reports it. */
+#if defined(__AVX512F__)
+#define LC_ISA "avx512"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define LC_ISA "avx2+fma"
+#elif defined(__AVX2__)
+#define LC_ISA "avx2"
+#elif defined(__AVX__)
+#define LC_ISA "avx"
+#elif defined(__SSE2__)
+#define LC_ISA "sse2"
+#elif defined(__ARM_FEATURE_SVE)
+#define LC_ISA "neon (sve target; 128-bit vectors)"
+#elif defined(__ARM_NEON)
+#define LC_ISA "neon"
+#else
+#define LC_ISA "generic"
+#endif
+#if defined(__FMA__) || defined(__AVX512F__) || defined(__ARM_FEATURE_FMA)
+#define LC_FMA 1
+#else
+#define LC_FMA 0
 #endif
 
 typedef int64_t i64;
@@ -67,6 +109,8 @@ INLINE vf vbcast(const float *p) { return (vf){0} + *p; }
 #endif
 
 int lc_vector_width(void) { return VW; }
+const char *lc_isa(void) { return LC_ISA; }
+int lc_fma(void) { return LC_FMA; }  /* whether the target has fused multiply-add */
 
 /* Tiles (accumulator vectors TM x TN), chosen on a 2-core AVX-512 machine; 8 x 2 also fits 16 AVX2 registers.
  * (-D overrides are for tuning.) */
