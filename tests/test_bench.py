@@ -464,3 +464,25 @@ def test_cuda_run_benchmark_writes_json(tmp_path):
     assert json.loads(out.read_text())['meta']['device_name'].startswith('CUDA')
     assert result['meta']['precision'] == 'autocast bf16'
     assert 'Targets' in format_report(result)
+
+
+def test_machine_limits_are_measured_and_the_step_floor_follows_the_bytes_an_adamw_step_moves():
+    from bioconv_timm.bench.machine import adamw_step_bytes, measure_copy_bandwidth, measure_sgemm_gflops
+    from bioconv_timm.bench.report import step_floor_ms
+    assert measure_sgemm_gflops(n=128, repeats=1) > 0 and measure_copy_bandwidth(mib=8, repeats=1) > 0
+    # weights read twice, gradient written, AdamW reads gradient, weights, 2 moments and writes 3: 10 fp32 values
+    assert adamw_step_bytes(1_000_000) == 40_000_000
+    assert step_floor_ms(1_000_000, copy_gb_per_s=10.0) == pytest.approx(4.0)  # 40 MB at 10 GB/s
+    assert step_floor_ms(1_000_000, None) is None
+
+
+def test_the_report_prints_the_fraction_of_sgemm_and_the_step_floor():
+    records = bench_models(('resnet20',), batch_size=2, img_size=16, steps=1, warmup=0, memory=False)
+    layer = dict(label='s', mode='fwd', impl='lc', skipped=None, median_ms=1.0, min_ms=1.0, max_ms=1.0, q1_ms=1.0,
+                 q3_ms=1.0, gflop_per_s=25.0, ratio_to_conv_cl=2.0, ratio_to_lc=1.0, peak_mem_bytes=None)
+    assert '50%' in bench.format_layer_table([layer], sgemm_gflop_per_s=50.0).splitlines()[-1]
+    lc = next(r for r in records if r['model'] == 'lc_resnet20')
+    row = next(line for line in bench.format_model_table(records, copy_gb_per_s=1.0).splitlines()
+               if line.startswith('lc_resnet20'))
+    floor = 40 * lc['params'] / 1e9 * 1e3  # ms at 1 GB/s
+    assert f'{floor:.1f}' in row and f"{lc['median_ms'] / floor:.1f}" in row

@@ -5,11 +5,12 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from .machine import ADAMW_VALUES_MOVED_PER_PARAM, adamw_step_bytes
 from .steps import MODEL_PAIRS
 from .timing import summarize_layers
 
 __all__ = ['LAYER_TARGETS', 'TARGETS', 'STEP_TARGET_SETTINGS', 'check_targets', 'format_layer_table', 'format_summary_table',
-           'format_model_table', 'format_report']
+           'format_model_table', 'format_report', 'step_floor_ms']
 
 # The project's current speed targets (issue 27), in one place: check_targets reads them, format_report prints
 # them (information only, never asserted). Layer targets: the worst LC / channels-last conv ratio over a shape
@@ -72,19 +73,25 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) 
     return '\n'.join(lines)
 
 
-def format_layer_table(records: Sequence[dict]) -> str:
-    """Every record: median ms, min-max, IQR, GFLOP/s, ratio to conv_cl and to LC, peak memory, and the
-    backend an LC implementation ran on (which backend runs which kind of layer: ``layers.ops.KERNELS``)."""
+def _percent(part: Optional[float], whole: Optional[float]) -> str:
+    return '-' if part is None or not whole else f'{100 * part / whole:.0f}%'
+
+
+def format_layer_table(records: Sequence[dict], sgemm_gflop_per_s: Optional[float] = None) -> str:
+    """Every record: median ms, min-max, IQR, GFLOP/s and its fraction of the run's sgemm rate
+    (``bench.machine``), ratio to conv_cl and to LC, peak memory, and the backend an LC implementation ran on
+    (which backend runs which kind of layer: ``layers.ops.KERNELS``)."""
     rows = []
     for r in records:
         if r['skipped']:
-            rows.append([r['label'], r['mode'], r['impl'], 'skipped: ' + r['skipped'], '', '', '', '', '', '', ''])
+            rows.append([r['label'], r['mode'], r['impl'], 'skipped: ' + r['skipped']] + [''] * 8)
             continue
         rows.append([r['label'], r['mode'], r['impl'], _fmt(r['median_ms']),
                      f"{_fmt(r['min_ms'])}-{_fmt(r['max_ms'])}", f"{_fmt(r['q1_ms'])}-{_fmt(r['q3_ms'])}",
-                     _fmt(r['gflop_per_s'], '.1f'), _fmt(r['ratio_to_conv_cl']), _fmt(r['ratio_to_lc']),
-                     _mib(r['peak_mem_bytes']), r.get('lc_backend') or '-'])
-    return _table(['shape', 'mode', 'impl', 'median ms', 'min-max ms', 'IQR ms', 'GFLOP/s', 'x conv_cl',
+                     _fmt(r['gflop_per_s'], '.1f'), _percent(r['gflop_per_s'], sgemm_gflop_per_s),
+                     _fmt(r['ratio_to_conv_cl']), _fmt(r['ratio_to_lc']), _mib(r['peak_mem_bytes']),
+                     r.get('lc_backend') or '-'])
+    return _table(['shape', 'mode', 'impl', 'median ms', 'min-max ms', 'IQR ms', 'GFLOP/s', 'of sgemm', 'x conv_cl',
                    'x LC', 'peak MiB', 'LC backend'], rows, left=3)
 
 
@@ -99,20 +106,28 @@ def format_summary_table(records: Sequence[dict]) -> str:
                    'einsum/LC', 'torch/LC', 'LC backend'], rows, left=2)
 
 
-def format_model_table(records: Sequence[dict]) -> str:
-    """Every model record: batch, input, parameters, step time and spread, images/s, ratio to conv, peak memory."""
+def step_floor_ms(params: int, copy_gb_per_s: Optional[float]) -> Optional[float]:
+    """The least time of an AdamW step of ``params`` fp32 parameters at the measured copy bandwidth (ms)."""
+    return None if not copy_gb_per_s else adamw_step_bytes(params) / (copy_gb_per_s * 1e9) * 1e3
+
+
+def format_model_table(records: Sequence[dict], copy_gb_per_s: Optional[float] = None) -> str:
+    """Every model record: batch, input, parameters, step time and spread, images/s, ratio to conv, the step's
+    bytes-moved floor at the measured bandwidth and the time over it, peak memory."""
     rows = []
     for r in records:
         size = 'x'.join(str(s) for s in r['img_size'])
+        floor = step_floor_ms(r['params'], copy_gb_per_s)
+        head = [r['model'], str(r['batch']), size, f"{r['params'] / 1e6:.2f}M"]
         if r['skipped']:
-            rows.append([r['model'], str(r['batch']), size, f"{r['params'] / 1e6:.2f}M",
-                         'skipped: ' + r['skipped'], '', '', '', ''])
+            rows.append(head + ['skipped: ' + r['skipped']] + [''] * 7)
             continue
-        rows.append([r['model'], str(r['batch']), size, f"{r['params'] / 1e6:.2f}M", _fmt(r['median_ms'], '.1f'),
-                     f"{_fmt(r['min_ms'], '.1f')}-{_fmt(r['max_ms'], '.1f')}", _fmt(r['images_per_s'], '.1f'),
-                     _fmt(r['ratio_to_conv']), _mib(r['peak_mem_bytes']), r['optimizer'] or '-'])
+        rows.append(head + [_fmt(r['median_ms'], '.1f'), f"{_fmt(r['min_ms'], '.1f')}-{_fmt(r['max_ms'], '.1f')}",
+                            _fmt(r['images_per_s'], '.1f'), _fmt(r['ratio_to_conv']), _fmt(floor, '.1f'),
+                            _fmt(None if floor is None else r['median_ms'] / floor, '.1f'),
+                            _mib(r['peak_mem_bytes']), r['optimizer'] or '-'])
     return _table(['model', 'batch', 'input', 'params', 'step ms', 'min-max ms', 'images/s', 'x conv',
-                   'peak MiB', 'optimizer'], rows)
+                   'floor ms', 'x floor', 'peak MiB', 'optimizer'], rows)
 
 
 def format_report(result: dict) -> str:
@@ -130,20 +145,27 @@ def format_report(result: dict) -> str:
                         'per channel group' if any(r.get('groups', 1) != 1 for r in result['layers']) else ''))
     elif backend.get('error'):
         parts.append(f"LC layer: torch backend (native kernels unavailable: {backend['error'].splitlines()[0]})")
+    limits = meta.get('machine') or {}
+    if limits:
+        parts.append(f"machine, measured in this run: fp32 sgemm {limits['sgemm_gflop_per_s']:.1f} GFLOP/s (a "
+                     f"practical FMA peak), copy bandwidth {limits['copy_gb_per_s']:.1f} GB/s (read + write)")
     if meta.get('warning'):
         parts.append('WARNING: ' + meta['warning'])
     if result['layers']:
         mem = next((r['mem_method'] for r in result['layers'] if r['mem_method']), None) or 'not measured'
         parts += ['', f"Layers: median over {meta['repeats']} interleaved repeats; GFLOP/s = 2 x MACs of the "
-                      'conv-equivalent op (fwd+bwd = 3 x fwd); x conv_cl / x LC = time ratio to the channels-last '
-                      'Conv2d / the LC layer, same shape and mode; peak MiB = extra memory of one call '
-                      f'({mem})',
-                  format_layer_table(result['layers']), '', 'Summary:', format_summary_table(result['layers'])]
+                      'conv-equivalent op (fwd+bwd = 3 x fwd); of sgemm = that rate over the sgemm rate above; '
+                      'x conv_cl / x LC = time ratio to the channels-last Conv2d / the LC layer, same shape and '
+                      f'mode; peak MiB = extra memory of one call ({mem})',
+                  format_layer_table(result['layers'], limits.get('sgemm_gflop_per_s')), '', 'Summary:', format_summary_table(result['layers'])]
     if result['models']:
         mem = next((r['mem_method'] for r in result['models'] if r['mem_method']), None) or 'not measured'
         parts += ['', 'Training step (forward + cross-entropy + backward + AdamW): median over steps; '
-                      f'x conv = step time over the conv model of the pair; peak MiB: {mem}',
-                  format_model_table(result['models'])]
+                      f'x conv = step time over the conv model of the pair; floor ms = the bytes an AdamW step '
+                      f'must move ({ADAMW_VALUES_MOVED_PER_PARAM} x 4 bytes per parameter: weights read twice, '
+                      'gradient written, AdamW reading 4 and writing 3 tensors; bench.machine) at the copy bandwidth '
+                      f'above, x floor = step time over it; peak MiB: {mem}',
+                  format_model_table(result['models'], limits.get('copy_gb_per_s'))]
     if result['targets']:
         parts += ['', 'Targets (bioconv_timm.bench.report: LAYER_TARGETS, TARGETS):']
         for t in result['targets']:

@@ -16,6 +16,7 @@ from .._atomic import atomic_path
 from ..layers import native
 from ..settings import device_problem, setting, validate_settings
 from .cases import PAPER_SHAPE_SETS, SHAPE_SETS, LayerCase, shape_set
+from .machine import machine_limits
 from .report import check_targets
 from .runners import IMPLS, MODES, resolve_device, report_progress
 from .steps import bench_models
@@ -141,6 +142,7 @@ def _meta(cfg: BenchConfig) -> dict:
         precision=f'autocast {cfg.amp}' if cfg.amp else 'fp32',
         python=platform.python_version(), repeats=cfg.repeats, quick=cfg.quick, full=cfg.full,
         lc_backend=native.build_info() if dev.type == 'cpu' else {'backend': 'torch (CUDA)'},
+        machine=machine_limits() if dev.type == 'cpu' else None,
         config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()})
     if dev.type == 'cpu' and load is not None and load > 0.5 * cores:
         meta['warning'] = (f'load average {load:.1f} on {cores} cores before the run: other processes are '
