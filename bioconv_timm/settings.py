@@ -213,8 +213,6 @@ def _problem(value: Any, f: dataclasses.Field, decl: Setting, cls: type, config:
             problem = _path_problem(item, decl.path, decl.metavar)
             if problem:
                 return problem
-    if decl.check is not None:
-        return decl.check(value, config)
     return None
 
 
@@ -226,8 +224,13 @@ def _label(f: dataclasses.Field, decl: Setting) -> str:
 
 def validate_settings(config: Any) -> None:
     """Convert each field of the settings dataclass ``config`` as declared (lists to tuples, ...), then raise
-    :class:`ConfigError` for the first value outside its declaration, naming the field, its flag and the value."""
+    :class:`ConfigError` for the first value outside its declaration, naming the field, its flag and the value.
+
+    Every field's type, bounds, choices and path kind are checked before any field's ``check`` function runs:
+    a check may import torch or timm (a model name, a device), and a number out of range should be reported at
+    once, not after a 10 s import."""
     cls = type(config)
+    checks = []
     for f, decl in declared_fields(cls):
         value = getattr(config, f.name)
         kind, _, _ = field_kind(cls, f.name)
@@ -239,10 +242,17 @@ def validate_settings(config: Any) -> None:
         except (TypeError, ValueError, AttributeError) as exc:  # a value of the wrong kind for the converter
             raise ConfigError(f'{_label(f, decl)} = {value!r}: {exc}') from None
         object.__setattr__(config, f.name, value)
-        problem = _problem(value, f, decl, cls, config)
-        if problem:
-            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + '...'
-            raise ConfigError(f'{_label(f, decl)} = {shown} {problem}')
+        _raise_if(_problem(value, f, decl, cls, config), f, decl, value)
+        if decl.check is not None and value is not None:
+            checks.append((f, decl, value))
+    for f, decl, value in checks:
+        _raise_if(decl.check(value, config), f, decl, value)
+
+
+def _raise_if(problem: Optional[str], f: dataclasses.Field, decl: Setting, value: Any) -> None:
+    if problem:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + '...'
+        raise ConfigError(f'{_label(f, decl)} = {shown} {problem}')
 
 
 def flags_markdown(cls: type) -> str:
@@ -283,7 +293,11 @@ def one_line_problem(text: str, config: Any = None) -> Optional[str]:
 
 
 def registered_model_problem(name: str, config: Any = None) -> Optional[str]:
-    """A ``check`` for a model name: None when timm knows it (``import bioconv_timm`` registers ours)."""
+    """A ``check`` for a model name: None when timm knows it (``import bioconv_timm`` registers ours). Our own
+    names are answered from the registry's data (no timm import, ~10 s); any other name asks timm."""
+    from .models.registry import MODEL_SPECS
+    if name.split('.', 1)[0] in MODEL_SPECS:
+        return None
     import timm  # here, not at the top: the settings (and the CLI's flags) load without timm
     return None if timm.is_model(name) else 'is not a registered model; run `bioconv list` for the names'
 

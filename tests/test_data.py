@@ -601,9 +601,10 @@ def test_build_datasets_dispatches_through_the_registry(monkeypatch):
 
     toy = D.DatasetSpec('toy', load_toy, (0.0,), (1.0,), img_size=4, in_chans=1, num_classes=3, default_batch=8,
                         val_size=6, description='a test table entry', aliases=('toy-set',))
-    monkeypatch.setattr(D, 'DATASET_SPECS', dict(D.DATASET_SPECS, toy=toy))
-    monkeypatch.setattr(D, 'DATASETS', D.DATASETS + ('toy',))
-    monkeypatch.setattr(D, '_ALIASES', dict(D._ALIASES, **{'toy-set': 'toy'}))
+    from bioconv_timm.train import datasets as R  # the registry (torch-free); data.py loads what it names
+    monkeypatch.setattr(R, 'DATASET_SPECS', dict(R.DATASET_SPECS, toy=toy))
+    monkeypatch.setattr(R, 'DATASETS', R.DATASETS + ('toy',))
+    monkeypatch.setattr(R, '_ALIASES', dict(R._ALIASES, **{'toy-set': 'toy'}))
     bundle = build_datasets('toy-set', data_dir='somewhere', pad=2, split='val', img_size=None)
     assert calls == [('toy', 'somewhere', False, None, 2)]
     # the spec's val_size (6) is held out

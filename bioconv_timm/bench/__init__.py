@@ -54,19 +54,28 @@ The modules, one concept each:
 * ``timing``: :func:`bench_layers` (with the CUDA peak of one call), :func:`add_ratios`, :func:`summarize_layers`.
 * ``steps``: :func:`bench_models` (training steps of :data:`MODEL_PAIRS`).
 * ``report``: :func:`check_targets` against :data:`TARGETS`, the tables, :func:`format_report`.
-* ``run``: :class:`BenchConfig` and :func:`run_benchmark`.
+* ``config``: :class:`BenchConfig` (torch-free: the command's flags load at once).
+* ``run``: :func:`run_benchmark`.
 """
-from ..sharding import estimate_model_bytes
-from .baseline import TorchBackendLC, UnfoldEinsumLC
-from .cases import (PAPER_SHAPE_SETS, PUBLIC_SHAPE_SETS, SHAPE_SETS, LayerCase, depthwise_dilated_cases,
+from .._lazy import lazy_exports
+from .cases import (IMPLS, MODES, PAPER_SHAPE_SETS, PUBLIC_SHAPE_SETS, SHAPE_SETS, LayerCase, depthwise_dilated_cases,
                     resnet18_half_cases, resnet20_cases, shape_set, tinyimagenet_cases)
-from .memory import CPU_MEM_METHOD, CPU_MEM_METHOD_INPROCESS, CUDA_MEM_METHOD, estimate_case_bytes
-from .report import (STEP_TARGET_SETTINGS, TARGETS, check_targets, format_layer_table, format_model_table,
-                     format_report, format_summary_table)
-from .run import BenchConfig, run_benchmark
-from .runners import AMP_DTYPES, IMPLS, MODES, lc_backend
-from .steps import MODEL_PAIRS, bench_models, default_model_batch
-from .timing import add_ratios, bench_layers, summarize_layers
+from .config import BenchConfig
+
+# loaded on first use: these import torch, and `bioconv bench --help` reads only the torch-free .cases and .config
+_EXPORTS = {
+    'estimate_model_bytes': '..sharding',
+    'TorchBackendLC': '.baseline', 'UnfoldEinsumLC': '.baseline',
+    **dict.fromkeys(('CPU_MEM_METHOD', 'CPU_MEM_METHOD_INPROCESS', 'CUDA_MEM_METHOD', 'estimate_case_bytes'),
+                    '.memory'),
+    **dict.fromkeys(('STEP_TARGET_SETTINGS', 'TARGETS', 'check_targets', 'format_layer_table', 'format_model_table',
+                     'format_report', 'format_summary_table'), '.report'),
+    'run_benchmark': '.run',
+    'AMP_DTYPES': '.runners', 'lc_backend': '.runners',
+    **dict.fromkeys(('MODEL_PAIRS', 'bench_models', 'default_model_batch'), '.steps'),
+    **dict.fromkeys(('add_ratios', 'bench_layers', 'summarize_layers'), '.timing'),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     'IMPLS', 'MODES', 'SHAPE_SETS', 'MODEL_PAIRS', 'TARGETS', 'LayerCase', 'BenchConfig', 'UnfoldEinsumLC',

@@ -1,11 +1,15 @@
-"""The layer shapes the benchmark times: one :class:`LayerCase` per convolution, grouped in shape sets."""
+"""The layer shapes the benchmark times: one :class:`LayerCase` per convolution, grouped in shape sets; and the
+implementations and modes each is timed in (by name: torch-free, for ``BenchConfig``'s flags)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 __all__ = ['LayerCase', 'resnet20_cases', 'tinyimagenet_cases', 'resnet18_half_cases', 'depthwise_dilated_cases',
-           'SHAPE_SETS', 'PAPER_SHAPE_SETS', 'PUBLIC_SHAPE_SETS', 'shape_set']
+           'SHAPE_SETS', 'PAPER_SHAPE_SETS', 'PUBLIC_SHAPE_SETS', 'shape_set', 'IMPLS', 'MODES']
+
+IMPLS: Tuple[str, ...] = ('conv_nchw', 'conv_cl', 'lc', 'lc_torch', 'einsum')  # runners.make_runners builds each
+MODES: Tuple[str, ...] = ('fwd', 'fwd+bwd')
 
 
 @dataclass(frozen=True)

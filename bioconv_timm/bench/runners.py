@@ -12,13 +12,11 @@ import torch.nn as nn
 
 from ..layers import LocallyConnected2d, native, resolve_backend
 from .baseline import TorchBackendLC, UnfoldEinsumLC
-from .cases import LayerCase
+from .cases import IMPLS, MODES, LayerCase  # IMPLS, MODES: re-exported here
 
 __all__ = ['IMPLS', 'MODES', 'AMP_DTYPES', 'lc_backend', 'amp_context', 'resolve_device', 'sync_device', 'timing_stats',
            'report_progress', 'make_runners']
 
-IMPLS: Tuple[str, ...] = ('conv_nchw', 'conv_cl', 'lc', 'lc_torch', 'einsum')
-MODES: Tuple[str, ...] = ('fwd', 'fwd+bwd')
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 CHANNELS_LAST_IMPLS = ('conv_cl', 'lc', 'lc_torch')  # the LC models run channels-last; the others get NCHW
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..bench import BenchConfig, format_report, run_benchmark
+from .._lazy import lazy_function
+from ..bench.config import BenchConfig
+
+# the work, imported when the command runs (torch): `bioconv bench --help` and a bad flag load none of it
+run_benchmark = lazy_function('bioconv_timm.bench.run', 'run_benchmark')
+format_report = lazy_function('bioconv_timm.bench.report', 'format_report')
 from .flags import add_setting_flags, settings_from_args
 
 

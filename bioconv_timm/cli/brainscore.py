@@ -11,9 +11,11 @@ from typing import Any, Optional, Tuple
 from ..brainscore import (BENCHMARKS, DEFAULT_REQUIREMENT, REGIONS, BrainScoreError, build_submission,
                           format_layer_table, format_score_table, plugin_identifier, region_layer_map_path, score,
                           stale_plugin_files, write_plugins)
-from ..hub import repo_id_problem
+from .._lazy import lazy_function
 from ..settings import one_line_problem, registered_model_problem, setting, validate_settings
 from .flags import add_setting_flags, settings_from_args
+
+repo_id_problem = lazy_function('bioconv_timm.hub', 'repo_id_problem')  # hub imports torch: only when checked
 
 
 def _known_models(names: Tuple[str, ...], config: Any) -> Optional[str]:

@@ -49,8 +49,8 @@ SETTINGS = {'export': ExportConfig}  # the settings class of each command (docs/
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_onnx  # imports onnx: only when the command runs
     cfg = settings_from_args(args, ExportConfig)
+    from ..export import export_onnx  # imports onnx: once the flags are judged
     result = export_onnx(cfg.model, cfg.output, img_size=cfg.img_size, batch_size=cfg.batch_size,
                          dynamic_batch=cfg.dynamic_batch, opset=cfg.opset, verify=cfg.verify, atol=cfg.atol,
                          model_kwargs=cfg.model_kwargs)

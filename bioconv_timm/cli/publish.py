@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..hub import publish, repo_id_problem
+from .._lazy import lazy_function
+
+# bioconv_timm.hub imports torch: loaded when a repo id is checked or the upload runs, not for --help
+publish = lazy_function('bioconv_timm.hub', 'publish')
+repo_id_problem = lazy_function('bioconv_timm.hub', 'repo_id_problem')
 from ..settings import one_line_problem, registered_model_problem, setting, validate_settings
 from .flags import add_setting_flags, settings_from_args
 

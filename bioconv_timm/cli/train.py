@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..train import TrainConfig, train
+from .._lazy import lazy_function
+from ..train.config import TrainConfig
+
+train = lazy_function('bioconv_timm.train.loop', 'train')  # imported when a run starts (torch, timm)
 from .flags import add_config_flag, add_setting_flags, settings_from_args
 
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..hub import repo_id_problem
+from .._lazy import lazy_function
+
+repo_id_problem = lazy_function('bioconv_timm.hub', 'repo_id_problem')  # hub imports torch: only when checked
 from ..settings import setting, validate_settings
 from .flags import add_setting_flags, settings_from_args
 
@@ -41,8 +43,8 @@ SETTINGS = {'verify': VerifyConfig}  # the settings class of each command (docs/
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..verify import verify  # imports timm and torch: only when the command runs
     cfg = settings_from_args(args, VerifyConfig)
+    from ..verify import verify  # imports timm and torch: once the flags are judged
     result = verify(cfg.source, atol=cfg.atol, rtol=cfg.rtol, check_hash=cfg.hash)
     print(result.summary())
     return 0

@@ -1,4 +1,5 @@
-"""The bioconv models, registered with timm on import (as timm's own ``timm.models`` package is laid out):
+"""The bioconv models, registered with timm when timm is imported (``bioconv_timm`` arranges it; laid out as timm's
+own ``timm.models`` package). Importing this package reads only the registry: the model modules load on first use.
 
 * :mod:`.registry`: what every registered name stands for (:data:`MODEL_SPECS`), the architectures and timm
   families with their card descriptions, pretrained tags, and :func:`model_table` (``bioconv list``), as data;
@@ -12,16 +13,28 @@
 from .registry import (BIORESNET_NAMES, GLOBAL_POOLS, HUB_ORG, MODEL_NAMES, MODEL_SPECS, PAPER, PAPER_ARCHS,
                        PUBLISHED_TAGS, TIMM_ARCHS, TIMM_FAMILIES, TIMM_IMG_SIZE, LayerType, ModelSpec, PaperArch,
                        TimmFamily, default_sleep_every, model_spec, model_table)
-from .builder_args import (BUILDER_KWARGS, FEATURE_CLASSES, FEATURE_KWARGS, check_feature_args, check_known_kwargs,
-                           check_pool)
-from .bioresnet_args import MAX_BLOCKS
-from .bioresnet_params import bioresnet_num_params
-from .pretrained import (adapt_lc_in_chans, adapt_pretrained_state_dict, is_unreadable_weights_error,
-                         pretrained_filter, pretrained_source, unreadable_weights_error)
-from .bioresnet import BasicBlock, BioResNet, TORCHSCRIPT_ERROR, checked_input, make_conv  # registers 14 names
-from . import timm_cnns  # registers the 15 names of the converted timm CNNs
+from .._lazy import lazy_exports
+
+# The names whose modules import torch and timm, loaded on first use (the registry above is plain data).
+_EXPORTS = {
+    **dict.fromkeys(('BUILDER_KWARGS', 'FEATURE_CLASSES', 'FEATURE_KWARGS', 'check_feature_args', 'check_known_kwargs',
+                     'check_pool'), '.builder_args'),
+    'MAX_BLOCKS': '.bioresnet_args',
+    'bioresnet_num_params': '.bioresnet_params',
+    **dict.fromkeys(('adapt_lc_in_chans', 'adapt_pretrained_state_dict', 'is_unreadable_weights_error',
+                     'pretrained_filter', 'pretrained_source', 'unreadable_weights_error'), '.pretrained'),
+    **dict.fromkeys(('BasicBlock', 'BioResNet', 'TORCHSCRIPT_ERROR', 'checked_input', 'make_conv'), '.bioresnet'),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+def register_models() -> None:
+    """Register every name of :data:`MODEL_SPECS` with timm (``import bioconv_timm`` arranges it for when timm is
+    imported); importing the entrypoint modules registers them, once."""
+    from . import bioresnet, timm_cnns  # noqa: F401  (14 BioResNet names, 15 converted timm CNNs)
+
 
 __all__ = ['BioResNet', 'BasicBlock', 'PUBLISHED_TAGS', 'MODEL_NAMES', 'MODEL_SPECS', 'BIORESNET_NAMES', 'TIMM_ARCHS',
            'TIMM_FAMILIES', 'PAPER_ARCHS', 'ModelSpec', 'PaperArch', 'TimmFamily', 'model_spec', 'model_table',
            'default_sleep_every', 'TORCHSCRIPT_ERROR', 'adapt_pretrained_state_dict', 'adapt_lc_in_chans',
-           'checked_input', 'pretrained_filter', 'pretrained_source', 'bioresnet_num_params']
+           'checked_input', 'pretrained_filter', 'pretrained_source', 'bioresnet_num_params', 'register_models']

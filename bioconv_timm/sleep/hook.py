@@ -22,20 +22,15 @@ from ..layers import LocallyConnected2d
 from .hebbian import hebbian_share_weights_
 from ..sharding import check_not_fsdp1, gathered_tensor, is_fsdp_unit
 from .instant import grid_means, share_tensor_, share_weights_
+from .modes import OPTIMIZER_POLICIES  # torch-free, for the settings; re-exported here
 
 __all__ = ['SleepHook', 'SLEEP_MODES', 'OPTIMIZER_POLICIES', 'register_sleep_mode']
 
 SleepFn = Callable[[nn.Module], int]
 
-# name -> function(model) -> number of layers slept. 'instant': set modules to their mean (what the
-# paper trained with); 'hebbian': reach it by the anti-Hebbian dynamics of eq. 4 (sleep/hebbian.py).
+# name -> function(model) -> number of layers slept; the built-in names (modes.BUILTIN_SLEEP_MODES) are what
+# the settings offer without importing torch. 'hebbian': sleep/hebbian.py.
 SLEEP_MODES: Dict[str, SleepFn] = {'instant': share_weights_, 'hebbian': hebbian_share_weights_}
-
-# What a sleep does to the optimizer's per-parameter moments of LC weights:
-#   keep:    leave them (the authors' choice)
-#   average: average them over the same k x k modules as the weights
-#   reset:   zero them
-OPTIMIZER_POLICIES = ('keep', 'average', 'reset')
 
 
 def register_sleep_mode(name: str, fn: SleepFn) -> None:

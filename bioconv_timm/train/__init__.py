@@ -6,6 +6,7 @@
 * ``checkpoint``: timm's ``CheckpointSaver`` with everything an exact resume needs.
 * ``run_log``: the run folder's CSVs, curves and final weights.
 * ``distributed``: data-parallel training under torchrun.
+* ``datasets``: the datasets' registry (names, sizes, defaults), torch-free.
 * ``data``: the datasets (digits, Fashion-MNIST, CIFAR, TinyImageNet, ImageNet) with the paper's augmentation.
 * ``compare``: conv / LC / LC-reps / LC-ws(n) side by side, shaped like paper Table 1.
 * ``paper_runs``: one paper table reproduced, cell by cell.
@@ -14,8 +15,11 @@
 """
 from .config import (RESULT_NEUTRAL_FIELDS, RESUMABLE_CHANGES, CheckpointError, ConfigError, TrainConfig,
                      TrainResult, config_differences, default_lr, finished_run, format_differences, resolve_config)
-from .engine import evaluate, train_one_epoch
-from .loop import build_scheduler, train
+from .._lazy import lazy_exports
+
+# loaded on first use: engine and loop import torch and timm; `bioconv train --help` reads only .config
+__getattr__, __dir__ = lazy_exports(__name__, {'evaluate': '.engine', 'train_one_epoch': '.engine',
+                                               'build_scheduler': '.loop', 'train': '.loop'})
 
 __all__ = ['TrainConfig', 'TrainResult', 'train', 'default_lr', 'CheckpointError', 'ConfigError', 'resolve_config',
            'finished_run', 'config_differences', 'format_differences', 'RESULT_NEUTRAL_FIELDS', 'RESUMABLE_CHANGES',

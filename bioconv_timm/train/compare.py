@@ -15,7 +15,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .._atomic import atomic_write_text, write_json
 from ..paper import TABLE1_DIFF, TABLE1_TOP1, model_for_label
@@ -23,7 +23,11 @@ from ..run_folder import hold_run_folder
 from ..models import TIMM_ARCHS
 from ..settings import ConfigError, inherit, setting, validate_settings
 from .config import TrainConfig
-from .sweep import RunOutcome, sweep
+from .datasets import canonical_dataset_name
+
+if TYPE_CHECKING:
+    from .sweep import RunOutcome
+# .sweep (torch) is imported when a comparison runs: CompareConfig (`bioconv compare`'s flags) loads at once
 
 __all__ = ['CompareConfig', 'CompareCell', 'compare', 'preset_config', 'PRESETS', 'cell_config', 'format_compare_table', 'DEFAULT_CELLS', 'PAPER_CIFAR10_PAD4']
 
@@ -173,7 +177,6 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 def preset_config(dataset: str, **overrides: Any) -> CompareConfig:
     """A CompareConfig with the dataset's CPU budget (``PRESETS``); keyword arguments override it."""
-    from .data import canonical_dataset_name
     dataset = canonical_dataset_name(dataset) if isinstance(dataset, str) else dataset  # else: refused below
     values = dict(copy.deepcopy(PRESETS.get(dataset, {})), dataset=dataset, output_dir=f'runs/compare-{dataset}')
     if overrides.get('arch') not in (None, values.get('arch')):
@@ -205,6 +208,8 @@ def compare(config: CompareConfig) -> List[Dict[str, Any]]:
     Row keys: label, regularizer, model, reps, lr, top1 (mean over seeds), top1_spread (max - min),
     diff (vs conv), seeds, paper_top1, paper_diff.
     """
+    from .sweep import sweep
+
     out = Path(config.output_dir)
     with hold_run_folder(out, command='compare'):  # two comparisons into one folder would mix their cells
         grid = [(cell, seed) for cell in config.cells for seed in config.seeds]

@@ -8,20 +8,18 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
-
-import timm
-import torch
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from ..errors import UserRuntimeError
+from ..paper import cifar10_pad4_lr
 from ..settings import (ConfigError, device_problem, fields_with_resume, registered_model_problem, setting,
                         validate_settings)
-from .. import models as _models  # noqa: F401  (registers the models)
-from ..layers import LocallyConnected2d
-from ..paper import cifar10_pad4_lr
-from ..sleep import OPTIMIZER_POLICIES, SLEEP_MODES
-from .data import DATASET_SHAPES, DATASETS, DEFAULT_IMG_SIZE, canonical_dataset_name, default_batch_size
+from ..sleep.modes import BUILTIN_SLEEP_MODES, OPTIMIZER_POLICIES
+from .datasets import DATASET_SHAPES, DATASETS, DEFAULT_IMG_SIZE, canonical_dataset_name, default_batch_size
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+# torch and timm are imported where a model is built, not here: TrainConfig (`bioconv train`'s flags) loads at once
 
 __all__ = ['TrainConfig', 'TrainResult', 'CheckpointError', 'ConfigError', 'RESULT_NEUTRAL_FIELDS',
            'RESUMABLE_CHANGES', 'config_differences', 'format_differences', 'default_lr', 'resolve_config',
@@ -116,7 +114,7 @@ class TrainConfig:
     sleep_every: Optional[int] = setting(None, help='optimizer steps between sleeps (0: never)', ge=0,
                                          default_help="the model's", resume='same')
     sleep_mode: str = setting('instant', help='instant: set modules to their mean (the paper); hebbian: the '
-                              'anti-Hebbian dynamics of eq. 4', choices=tuple(sorted(SLEEP_MODES)), resume='same')
+                              'anti-Hebbian dynamics of eq. 4', choices=BUILTIN_SLEEP_MODES, resume='same')
     sleep_optimizer: str = setting('keep', help='what a sleep does to the AdamW moments of LC weights',
                                    choices=OPTIMIZER_POLICIES, resume='same')
     final_sleep: bool = setting(False, help='sleep once more after training, before the final evaluation',
@@ -244,8 +242,10 @@ def validate(cfg: TrainConfig) -> None:
     cfg.__post_init__()
 
 
-def create_model(cfg: TrainConfig, **dataset_args: Any) -> nn.Module:
+def create_model(cfg: TrainConfig, **dataset_args: Any) -> 'nn.Module':
     """The run's model: ``timm.create_model(cfg.model, **dataset_args, **cfg.model_kwargs)``."""
+    import timm  # importing timm registers the bioconv models (bioconv_timm.__init__)
+
     try:
         return timm.create_model(cfg.model, **dataset_args, **cfg.model_kwargs)
     except TypeError as exc:  # an argument the model does not take
@@ -259,6 +259,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     as the run folder's config.json will state them. Builds the model on the meta device (no memory) at the
     dataset's input size, channels and classes, so a model too large to build is refused here (before any data
     is read) with its estimate."""
+    import torch
+
+    from ..layers import LocallyConnected2d
+
     validate(config)
     in_chans, num_classes = DATASET_SHAPES[config.dataset]
     img_size = config.img_size or DEFAULT_IMG_SIZE[config.dataset]
