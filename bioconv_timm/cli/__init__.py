@@ -3,6 +3,11 @@
 This package is the only place in ``bioconv_timm`` that imports argparse, and no library module imports it
 (tests/test_architecture.py checks both). Flags come from the settings declarations (``cli.flags``), and
 :func:`main` is the one error boundary: every error bad input can cause reaches the user as one line.
+
+It starts at once: the settings classes and what they list (datasets, models, sleep modes) import without torch or
+timm, and each command's work loads when it runs (``_lazy.lazy_function``), so ``--help``, ``bioconv list`` and a
+bad flag never import them (tests/test_cli_startup.py). A check that needs timm (an optimizer name, a model name
+that is not ours) runs after every declared bound and choice.
 """
 from __future__ import annotations
 
