@@ -281,6 +281,7 @@ def test_bioconv_bench_selects_the_depthwise_dilated_set(tmp_path, capsys):
     _check_layer_records(result['layers'], shape_set('tiny_grouped'), repeats=1)
     if native.available():
         assert 'depthwise layers: their own native kernels' in text
+        assert f"native kernels ({native.build_info()['isa']} build, " in text  # which instruction set ran
 
 
 def test_bench_models_records_are_well_formed():

@@ -139,7 +139,8 @@ def format_report(result: dict) -> str:
         parts.append(f"allocator: {meta['allocator']['summary']}")
     backend = meta.get('lc_backend') or {}
     if backend.get('available'):
-        parts.append(f"LC layer: native kernels ({backend.get('vector_width')} floats per vector, "
+        isa = f"{backend['isa']} build, " if backend.get('isa') else ''  # which path was built (BIOCONV_NATIVE_ARCH)
+        parts.append(f"LC layer: native kernels ({isa}{backend.get('vector_width')} floats per vector, "
                      f"{' '.join(backend.get('flags', []))}); lc_torch = the same layer on its torch backend"
                      + ('; depthwise layers: their own native kernels, other grouped layers: the dense ones '
                         'per channel group' if any(r.get('groups', 1) != 1 for r in result['layers']) else ''))
