@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bioconv_timm.errors import UserValueError
-from bioconv_timm.train.study import (best_settings, load_records, load_study, main_runs, run_study,
+from bioconv_timm.train.study import (best_settings, load_records, load_study, main_runs, pending_runs, run_study,
                                       tuning_runs)
 from bioconv_timm.train.study_report import close_pairs, flattening, write_report
 
@@ -69,6 +69,34 @@ def test_a_best_lr_at_the_grid_edge_is_followed_one_octave(tmp_path):
     extended = {r.name for r in tuning_runs(study, load_records(study))} - set(runs)
     assert extended == {'tune-conv-lr0.008-wd0.0001', 'tune-lc-lr0.008-wd0.0001'}
     assert best_settings(study, load_records(study)) == {}  # not chosen until the extension has run
+
+
+def test_weight_decays_are_tried_at_the_best_lr_and_the_best_of_all_is_chosen(tmp_path):
+    study, _ = _study(tmp_path, TINY.replace('weight_decay: [1.0e-4]', 'weight_decay: [1.0e-4, 1.0e-2]'))
+    first = tuning_runs(study, {})
+    assert {r.settings['weight_decay'] for r in first} == {1e-4}  # the lr stage first
+    for run in first:
+        _fake(study, run, {(0.001, 'conv'): 70.0, (0.004, 'conv'): 72.0, (0.001, 'lc'): 66.0,
+                           (0.004, 'lc'): 65.0}[run.settings['lr'], run.cell])
+    second = [r for r in tuning_runs(study, load_records(study)) if r not in first]
+    assert sorted((r.cell, r.settings['lr'], r.settings['weight_decay']) for r in second) == [
+        ('conv', 0.004, 0.01), ('lc', 0.001, 0.01)]
+    assert best_settings(study, load_records(study)) == {}  # not before the weight-decay stage has run
+    _fake(study, second[0], 73.0 if second[0].cell == 'conv' else 60.0)
+    _fake(study, second[1], 73.0 if second[1].cell == 'conv' else 60.0)
+    best = best_settings(study, load_records(study))
+    assert best['conv'] == {'lr': 0.004, 'weight_decay': 0.01} and best['lc'] == {'lr': 0.001, 'weight_decay': 1e-4}
+
+
+def test_pending_runs_finish_a_cell_before_the_next_and_extra_seeds_come_last(tmp_path):
+    study, _ = _study(tmp_path)
+    assert [r.name for r in pending_runs(study, {})][:2] == ['tune-conv-lr0.001-wd0.0001', 'tune-conv-lr0.004-wd0.0001']
+    for run in tuning_runs(study, {}):
+        _fake(study, run, 70.0)
+    names = [r.name for r in pending_runs(study, load_records(study))]
+    assert names == ['main-conv-seed0', 'main-conv-seed1', 'main-lc-seed0', 'main-lc-seed1', 'main-lc_copy-seed0',
+                     'main-lc_copy-seed1', 'main-lc-seed2']
+    assert [r.name for r in pending_runs(study, load_records(study), phases=('tune',))] == []
 
 
 @pytest.mark.parametrize('edit, words', [

@@ -1,7 +1,8 @@
 """A study is a file: a base run, named cells that override it, a tuning grid and seeds (``studies/*.yaml``).
 
-``run_study(study, jobs)`` tunes each cell's learning rate and weight decay on the validation split, then trains
-every cell with its best pair on every seed, through :func:`~bioconv_timm.train.sweep.sweep` (so finished runs
+``run_study(study, jobs)`` tunes each cell's learning rate and weight decay on the validation split (a coordinate
+search: the lrs at the first weight decay, then the other weight decays at the best lr), then trains every cell
+with its best pair on every seed, a cell at a time, through :func:`~bioconv_timm.train.sweep.sweep` (so finished runs
 are skipped and interrupted ones resume). Each finished run leaves a compact record (settings, every
 evaluation's metrics, result, wall time) under ``records``, committed with the report, so the study resumes
 across machines and its report is rebuilt from the records alone.
@@ -13,7 +14,8 @@ A study file (YAML)::
     cells:                                # name -> label and TrainConfig overrides
       conv: {label: conv, model: conv_resnet20}
       lc_4reps_images: {label: ..., model: lc_resnet20, reps: 4, tune_as: lc_4reps}
-    tune: {lr: [1.0e-3, 2.0e-3], weight_decay: [1.0e-4, 1.0e-2], seed: 0, extend: 1}
+    tune: {lr: [1.0e-3, 2.0e-3], weight_decay: [1.0e-4, 1.0e-2], seed: 0, extend: 1, overrides: {eval_every: 4}}
+    # cells train in file order, each's tuning then its seeds, so that an interrupted study has whole cells
     seeds: [0, 1, 2]
     extra_seeds: {lc: [3, 4]}             # more seeds for cells whose differences are marginal
 """
@@ -28,8 +30,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from ..errors import UserValueError
 from .config import TrainConfig
 
-__all__ = ['Cell', 'Study', 'StudyRun', 'load_study', 'tuning_runs', 'best_settings', 'main_runs', 'run_study',
-           'load_records']
+__all__ = ['Cell', 'Study', 'StudyRun', 'load_study', 'tuning_runs', 'best_settings', 'main_runs', 'pending_runs',
+           'run_study', 'load_records']
 
 TUNED = ('lr', 'weight_decay')
 
@@ -52,6 +54,7 @@ class Study:
     tune_lrs: Tuple[float, ...]
     tune_weight_decays: Tuple[float, ...]
     tune_seed: int = 0
+    tune_overrides: Dict[str, Any] = field(default_factory=dict)  # e.g. eval_every: tuning needs the last only
     tune_extend: int = 1     # times a best lr at the grid's edge is followed one octave further out
     seeds: Tuple[int, ...] = (0, 1, 2)
     extra_seeds: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
@@ -108,6 +111,7 @@ def load_study(path: Union[str, Path]) -> Study:
                   tune_lrs=tuple(float(v) for v in tune['lr']),
                   tune_weight_decays=tuple(float(v) for v in tune['weight_decay']),
                   tune_seed=int(tune.get('seed', 0)), tune_extend=int(tune.get('extend', 1)),
+                  tune_overrides=dict(tune.get('overrides') or {}),
                   seeds=tuple(int(s) for s in raw['seeds']),
                   extra_seeds={c: tuple(int(s) for s in v) for c, v in (raw.get('extra_seeds') or {}).items()},
                   runs_dir=raw.get('runs_dir', f'runs/{name}'), records=raw.get('records', f'docs/results/{name}'),
@@ -158,21 +162,19 @@ def _tuned_cells(study: Study) -> List[str]:
 
 
 def _tune_run(study: Study, cell: str, lr: float, wd: float) -> StudyRun:
-    settings = dict(study.cells[cell].overrides, lr=lr, weight_decay=wd, split='val')
+    settings = dict(study.cells[cell].overrides, **study.tune_overrides, lr=lr, weight_decay=wd, split='val')
     return StudyRun(_tune_name(cell, lr, wd), 'tune', cell, study.tune_seed, settings)
 
 
 def _cell_lrs(study: Study, cell: str, records: Dict[str, Dict[str, Any]]) -> List[float]:
-    """The grid's lrs, followed one octave further while the best (over weight decays) is at an edge."""
+    """The grid's lrs at the first weight decay, followed one octave further while the best is at an edge."""
     lrs = sorted(study.tune_lrs)
+    wd = study.tune_weight_decays[0]
     for _ in range(study.tune_extend):
-        scores = {}
-        for lr in lrs:
-            recs = [records.get(_tune_name(cell, lr, wd)) for wd in study.tune_weight_decays]
-            if not all(recs):
-                return lrs
-            scores[lr] = max(r['top1_last_step'] for r in recs)
-        best = max(scores, key=scores.get)
+        recs = {lr: records.get(_tune_name(cell, lr, wd)) for lr in lrs}
+        if not all(recs.values()):
+            return lrs
+        best = max(lrs, key=lambda lr: recs[lr]['top1_last_step'])
         if best == lrs[-1]:
             lrs.append(lrs[-1] * 2)
         elif best == lrs[0]:
@@ -182,22 +184,34 @@ def _cell_lrs(study: Study, cell: str, records: Dict[str, Dict[str, Any]]) -> Li
     return lrs
 
 
+def _cell_tuning(study: Study, cell: str, records: Dict[str, Dict[str, Any]]) -> Tuple[List[StudyRun], bool]:
+    """A cell's tuning runs known so far and whether they are all that it will need. A coordinate search:
+    the lrs at the first weight decay, then the other weight decays at the best of those lrs."""
+    wd0 = study.tune_weight_decays[0]
+    runs = [_tune_run(study, cell, lr, wd0) for lr in _cell_lrs(study, cell, records)]
+    lr_stage_done = all(r.name in records for r in runs) and _cell_lrs(study, cell, records) == [
+        r.settings['lr'] for r in runs]
+    if not lr_stage_done:
+        return runs, False
+    lr_best = max(runs, key=lambda r: records[r.name]['top1_last_step']).settings['lr']
+    runs += [_tune_run(study, cell, lr_best, wd) for wd in study.tune_weight_decays[1:]]
+    return runs, all(r.name in records for r in runs)
+
+
 def tuning_runs(study: Study, records: Dict[str, Dict[str, Any]]) -> List[StudyRun]:
-    """The tuning runs known so far (an edge extension appears once the grid around it is finished)."""
-    return [_tune_run(study, cell, lr, wd) for cell in _tuned_cells(study)
-            for lr in _cell_lrs(study, cell, records) for wd in study.tune_weight_decays]
+    """The tuning runs known so far (an edge extension or the weight-decay stage appears once the runs it
+    depends on are finished)."""
+    return [run for cell in _tuned_cells(study) for run in _cell_tuning(study, cell, records)[0]]
 
 
 def best_settings(study: Study, records: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
     """``{cell: {'lr': .., 'weight_decay': ..}}`` of the best validation top-1, for cells whose tuning is done."""
     out = {}
     for cell in _tuned_cells(study):
-        runs = [_tune_run(study, cell, lr, wd) for lr in _cell_lrs(study, cell, records)
-                for wd in study.tune_weight_decays]
-        recs = [records.get(r.name) for r in runs]
-        if all(recs) and len(_cell_lrs(study, cell, records)) == len({r.settings['lr'] for r in runs}):
-            best = max(recs, key=lambda r: r['top1_last_step'])
-            out[cell] = {k: best['settings'][k] for k in TUNED}
+        runs, done = _cell_tuning(study, cell, records)
+        if done:
+            best = max(runs, key=lambda r: records[r.name]['top1_last_step'])
+            out[cell] = {k: best.settings[k] for k in TUNED}
     for cell in study.cells.values():
         if cell.tune_as is not None and cell.tune_as in out:
             out[cell.name] = out[cell.tune_as]
@@ -217,25 +231,35 @@ def main_runs(study: Study, best: Dict[str, Dict[str, float]]) -> List[StudyRun]
     return runs
 
 
+def pending_runs(study: Study, records: Dict[str, Dict[str, Any]],
+                 phases: Tuple[str, ...] = ('tune', 'main')) -> List[StudyRun]:
+    """The runs the records lack that can start now, in the study's cell order (a cell's tuning, then its
+    seeds), so that an interrupted study has whole cells rather than a little of each; extra seeds last."""
+    order = {name: i for i, name in enumerate(study.cells)}
+    tune = [r for r in tuning_runs(study, records) if 'tune' in phases and r.name not in records]
+    main = [r for r in main_runs(study, best_settings(study, records)) if 'main' in phases and r.name not in records]
+    extra = {(c, s) for c, seeds in study.extra_seeds.items() for s in seeds if s not in study.seeds}
+    key = lambda r: ((r.cell, r.seed) in extra, order[study.cells[r.cell].tune_as or r.cell], r.phase != 'tune',  # noqa: E731
+                     order[r.cell])
+    return sorted(tune + main, key=key)
+
+
 def run_study(study: Study, jobs: int = 2, phases: Tuple[str, ...] = ('tune', 'main'),
               log: Callable[[str], None] = print) -> Dict[str, Dict[str, Any]]:
-    """Train what the records do not yet hold, tuning first; returns the records. Resumable: run it again."""
+    """Train what the records lack, ``jobs`` runs at a time in the order of :func:`pending_runs`; returns the
+    records. Resumable: run it again."""
     from .sweep import sweep
     while True:
         records = load_records(study)
-        todo = [r for r in tuning_runs(study, records) if r.name not in records] if 'tune' in phases else []
-        if not todo and 'main' in phases:
-            todo = [r for r in main_runs(study, best_settings(study, records)) if r.name not in records]
+        todo = pending_runs(study, records, phases)[:max(1, jobs)]  # then look again: tuning unlocks runs
         if not todo:
             return records
-        configs = [r.config(study) for r in todo]
-        log(f'{len(todo)} runs to train ({todo[0].phase}), {jobs} at a time')
+        log(f'training {", ".join(r.name for r in todo)}')
 
         def done(outcome, left: int) -> None:
             run = todo[outcome.index]
             if not record_path(study, run.name).exists():
                 _write_record(study, run, outcome.config, outcome.result, outcome.seconds)
-            log(f'done {run.name}: top-1 {outcome.result["final"]["top1"]:.2f} in {outcome.seconds / 60:.1f} min '
-                f'({left} left)')
+            log(f'done {run.name}: top-1 {outcome.result["final"]["top1"]:.2f} in {outcome.seconds / 60:.1f} min')
 
-        sweep(configs, jobs=jobs, on_done=done)
+        sweep([r.config(study) for r in todo], jobs=jobs, on_done=done)
