@@ -71,7 +71,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, has_file_allowed_extension
-from ..pixel_stats import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+# per-channel pixel statistics: one place for the loaders, the registry and the models' cfgs
+from ..pixel_stats import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, FASHION_MNIST_MEAN,  # noqa: F401
+                           FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD)
 from .datasets import (DATASET_SHAPES, DATASET_SPECS, DATASETS, DEFAULT_BATCH, DEFAULT_IMG_SIZE,  # noqa: F401
                        FASHION_MNIST_SIDE, SHIFTED_CANVAS, VAL_FRACTION, VAL_SIZES, DatasetError, DatasetSpec,
                        canonical_dataset_name, canvas_stats, dataset_spec, default_batch_size)
