@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from bioconv_timm.train import data as D
+from bioconv_timm.train import dataset_loaders
 from bioconv_timm.train.data import DATASETS, DatasetError, build_datasets, pad_random_crop, make_loader
 
 
@@ -333,7 +334,7 @@ def test_fashion_mnist_bad_idx(tmp_path):
 
 def test_fashion_mnist_system_copy_does_not_mask_data_dir(tmp_path, monkeypatch):
     write_fashion(tmp_path / 'system')
-    monkeypatch.setattr(D, 'FASHION_MNIST_DIR', str(tmp_path / 'system'))
+    monkeypatch.setattr(dataset_loaders, 'FASHION_MNIST_DIR', str(tmp_path / 'system'))
     assert len(build_datasets('fashion-mnist').train) == 12  # fallback when no data_dir
     (tmp_path / 'empty').mkdir()
     with pytest.raises(DatasetError) as err:

@@ -78,35 +78,35 @@ def canvas_stats(mean: Sequence[float], std: Sequence[float], side: int,
 # ---------------------------------------------------------------------------------------------------
 # The registry: one spec per dataset; everything else reads it
 
-_LOADERS = 'bioconv_timm.train.data:'  # the module of the built-in loaders
+_LOADERS = 'bioconv_timm.train.dataset_loaders:'  # the module of the built-in loaders
 
 DATASET_SPECS: Mapping[str, DatasetSpec] = MappingProxyType({spec.name: spec for spec in (
-    DatasetSpec('digits', _LOADERS + '_load_digits', None, None, img_size=24, in_chans=1, num_classes=10,
+    DatasetSpec('digits', _LOADERS + 'load_digits', None, None, img_size=24, in_chans=1, num_classes=10,
                 default_batch=64, val_size=None,
                 description="scikit-learn's 1,797 handwritten 8x8 digits, enlarged 2x and pasted at a "
                 'fixed random position on a 24x24 canvas (1,437 train / 360 test); embedded, no download'),
-    DatasetSpec('fashion-mnist', _LOADERS + '_load_fashion_mnist', FASHION_MNIST_MEAN, FASHION_MNIST_STD,
+    DatasetSpec('fashion-mnist', _LOADERS + 'load_fashion_mnist', FASHION_MNIST_MEAN, FASHION_MNIST_STD,
                 img_size=28, in_chans=1, num_classes=10, default_batch=128, val_size=None,
                 description="Zalando's Fashion-MNIST: 60,000 train / 10,000 test centred 28x28 grey images",
                 aliases=('fashion_mnist', 'fashionmnist')),
-    DatasetSpec('fashion-mnist-shifted', _LOADERS + '_load_fashion_mnist_shifted',
+    DatasetSpec('fashion-mnist-shifted', _LOADERS + 'load_fashion_mnist_shifted',
                 *canvas_stats(FASHION_MNIST_MEAN, FASHION_MNIST_STD, FASHION_MNIST_SIDE, SHIFTED_CANVAS),
                 img_size=SHIFTED_CANVAS, in_chans=1, num_classes=10, default_batch=128, val_size=None,
                 description='Fashion-MNIST with each item at a fixed random position (drawn once per image) on a '
                 f'black {SHIFTED_CANVAS}x{SHIFTED_CANVAS} canvas: position varies, train and test alike',
                 aliases=('fashion_mnist_shifted', 'fashionmnist-shifted')),
-    DatasetSpec('cifar10', _LOADERS + '_load_cifar', CIFAR10_MEAN, CIFAR10_STD, img_size=32, in_chans=3,
+    DatasetSpec('cifar10', _LOADERS + 'load_cifar', CIFAR10_MEAN, CIFAR10_STD, img_size=32, in_chans=3,
                 num_classes=10, default_batch=512, val_size=5000,
                 description='CIFAR-10, the python version: 50,000 train / 10,000 test 32x32 colour images'),
-    DatasetSpec('cifar100', _LOADERS + '_load_cifar', CIFAR100_MEAN, CIFAR100_STD, img_size=32, in_chans=3,
+    DatasetSpec('cifar100', _LOADERS + 'load_cifar', CIFAR100_MEAN, CIFAR100_STD, img_size=32, in_chans=3,
                 num_classes=100, default_batch=512, val_size=5000,
                 description='CIFAR-100 (fine labels), the python version: 50,000 train / 10,000 test 32x32 colour '
                 'images'),
-    DatasetSpec('tinyimagenet', _LOADERS + '_load_tinyimagenet', IMAGENET_MEAN, IMAGENET_STD, img_size=48,
+    DatasetSpec('tinyimagenet', _LOADERS + 'load_tinyimagenet', IMAGENET_MEAN, IMAGENET_STD, img_size=48,
                 in_chans=3, num_classes=200, default_batch=512, val_size=10000,
                 description='Tiny ImageNet (200 classes, 64x64, center/random crops of 48) from an ImageFolder layout',
                 aliases=('tiny-imagenet', 'tiny_imagenet')),
-    DatasetSpec('imagenet', _LOADERS + '_load_imagenet', IMAGENET_MEAN, IMAGENET_STD, img_size=224, in_chans=3,
+    DatasetSpec('imagenet', _LOADERS + 'load_imagenet', IMAGENET_MEAN, IMAGENET_STD, img_size=224, in_chans=3,
                 num_classes=1000, default_batch=256, val_size=10000,
                 description='ImageNet-1k from an ImageFolder layout (resize 256, crop 224)'),
 )})
