@@ -8,8 +8,9 @@ from bioconv_timm.train import TrainConfig
 from bioconv_timm.train.data import DatasetError
 from bioconv_timm.train.sweep import sweep
 
+# ResNet-8s (one block per stage): what is checked is the runner, not the depth
 TINY = dict(dataset='digits', train_subset=32, eval_subset=16, batch_size=16, epochs=1, progress=False,
-            resume=True)
+            resume=True, model_kwargs=dict(layers=(1, 1, 1)))
 
 
 def _grid(root, models=('conv_resnet20', 'lc_resnet20')):

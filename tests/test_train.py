@@ -20,6 +20,24 @@ from bioconv_timm.sleep import SleepHook
 from bioconv_timm.train import CheckpointError, TrainConfig, train
 
 TINY = dict(dataset='digits', train_subset=64, eval_subset=48, batch_size=16, progress=False)
+# A ResNet-8 (one block per stage): the same stem, stages, LC layers and sleep as ResNet-20 at a third of the
+# weights, for the tests whose checks do not depend on the depth (the AdamW steps and the checkpoints that
+# dominate a tiny run scale with the weights).
+SMALL = dict(layers=(1, 1, 1))
+HALF = dict(channels=(8, 16, 32))
+
+
+@pytest.fixture(scope='module')
+def finished_conv_run(tmp_path_factory):
+    """One finished 1-epoch conv_resnet20 run; tests copy it (``_copy_of``) before touching it."""
+    out = tmp_path_factory.mktemp('finished') / 'run'
+    train(TrainConfig(model='conv_resnet20', epochs=1, output_dir=str(out), **TINY))
+    return out
+
+
+def _copy_of(run: Path, tmp_path: Path) -> Path:
+    import shutil
+    return Path(shutil.copytree(run, tmp_path / 'run'))
 
 
 def _csv(path: Path):
@@ -30,7 +48,8 @@ def _csv(path: Path):
 
 def test_train_ws10_writes_run_folder_and_sleeps_every_10_steps(tmp_path):
     out = tmp_path / 'run'
-    result = train(TrainConfig(model='lc_resnet20_ws10', epochs=3, output_dir=str(out), **TINY))
+    # ResNet-20 at half width: every one of its 21 LC layers, a quarter of the weights
+    result = train(TrainConfig(model='lc_resnet20_ws10', epochs=3, output_dir=str(out), model_kwargs=HALF, **TINY))
     for name in ('metrics.csv', 'snr.csv', 'sleeps.csv', 'last.pth', 'model_best.pth', 'model.safetensors',
                  'curves.png', 'config.json', 'result.json'):
         assert (out / name).exists(), name
@@ -53,7 +72,7 @@ def test_train_ws10_writes_run_folder_and_sleeps_every_10_steps(tmp_path):
     per_layer = _csv(out / 'snr.csv')
     assert len(per_layer) == 3 * 21
     state = load_file(str(out / 'model.safetensors'))
-    model = timm.create_model('lc_resnet20_ws10', num_classes=10, in_chans=1, img_size=24)
+    model = timm.create_model('lc_resnet20_ws10', num_classes=10, in_chans=1, img_size=24, **HALF)
     model.load_state_dict(state)
 
 
@@ -121,24 +140,31 @@ def _run_cli(args, **kwargs):
 
 def test_killed_then_resumed_run_matches_uninterrupted(tmp_path):
     common = ['train', '--model', 'lc_resnet20_ws10', '--epochs', '4', '--train-subset', '64', '--eval-subset', '32',
-              '--batch-size', '16', '--no-progress', '--seed', '3']
-    full = _run_cli([*common, '--output-dir', str(tmp_path / 'full')])
-    assert full.returncode == 0, full.stderr
-
-    out = tmp_path / 'killed'
-    proc = subprocess.Popen([sys.executable, '-m', 'bioconv_timm.cli', *common, '--output-dir', str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # wait for the epoch-1 checkpoint, then kill -9 mid-run
-        if (out / 'metrics.csv').exists() and len(_csv(out / 'metrics.csv')) >= 1:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / 'result.json').exists(), 'the run finished before it could be killed'
-    resumed = _run_cli([*common, '--output-dir', str(out), '--resume'])
-    assert resumed.returncode == 0, resumed.stderr
-    assert 'resuming' in resumed.stdout
+              '--batch-size', '16', '--no-progress', '--seed', '3', '--model-kwargs', 'layers=(1,1,1)']
+    # the uninterrupted run goes on beside the one that is killed (they share nothing but the machine)
+    full = subprocess.Popen([sys.executable, '-m', 'bioconv_timm.cli', *common, '--output-dir', str(tmp_path / 'full')],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out = tmp_path / 'killed'
+        proc = subprocess.Popen([sys.executable, '-m', 'bioconv_timm.cli', *common, '--output-dir', str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 240
+        while time.time() < deadline:  # wait for the epoch-1 checkpoint, then kill -9 mid-run
+            if (out / 'metrics.csv').exists() and len(_csv(out / 'metrics.csv')) >= 1:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (out / 'result.json').exists(), 'the run finished before it could be killed'
+        resumed = _run_cli([*common, '--output-dir', str(out), '--resume'])
+        assert resumed.returncode == 0, resumed.stderr
+        assert 'resuming' in resumed.stdout
+        full_err = full.communicate(timeout=240)[1]
+        assert full.returncode == 0, full_err
+    finally:
+        if full.poll() is None:
+            full.kill()
+            full.wait()
     a, b = load_file(str(tmp_path / 'full' / 'model.safetensors')), load_file(str(out / 'model.safetensors'))
     assert a.keys() == b.keys()
     for k in a:
@@ -146,9 +172,8 @@ def test_killed_then_resumed_run_matches_uninterrupted(tmp_path):
     assert _csv(tmp_path / 'full' / 'sleeps.csv') == _csv(out / 'sleeps.csv')
 
 
-def test_resume_refuses_checkpoint_of_another_model(tmp_path):
-    out = tmp_path / 'run'
-    train(TrainConfig(model='conv_resnet20', epochs=1, output_dir=str(out), **TINY))
+def test_resume_refuses_checkpoint_of_another_model(tmp_path, finished_conv_run):
+    out = _copy_of(finished_conv_run, tmp_path)
     with pytest.raises(CheckpointError, match='different run'):
         train(TrainConfig(model='lc_resnet20', epochs=1, output_dir=str(out), resume=True, **TINY))
     (out / 'last.pth').write_bytes(b'not a checkpoint')
@@ -182,16 +207,17 @@ def test_lr_schedule_divides_by_4_at_milestones():
 
 def test_final_sleep_and_bn_refresh(tmp_path):
     result = train(TrainConfig(model='lc_resnet20_ws100', epochs=1, final_sleep=True, refresh_bn=True,
-                               output_dir=str(tmp_path / 'r'), **TINY))
+                               model_kwargs=SMALL, output_dir=str(tmp_path / 'r'), **TINY))
     assert result.sleeps == 2  # after the first step, and the final one (4 steps < 100)
-    model = timm.create_model('lc_resnet20_ws100', num_classes=10, in_chans=1, img_size=24)
+    model = timm.create_model('lc_resnet20_ws100', num_classes=10, in_chans=1, img_size=24, **SMALL)
     model.load_state_dict(load_file(result.weights_path))
     assert all(weight_snr(m) == math.inf for m in model.modules() if isinstance(m, LocallyConnected2d))
     assert 0.0 <= result.final['top1'] <= 100.0
 
 
 def test_reps_keep_total_batch_size(tmp_path):
-    result = train(TrainConfig(model='lc_resnet20', epochs=1, reps=4, output_dir=str(tmp_path / 'r'), **TINY))
+    result = train(TrainConfig(model='lc_resnet20', epochs=1, reps=4, model_kwargs=SMALL,
+                               output_dir=str(tmp_path / 'r'), **TINY))
     # a batch of 16 holds 4 images x 4 translations: the epoch covers 64 images in 16 steps
     rows = _csv(tmp_path / 'r' / 'metrics.csv')
     assert result.steps == 16
@@ -204,7 +230,8 @@ def test_ddp_two_processes_gloo_ranks_identical_after_sleep(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517',
            '-m', 'bioconv_timm.train', '--model', 'lc_resnet20_ws1', '--epochs', '1', '--train-subset', '64',
-           '--eval-subset', '32', '--batch-size', '16', '--no-progress', '--device', 'cpu', '--output-dir', str(out)]
+           '--eval-subset', '32', '--batch-size', '16', '--no-progress', '--device', 'cpu',
+           '--model-kwargs', 'layers=(1,1,1)', '--output-dir', str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / 'result.json').read_text())
@@ -247,9 +274,8 @@ def test_model_kwargs_flag_rejects_bad_pairs(capsys):
 
 # --- a run folder is never overwritten, and resumes only with the same settings ---------------------
 
-def test_new_run_refuses_folder_with_earlier_run(tmp_path, capsys):
-    out = tmp_path / 'run'
-    train(TrainConfig(model='conv_resnet20', epochs=1, output_dir=str(out), **TINY))
+def test_new_run_refuses_folder_with_earlier_run(tmp_path, capsys, finished_conv_run):
+    out = _copy_of(finished_conv_run, tmp_path)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     code = cli_main(['train', '--model', 'conv_resnet20', '--dataset', 'digits', '--epochs', '1', '--train-subset', '64',
                      '--eval-subset', '48', '--batch-size', '16', '--seed', '5', '--no-progress', '--output-dir', str(out)])
@@ -262,12 +288,11 @@ def test_new_run_refuses_folder_with_earlier_run(tmp_path, capsys):
 
 @pytest.mark.parametrize('change', [dict(train_subset=48), dict(eval_subset=32), dict(opt='sgd'), dict(drop_rate=0.1),
                                     dict(ema=True), dict(val_size=100, split='val')])
-def test_resume_refuses_any_setting_that_changes_the_run(tmp_path, change):
-    out = tmp_path / 'run'
-    train(TrainConfig(model='lc_resnet20', epochs=1, output_dir=str(out), **TINY))
+def test_resume_refuses_any_setting_that_changes_the_run(tmp_path, change, finished_conv_run):
+    out = _copy_of(finished_conv_run, tmp_path)
     cfg = dict(TINY, **change)
     with pytest.raises(CheckpointError, match=f'{next(iter(change))}: .* there vs .* now'):
-        train(TrainConfig(model='lc_resnet20', epochs=2, output_dir=str(out), resume=True, **cfg))
+        train(TrainConfig(model='conv_resnet20', epochs=2, output_dir=str(out), resume=True, **cfg))
 
 
 def test_every_config_field_is_compared_unless_allowed(tmp_path):
@@ -294,7 +319,7 @@ def test_every_config_field_is_compared_unless_allowed(tmp_path):
 
 def test_checkpoint_round_trip_keeps_optimizer_state_and_sleep_counter(tmp_path):
     """One run of 2 epochs == 1 epoch, then resumed for a second (AdamW moments, sleep step count, RNG)."""
-    common = dict(model='lc_resnet20_ws10', sleep_every=3, seed=2, **TINY)
+    common = dict(model='lc_resnet20_ws10', sleep_every=3, seed=2, model_kwargs=SMALL, **TINY)
     full = train(TrainConfig(epochs=2, output_dir=str(tmp_path / 'full'), **common))
     train(TrainConfig(epochs=1, output_dir=str(tmp_path / 'split'), **common))
     resumed = train(TrainConfig(epochs=2, output_dir=str(tmp_path / 'split'), resume=True, **common))
@@ -310,8 +335,8 @@ def test_ema_final_sleep_metrics_describe_the_saved_weights(tmp_path):
     import contextlib
     out = tmp_path / 'run'
     result = train(TrainConfig(model='lc_resnet20_ws100', epochs=2, ema=True, ema_decay=0.5, final_sleep=True,
-                               refresh_bn=True, output_dir=str(out), **TINY))
-    model = timm.create_model('lc_resnet20_ws100', num_classes=10, in_chans=1, img_size=24)
+                               refresh_bn=True, model_kwargs=SMALL, output_dir=str(out), **TINY))
+    model = timm.create_model('lc_resnet20_ws100', num_classes=10, in_chans=1, img_size=24, **SMALL)
     model.load_state_dict(load_file(result.weights_path))
     # the saved weights are the slept ones
     assert all(weight_snr(m) == math.inf for m in model.modules() if isinstance(m, LocallyConnected2d))
