@@ -23,6 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 HAS_CLEAR_REFS = Path('/proc/self/clear_refs').exists()
 
+
+@pytest.fixture(autouse=True)
+def _small_machine_measurements(monkeypatch):
+    """Every run_benchmark measures the machine (bench.machine.machine_limits: a 2048^3 sgemm and a 512 MiB copy,
+    5 times each, seconds per run). Here machine_limits runs as it is, on a 128^3 sgemm and an 8 MiB copy measured
+    once (the sizes test_machine_limits_are_measured_... checks the measurements at); a subprocess (the
+    scripts/bench_lc.py test) still measures at the full sizes."""
+    from bioconv_timm.bench import machine
+    sgemm, copy = machine.measure_sgemm_gflops, machine.measure_copy_bandwidth
+    monkeypatch.setattr(machine, 'measure_sgemm_gflops', lambda n=128, repeats=1: sgemm(n, repeats))
+    monkeypatch.setattr(machine, 'measure_copy_bandwidth', lambda mib=8, repeats=1: copy(mib, repeats))
+
 LAYER_KEYS = {
     'group', 'shape', 'label', 'batch', 'in_channels', 'out_channels', 'input_size', 'output_size', 'kernel',
     'stride', 'padding', 'groups', 'dilation', 'impl', 'mode', 'device', 'amp', 'lc_backend', 'input_format',
