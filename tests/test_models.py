@@ -92,7 +92,11 @@ def test_resnet20_forward_backward_features(name):
     assert headless.forward_head(final, pre_logits=True).shape == (2, 64)
 
 
-@pytest.mark.parametrize('name', RESNET18)
+# the three 0.5x ResNet18 networks; the _wsN names build one of them (test_resnet18_half_names_build_their_network)
+RESNET18_NETWORKS = ['conv_resnet18_half', 'lc_resnet18_half', 'lc_resnet18_half_convstem']
+
+
+@pytest.mark.parametrize('name', RESNET18_NETWORKS)
 def test_resnet18_half_forward_backward(name):
     model = timm.create_model(name)
     x = torch.randn(1, 3, 224, 224)
@@ -100,6 +104,22 @@ def test_resnet18_half_forward_backward(name):
     assert y.shape == (1, 1000)
     y.sum().backward()
     assert model.conv1.weight.grad is not None
+    assert isinstance(model.conv1, LocallyConnected2d) == ('convstem' not in name and name.startswith('lc_'))
+    assert model.pretrained_cfg['input_size'] == (3, 224, 224)
+
+
+@pytest.mark.parametrize('name', RESNET18)
+def test_resnet18_half_names_build_their_network(name):
+    """Every 0.5x ResNet18 name (on the meta device: no 483M weights to fill) is the network its name says,
+    module for module (each layer's repr: types, sizes, strides, paddings) and weight for weight, with its
+    sleep period; the forward and backward of each network are run above."""
+    model = timm.create_model(name, device='meta')
+    network, _, period = name.partition('_ws')
+    assert network in RESNET18_NETWORKS
+    base = timm.create_model(network, device='meta')
+    assert str(model) == str(base)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in base.state_dict().items()}
+    assert model.sleep_every == (int(period) if period else None)
     assert isinstance(model.conv1, LocallyConnected2d) == ('convstem' not in name and name.startswith('lc_'))
     assert model.pretrained_cfg['input_size'] == (3, 224, 224)
 
