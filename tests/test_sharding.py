@@ -116,22 +116,31 @@ def _sharded_run(rank: int, world: int, mode: str, out_path: str) -> None:
         torch.save(result, out_path)
 
 
-def _worker(rank: int, world: int, port: int, mode: str, out_path: str) -> None:
+def _worker(rank: int, world: int, port: int, out_paths: dict) -> None:
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.distributed.init_process_group('gloo', rank=rank, world_size=world)
     try:
-        _sharded_run(rank, world, mode, out_path)  # returns with the FSDP model (and its hold on gloo) released
-        gc.collect()
-        torch.distributed.barrier()  # no rank tears gloo down while another still talks to it
+        for mode, out_path in out_paths.items():  # each run seeds itself and builds its own model and optimizer
+            _sharded_run(rank, world, mode, out_path)  # returns with the FSDP model (and its hold on gloo) released
+            gc.collect()
+            torch.distributed.barrier()  # no rank tears gloo down (or starts the next run) while another still talks
     finally:
         torch.distributed.destroy_process_group()
 
 
+@pytest.fixture(scope='module')
+def sharded_results(tmp_path_factory):
+    """mode -> rank 0's result of the 2-process FSDP2 run in that mode: both modes' runs in one spawn of the 2
+    processes (starting them is most of the time)."""
+    folder = tmp_path_factory.mktemp('fsdp2')
+    out_paths = {mode: str(folder / f'{mode}-rank0.pt') for mode in HOOKS}
+    torch.multiprocessing.spawn(_worker, args=(WORLD, _free_port(), out_paths), nprocs=WORLD, join=True)
+    return {mode: torch.load(path, weights_only=True) for mode, path in out_paths.items()}
+
+
 @pytest.mark.parametrize('mode', ['instant', 'hebbian'])
-def test_fsdp2_training_with_sleep_matches_one_process(tmp_path, monkeypatch, mode):
-    out = str(tmp_path / 'rank0.pt')
-    torch.multiprocessing.spawn(_worker, args=(WORLD, _free_port(), mode, out), nprocs=WORLD, join=True)
-    result = torch.load(out, weights_only=True)
+def test_fsdp2_training_with_sleep_matches_one_process(sharded_results, monkeypatch, mode):
+    result = sharded_results[mode]
 
     monkeypatch.setitem(sleep_hook.SLEEP_MODES, 'hebbian_small', lambda m: hebbian_share_weights_(m, SMALL_HEBBIAN))
     torch.manual_seed(0)
