@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import math
-import os
 import typing
 from dataclasses import MISSING, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from .errors import UserValueError
 
-__all__ = ['ConfigError', 'Setting', 'setting', 'inherit', 'validate_settings', 'declared_fields', 'field_kind',
+__all__ = ['ConfigError', 'Setting', 'setting', 'inherit', 'validate_settings', 'lists_as_tuples', 'declared_fields', 'field_kind',
            'fields_with_resume', 'flag_name', 'flags_markdown', 'settings_from_mapping', 'load_settings_file', 'device_problem',
            'registered_model_problem', 'one_line_problem',
            'RESUME_RULES', 'PATH_KINDS']
@@ -220,6 +219,14 @@ def _label(f: dataclasses.Field, decl: Setting) -> str:
     """How a message names a setting: the field and its flag ('seed (--seed)'; a positional: 'source')."""
     flag = flag_name(f, decl)
     return f'{f.name} ({flag})' if flag.startswith('-') else f.name
+
+
+def lists_as_tuples(value: Any) -> Any:
+    """``value`` with every list inside it a tuple, mappings kept: a YAML/JSON file's ``layers: [1, 1, 1]`` then
+    equals the flag's ``layers=(1,1,1)``."""
+    if isinstance(value, dict):
+        return {k: lists_as_tuples(v) for k, v in value.items()}
+    return tuple(lists_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def validate_settings(config: Any) -> None:

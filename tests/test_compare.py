@@ -3,7 +3,8 @@ import re
 
 import pytest
 
-from bioconv_timm.train.compare import DEFAULT_CELLS, PAPER_CIFAR10_PAD4, CompareCell, CompareConfig, compare, format_compare_table
+from bioconv_timm.train.compare import (DEFAULT_CELLS, DEFAULT_LRS, PAPER_CIFAR10_PAD4, CompareCell, CompareConfig, compare,
+                                         format_compare_table)
 
 
 def test_default_cells_cover_table1_rows():
@@ -168,3 +169,16 @@ def test_every_shared_training_setting_reaches_each_cell(tmp_path):
         if name != 'output_dir':
             assert getattr(tc, name) == value, name
     assert tc.output_dir == str(tmp_path / 'cmp' / 'lc_ws10-seed4') and tc.seed == 4 and tc.lr == config.lrs['lc_ws10']
+
+
+def test_every_preset_is_a_config_file_that_bioconv_compare_reads_as_its_preset():
+    from bioconv_timm.cli import build_parser
+    from bioconv_timm.cli.compare import config_from_args
+    from bioconv_timm.train.compare import PRESET_DIR, PRESETS, preset_config
+    files = sorted(PRESET_DIR.glob('*.yaml'))
+    assert sorted(f.stem for f in files) == sorted(PRESETS) and {'digits', 'fashion-mnist'} <= set(PRESETS)
+    for path in files:
+        args = build_parser().parse_args(['compare', '--dataset', path.stem, '--config', str(path)])
+        assert config_from_args(args) == preset_config(path.stem)
+    # a preset's lrs change only the cells they name
+    assert preset_config('fashion-mnist').lrs == dict(DEFAULT_LRS, lc_ws10=2e-3, lc_ws100=1e-3)

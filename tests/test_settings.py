@@ -93,8 +93,9 @@ def test_train_config_file_and_flags_over_it(tmp_path, suffix, monkeypatch):
                     'model: conv_resnet20\nlr-milestones: [3, 4]\nseed: 5\nmodel_kwargs: {layers: [1, 1, 1]}\n')
     assert main(['train', '--config', str(path), '--seed', '7']) == 0
     cfg = seen['cfg']
+    # a file's lists become tuples, as the flags give them (settings.lists_as_tuples)
     assert (cfg.model, cfg.lr_milestones, cfg.seed, cfg.model_kwargs) == ('conv_resnet20', (3, 4), 7,
-                                                                         {'layers': [1, 1, 1]})
+                                                                         {'layers': (1, 1, 1)})
     path.write_text('{"modle": "conv_resnet20"}')
     with pytest.raises(ConfigError, match=r"unknown setting 'modle'"):
         from bioconv_timm.cli.train import config_from_args

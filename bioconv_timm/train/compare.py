@@ -10,10 +10,9 @@ from __future__ import annotations
 import copy
 
 import dataclasses
-import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
@@ -152,27 +151,22 @@ class CompareConfig:
                               'of the LC - 4 reps cell')
 
 
-# Per-dataset budgets that fit about 15 minutes on a 2-core CPU (see the README and
-# docs/results/fashion_mnist.md for what they show). CompareConfig's own defaults are the digits ones.
-PRESETS: Dict[str, Dict[str, Any]] = {
-    'digits': dict(arch='resnet20', epochs=10, batch_size=64, pad=4, weight_decay=1e-4),
-    # ResNet-8 (one block per stage) with a stride-2 stem on 10k training images: the Fashion-MNIST
-    # study's budget, where the paper's conv > LC-ws(1) > LC ordering shows (docs/results/fashion_mnist.md);
-    # sleep-optimizer 'average': grid-average AdamW's moments with the weights at each sleep
-    # lrs: ws(10) 2e-3 and ws(100) 1e-3, each the best of a validation-split sweep at this budget
-    # (docs/results/fashion_mnist_long.md, section 1); the other cells keep DEFAULT_LRS
-    'fashion-mnist': dict(arch='resnet20', model_kwargs=dict(layers=(1, 1, 1), stem_stride=2), epochs=15,
-                          batch_size=128, pad=4, weight_decay=1e-4, train_subset=10000, eval_every=5,
-                          lrs=dict(DEFAULT_LRS, lc_ws10=2e-3, lc_ws100=1e-3),
-                          sleep_optimizer='average'),  # the study's best for ws(1); keep/reset no better for ws(10/100)
-    # Fashion-MNIST items at fixed random positions on a 40x40 canvas (issue 25): the Fashion-MNIST preset's
-    # network, images, batch, pad and lrs (not tuned on this dataset), 10 epochs instead of 15, since a step
-    # costs ~2x at 40x40 ((40/28)^2): ~7-8 min on an idle 2-core machine by a timed LC epoch (78 steps in ~4.5 s
-    # on one thread), ~10 min on a busy one
-    'fashion-mnist-shifted': dict(arch='resnet20', model_kwargs=dict(layers=(1, 1, 1), stem_stride=2), epochs=10,
-                                  batch_size=128, pad=4, weight_decay=1e-4, train_subset=10000, eval_every=5,
-                                  lrs=dict(DEFAULT_LRS, lc_ws10=2e-3, lc_ws100=1e-3), sleep_optimizer='average'),
-}
+PRESET_DIR = Path(__file__).parent / 'presets'
+
+
+def _load_presets() -> Dict[str, Dict[str, Any]]:
+    """Per-dataset budgets that fit about 15 minutes on a 2-core CPU, one file of CompareConfig settings per
+    dataset (``train/presets/<dataset>.yaml``, the same format as ``bioconv compare --config``); a preset's
+    ``lrs`` change only the cells they name. CompareConfig's own defaults are the digits ones."""
+    import yaml  # PyYAML comes with timm
+    presets = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(PRESET_DIR.glob('*.yaml'))}
+    for preset in presets.values():
+        if 'lrs' in preset:
+            preset['lrs'] = dict(DEFAULT_LRS, **preset['lrs'])
+    return presets
+
+
+PRESETS: Dict[str, Dict[str, Any]] = _load_presets()
 
 
 def preset_config(dataset: str, **overrides: Any) -> CompareConfig:

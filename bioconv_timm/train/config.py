@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from ..errors import UserRuntimeError
 from ..paper import cifar10_pad4_lr
-from ..settings import (ConfigError, device_problem, fields_with_resume, registered_model_problem, setting,
+from ..settings import (ConfigError, device_problem, fields_with_resume, lists_as_tuples, registered_model_problem, setting,
                         validate_settings)
 from ..sleep.modes import BUILTIN_SLEEP_MODES, OPTIMIZER_POLICIES
 from .datasets import DATASET_SHAPES, DATASETS, DEFAULT_IMG_SIZE, canonical_dataset_name, default_batch_size
@@ -71,7 +71,7 @@ class TrainConfig:
                          resume='same')
     model_kwargs: Dict[str, Any] = setting(
         default_factory=dict, help="extra timm.create_model arguments, e.g. 'layers=(1,1,1)' stem_stride=2",
-        check=_model_kwargs_problem, resume='same', metavar='KEY=VALUE',
+        check=_model_kwargs_problem, convert=lists_as_tuples, resume='same', metavar='KEY=VALUE',
         valid='KEY=VALUE items; not ' + ', '.join(_DATASET_MODEL_ARGS))
     dataset: str = setting('digits', help='digits is embedded (scikit-learn), no download', choices=DATASETS,
                            convert=canonical_dataset_name, resume='same')
