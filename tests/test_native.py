@@ -234,15 +234,31 @@ def test_without_a_compiler_the_torch_backend_runs_with_one_warning(tmp_path):
     assert result['info']['available'] is False
 
 
+_BUILD_INFO_SCRIPT = ('from bioconv_timm.layers import native; import json; native.load(); '
+                      'print(json.dumps(native.build_info()))')
+
+
+@pytest.fixture(scope='module')
+def first_build(tmp_path_factory):
+    """(cache folder, build_info) of a fresh process's first load into an empty cache folder; tests that change
+    the folder copy it (``_copy_cache``)."""
+    cache = tmp_path_factory.mktemp('cache')
+    return cache, json.loads(_run_fresh(_BUILD_INFO_SCRIPT, {'BIOCONV_CACHE_DIR': str(cache)}).stdout.strip().splitlines()[-1])
+
+
+def _copy_cache(cache: Path, info: dict, tmp_path: Path):
+    """A copy of ``cache`` in tmp_path and the path its library has there."""
+    shutil.copytree(cache, tmp_path, dirs_exist_ok=True)
+    return tmp_path / Path(info['path']).relative_to(cache)
+
+
 @needs_native
-def test_build_is_cached_per_machine(tmp_path):
-    code = 'from bioconv_timm.layers import native; import json; native.load(); print(json.dumps(native.build_info()))'
-    env = {'BIOCONV_CACHE_DIR': str(tmp_path)}
-    first = json.loads(_run_fresh(code, env).stdout.strip().splitlines()[-1])
-    second = json.loads(_run_fresh(code, env).stdout.strip().splitlines()[-1])
+def test_build_is_cached_per_machine(first_build):
+    cache, first = first_build
+    second = json.loads(_run_fresh(_BUILD_INFO_SCRIPT, {'BIOCONV_CACHE_DIR': str(cache)}).stdout.strip().splitlines()[-1])
     assert first['cached'] is False and second['cached'] is True
-    assert first['path'] == second['path'] and first['path'].startswith(str(tmp_path))
-    assert [p.name for p in (tmp_path / 'kernels').iterdir()] == [os.path.basename(first['path'])]
+    assert first['path'] == second['path'] and first['path'].startswith(str(cache))
+    assert [p.name for p in (cache / 'kernels').iterdir()] == [os.path.basename(first['path'])]
 
 
 @needs_native
@@ -314,13 +330,13 @@ def test_custom_cflags_build_is_correct(tmp_path):
 
 
 @needs_native
-def test_damaged_cache_is_rebuilt_and_unwritable_cache_falls_back(tmp_path):
-    code = 'from bioconv_timm.layers import native; import json; native.load(); print(json.dumps(native.build_info()))'
-    first = json.loads(_run_fresh(code, {'BIOCONV_CACHE_DIR': str(tmp_path)}).stdout.strip().splitlines()[-1])
-    with open(first['path'], 'wb') as f:
+def test_damaged_cache_is_rebuilt_and_unwritable_cache_falls_back(tmp_path, first_build):
+    code = _BUILD_INFO_SCRIPT
+    library = _copy_cache(*first_build, tmp_path)  # a cache folder holding a build, as the first load left it
+    with open(library, 'wb') as f:
         f.write(b'not a shared library')
     again = json.loads(_run_fresh(code, {'BIOCONV_CACHE_DIR': str(tmp_path)}).stdout.strip().splitlines()[-1])
-    assert again['available'] and again['cached'] is False and again['path'] == first['path']
+    assert again['available'] and again['cached'] is False and again['path'] == str(library)
     blocker = tmp_path / 'a-file'
     blocker.write_text('the cache folder cannot be created below a file')
     temp = tmp_path / 'tmp'
