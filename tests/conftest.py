@@ -12,6 +12,12 @@ settings.register_profile('explore', deadline=None, max_examples=500)
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'repeatable'))
 
 
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # pytest-xdist runs a worker per core (pyproject addopts): one torch thread each fills the machine, where
+    # torch's default (a thread per core in every worker) would oversubscribe it
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
