@@ -145,3 +145,9 @@ def test_flattening_and_close_pairs():
     by_cell = {'lc': {0: 80.0, 1: 81.0, 2: 80.5}, 'far': {0: 85.0, 1: 86.1, 2: 85.4},
                'near': {0: 80.5, 1: 80.5, 2: 81.0}}
     assert [c for c, *_ in close_pairs(by_cell)] == ['near']
+
+
+def test_a_non_finite_metric_is_recorded_as_null_not_refused():
+    from bioconv_timm.train.study import _number
+    # ws(1)'s -log SNR is +inf after every sleep (all copies equal): the record keeps the run, with null there
+    assert _number('inf') is None and _number('nan') is None and _number('') is None and _number('2.5') == 2.5
