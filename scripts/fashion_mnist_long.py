@@ -26,7 +26,6 @@ study and start it again: finished runs are skipped and an interrupted one resum
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -39,6 +38,7 @@ from bioconv_timm import stats
 from bioconv_timm.paper import TABLE1_DIFF, TABLE1_TOP1
 from bioconv_timm._atomic import write_json
 from bioconv_timm.train.config import TrainConfig
+from bioconv_timm.train.run_log import read_history
 from bioconv_timm.train.data import DATASETS, dataset_spec
 from bioconv_timm.train.sweep import sweep
 
@@ -147,8 +147,7 @@ def best_lrs(args: argparse.Namespace) -> Dict[str, float]:
 
 def _write_record(run: Run, cfg: Dict[str, Any], result: Dict[str, Any], seconds: float, args) -> None:
     """The compact committed record of a finished run: its settings, every epoch's metrics, result, wall time."""
-    with open(Path(cfg['output_dir']) / 'metrics.csv') as f:
-        history = [{k: (float(v) if v not in ('', None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+    history = read_history(Path(cfg['output_dir']))
     rec = dict(name=run.name, phase=run.phase, cell=run.cell, seed=run.seed, config=cfg, seconds=seconds,
                history=history, final=result['final'], top1_last_step=history[-1]['eval_top1'],
                train_top1_last_epoch=history[-1]['train_top1'])

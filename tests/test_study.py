@@ -147,7 +147,10 @@ def test_flattening_and_close_pairs():
     assert [c for c, *_ in close_pairs(by_cell)] == ['near']
 
 
-def test_a_non_finite_metric_is_recorded_as_null_not_refused():
-    from bioconv_timm.train.study import _number
-    # ws(1)'s -log SNR is +inf after every sleep (all copies equal): the record keeps the run, with null there
-    assert _number('inf') is None and _number('nan') is None and _number('') is None and _number('2.5') == 2.5
+def test_a_non_finite_metric_is_recorded_as_null_not_refused(tmp_path):
+    from bioconv_timm.train.run_log import read_history, write_csv
+    # ws(1)'s -log SNR is -inf after every sleep (all copies equal): the record keeps the run, with null there
+    write_csv(tmp_path / 'metrics.csv', [dict(epoch=1, neg_log_snr=float('-inf'), eval_top1=''),
+                                         dict(epoch=2, neg_log_snr=float('nan'), eval_top1=2.5)])
+    assert read_history(tmp_path) == [dict(epoch=1.0, neg_log_snr=None, eval_top1=None),
+                                      dict(epoch=2.0, neg_log_snr=None, eval_top1=2.5)]

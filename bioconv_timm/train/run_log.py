@@ -17,7 +17,7 @@ import torch.nn as nn
 from .._atomic import atomic_path
 from ..sleep import SleepHook, lc_layers, weight_snr
 
-__all__ = ['write_csv', 'neg_log_snr', 'mean_defined', 'log_sleeps', 'plot_curves', 'save_safetensors',
+__all__ = ['write_csv', 'read_history', 'neg_log_snr', 'mean_defined', 'log_sleeps', 'plot_curves', 'save_safetensors',
            'epoch_line']
 
 
@@ -32,6 +32,17 @@ def write_csv(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_history(folder: Path) -> List[Dict[str, Optional[float]]]:
+    """``metrics.csv`` of a run folder read back, one dict per epoch, as JSON-ready numbers: empty and non-finite
+    cells are None (ws(1)'s -log SNR is -inf after every sleep: all copies equal; JSON has no inf or nan)."""
+    def number(text: Optional[str]) -> Optional[float]:
+        value = float(text) if text not in ('', None) else None
+        return value if value is not None and math.isfinite(value) else None
+
+    with open(Path(folder) / 'metrics.csv', newline='') as f:
+        return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def neg_log_snr(model: nn.Module) -> Dict[str, Optional[float]]:

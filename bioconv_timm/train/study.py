@@ -21,9 +21,7 @@ A study file (YAML)::
 """
 from __future__ import annotations
 
-import csv
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -137,17 +135,10 @@ def load_records(study: Study) -> Dict[str, Dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob('*.json'))} if folder.is_dir() else {}
 
 
-def _number(text: Optional[str]) -> Optional[float]:
-    """A metrics.csv cell as a JSON number; empty and non-finite cells as None (ws(1)'s -log SNR is +inf after
-    every sleep: all copies equal), since JSON has no inf or nan."""
-    value = float(text) if text not in ('', None) else None
-    return value if value is not None and math.isfinite(value) else None
-
-
 def _write_record(study: Study, run: StudyRun, config: TrainConfig, result: Dict[str, Any], seconds: float) -> None:
     from .._atomic import write_json
-    with open(Path(config.output_dir) / 'metrics.csv') as f:
-        history = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    from .run_log import read_history  # torch: loaded when a run has finished, not for a report
+    history = read_history(Path(config.output_dir))
     evaluated = [h for h in history if h.get('eval_top1') is not None]
     record = dict(name=run.name, phase=run.phase, cell=run.cell, seed=run.seed, settings=run.settings,
                   config=asdict(config), seconds=seconds, history=history, final=result.get('final'),
