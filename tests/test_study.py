@@ -135,7 +135,7 @@ def test_a_tiny_study_trains_records_resumes_and_reports(tmp_path):
     report = write_report(study, str(path)).read_text()
     assert '## 1. Tuning on the validation split' in report and '## 3. Against LC, paired by seed' in report
     lc = [r['top1_last_step'] for n, r in records.items() if n.startswith('main-lc-seed')]
-    assert f'| LC | ' in report and f'{sum(lc) / 3:.2f}' in report
+    assert '| LC | ' in report and f'{sum(lc) / 3:.2f}' in report
     assert Path(study.records).with_suffix('.png').exists()
 
 
@@ -154,3 +154,29 @@ def test_a_non_finite_metric_is_recorded_as_null_not_refused(tmp_path):
                                          dict(epoch=2, neg_log_snr=float('nan'), eval_top1=2.5)])
     assert read_history(tmp_path) == [dict(epoch=1.0, neg_log_snr=None, eval_top1=None),
                                       dict(epoch=2.0, neg_log_snr=None, eval_top1=2.5)]
+
+
+def test_a_study_can_reuse_another_studys_tuning_and_says_so(tmp_path):
+    source, _ = _study(tmp_path)
+    for run, top1 in zip(tuning_runs(source, {}), (70.0, 75.0, 80.0, 60.0)):  # conv: 4e-3 best; lc: 1e-3 best
+        _fake(source, run, top1)
+    longer = tmp_path / 'longer.yaml'
+    longer.write_text(TINY.replace('name: tiny', 'name: longer').replace('epochs: 2', 'epochs: 4').replace(
+        'tune: {lr: [1.0e-3, 4.0e-3], weight_decay: [1.0e-4], seed: 0, extend: 0}', 'tune: {from: study.yaml}')
+        + f'runs_dir: {tmp_path / "runs_long"}\nrecords: {tmp_path / "records_long"}\n')
+    study = load_study(longer)
+    assert tuning_runs(study, {}) == []
+    best = best_settings(study, {})
+    assert best['conv'] == {'lr': 4e-3, 'weight_decay': 1e-4} and best['lc_copy'] == best['lc']
+    assert {r.cell for r in pending_runs(study, {})} == {'conv', 'lc', 'lc_copy'}
+    assert all(r.config(study).epochs == 4 for r in pending_runs(study, {}))
+    for run in main_runs(study, best):
+        _fake(study, run, 85.0)  # conv and LC equal in every seed: no gap to take a fraction of
+    report = write_report(study, longer).read_text()
+    assert 'no gap' in report
+    assert 'reuses the tuning of the study `tiny`' in report and '**80.00 (90.5)**' in report
+
+    longer.write_text(longer.read_text().replace('lc_copy: {label: LC again, model: lc_resnet20, tune_as: lc}',
+                                                 'lc_new: {label: new, model: lc_resnet20}'))
+    with pytest.raises(UserValueError, match='tune from study.yaml: its study has no cell lc_new'):
+        load_study(longer)

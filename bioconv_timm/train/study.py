@@ -15,6 +15,7 @@ A study file (YAML)::
       conv: {label: conv, model: conv_resnet20}
       lc_4reps_images: {label: ..., model: lc_resnet20, reps: 4, tune_as: lc_4reps}
     tune: {lr: [1.0e-3, 2.0e-3], weight_decay: [1.0e-4, 1.0e-2], seed: 0, extend: 1, overrides: {eval_every: 4}}
+    # or reuse another study's tuning (its cells' best pairs, found at its budget): tune: {from: other.yaml}
     # cells train in file order, each's tuning then its seeds, so that an interrupted study has whole cells
     seeds: [0, 1, 2]
     extra_seeds: {lc: [3, 4]}             # more seeds for cells whose differences are marginal
@@ -60,6 +61,7 @@ class Study:
     runs_dir: str = ''
     records: str = ''
     description: str = ''
+    tune_source: Optional['Study'] = None  # the study whose tuning this one reuses (``tune: {from: file}``)
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,20 @@ def load_study(path: Union[str, Path]) -> Study:
     for cell in cells.values():
         if cell.tune_as is not None and cell.tune_as not in cells:
             raise _problem(path, f'cell {cell.name}: tune_as {cell.tune_as!r} is not a cell ({", ".join(cells)})')
-    tune = raw['tune']
+    tune, source = raw['tune'], None
+    if isinstance(tune, dict) and 'from' in tune:
+        source = load_study(path.parent / str(tune['from']))
+        lacking = [c.name for c in cells.values() if c.tune_as is None and c.name not in source.cells]
+        if lacking:
+            raise _problem(path, f'tune from {tune["from"]}: its study has no cell {", ".join(lacking)} '
+                                 f'(it has {", ".join(source.cells)})')
+        tune = dict(lr=source.tune_lrs, weight_decay=source.tune_weight_decays, seed=source.tune_seed)
     name = str(raw['name'])
     study = Study(name=name, base=dict(raw['base']), cells=cells,
                   tune_lrs=tuple(float(v) for v in tune['lr']),
                   tune_weight_decays=tuple(float(v) for v in tune['weight_decay']),
                   tune_seed=int(tune.get('seed', 0)), tune_extend=int(tune.get('extend', 1)),
-                  tune_overrides=dict(tune.get('overrides') or {}),
+                  tune_overrides=dict(tune.get('overrides') or {}), tune_source=source,
                   seeds=tuple(int(s) for s in raw['seeds']),
                   extra_seeds={c: tuple(int(s) for s in v) for c, v in (raw.get('extra_seeds') or {}).items()},
                   runs_dir=raw.get('runs_dir', f'runs/{name}'), records=raw.get('records', f'docs/results/{name}'),
@@ -198,14 +207,19 @@ def _cell_tuning(study: Study, cell: str, records: Dict[str, Dict[str, Any]]) ->
 
 def tuning_runs(study: Study, records: Dict[str, Dict[str, Any]]) -> List[StudyRun]:
     """The tuning runs known so far (an edge extension or the weight-decay stage appears once the runs it
-    depends on are finished)."""
+    depends on are finished); none for a study that reuses another's tuning."""
+    if study.tune_source is not None:
+        return []
     return [run for cell in _tuned_cells(study) for run in _cell_tuning(study, cell, records)[0]]
 
 
 def best_settings(study: Study, records: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
     """``{cell: {'lr': .., 'weight_decay': ..}}`` of the best validation top-1, for cells whose tuning is done."""
     out = {}
-    for cell in _tuned_cells(study):
+    if study.tune_source is not None:
+        found = best_settings(study.tune_source, load_records(study.tune_source))
+        out = {cell: found[cell] for cell in _tuned_cells(study) if cell in found}
+    for cell in _tuned_cells(study) if study.tune_source is None else ():
         runs, done = _cell_tuning(study, cell, records)
         if done:
             best = max(runs, key=lambda r: records[r.name]['top1_last_step'])
@@ -249,7 +263,10 @@ def run_study(study: Study, jobs: int = 2, phases: Tuple[str, ...] = ('tune', 'm
     from .sweep import sweep
     while True:
         records = load_records(study)
-        todo = pending_runs(study, records, phases)[:max(1, jobs)]  # then look again: tuning unlocks runs
+        pending = pending_runs(study, records, phases)
+        # while tuning is pending, ``jobs`` at a time and then look again (tuning unlocks runs); after, all at once,
+        # so that a worker whose run ends starts the next instead of waiting for the slowest of its batch
+        todo = pending[:max(1, jobs)] if any(r.phase == 'tune' for r in pending) else pending
         if not todo:
             return records
         log(f'training {", ".join(r.name for r in todo)}')

@@ -55,6 +55,13 @@ def close_pairs(by_cell: Dict[str, Dict[int, float]], reference: str = 'lc') -> 
 
 
 def _tuning_section(study: Study, records: Dict[str, Record]) -> List[str]:
+    if study.tune_source is not None:
+        source = study.tune_source
+        lines = _tuning_section(source, load_records(source))
+        reused = (f'This study reuses the tuning of the study `{source.name}` (its records: `{source.records}`): '
+                  'each cell trains with the learning rate and weight decay that were best there, at that '
+                  "study's budget, not at this one.")
+        return lines[:2] + [reused, ''] + lines[2:] if lines else [reused, '']
     tune = [r for r in records.values() if r['phase'] == 'tune']
     if not tune:
         return []
@@ -169,9 +176,12 @@ def _paired_row(study: Study, records: Dict[str, Record], cell, by_cell: Dict[st
     p = d.paired_t_p() if iv.n >= 2 else float('nan')
     gap = frac = paper = '-'
     if cell.name != 'conv':
-        g = stats.gap_fraction(values, by_cell['conv'], lc)
-        gap = f'{100 * g.fraction:.0f}%'
-        frac = f'{100 * g.interval.mean:.0f}% [{100 * g.interval.lo:.0f}, {100 * g.interval.hi:.0f}]'
+        try:
+            g = stats.gap_fraction(values, by_cell['conv'], lc)
+            gap = f'{100 * g.fraction:.0f}%'
+            frac = f'{100 * g.interval.mean:.0f}% [{100 * g.interval.lo:.0f}, {100 * g.interval.hi:.0f}]'
+        except ValueError:  # conv and LC equal (in the mean or in a seed): no gap to take a fraction of
+            gap = frac = 'no gap'
         if cell.paper_row in TABLE1_TOP1:
             paper = f"{100 * (TABLE1_TOP1[cell.paper_row] - TABLE1_TOP1['LC']) / paper_gap:.0f}%"
     lc_runs = {r['seed']: r for r in _main(records, 'lc')}
