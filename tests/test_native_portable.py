@@ -177,6 +177,8 @@ def test_target_builds_what_it_says(builds, target):
     assert info['vector_width'] == width and info['fma'] is fma
     if X86:
         assert info['isa'] == isa and info['flags'][:2] == ['-O3', '-march=x86-64']
+        registers = 32 if target == 'avx512' else 16  # what the tiles are sized for (zmm0-31; ymm/xmm0-15)
+        assert info['vector_registers'] == registers and f'tiles for {registers} vector registers' in info['why']
         assert not any(f.startswith('-march=native') for f in info['flags'])
     assert f'target {target} (BIOCONV_NATIVE_ARCH={target})' in info['why'] and f'{width} floats' in info['why']
 

@@ -409,8 +409,9 @@ def load() -> ctypes.CDLL:
                 lib.lc_vector_width.restype = ctypes.c_int
                 lib.lc_isa.restype = ctypes.c_char_p
                 lib.lc_fma.restype = ctypes.c_int
+                lib.lc_vector_registers.restype = ctypes.c_int
                 _info.update(vector_width=lib.lc_vector_width(), isa=lib.lc_isa().decode(),
-                             fma=bool(lib.lc_fma()))
+                             fma=bool(lib.lc_fma()), vector_registers=lib.lc_vector_registers())
                 _info['why'] = _why(_info)
                 _lib = lib
             except (NativeBuildError, OSError) as exc:
@@ -427,7 +428,7 @@ def _why(info: dict) -> str:
               'BIOCONV_CFLAGS': 'BIOCONV_CFLAGS'}[source]
     text = (f'target {target} ({chosen}): {" ".join(info["flags"])} on {platform.machine()} compiled to the '
             f'{info["isa"]} kernels, {info["vector_width"]} floats per vector'
-            f'{", fused multiply-add" if info["fma"] else ""}')
+            f'{", fused multiply-add" if info["fma"] else ""}, tiles for {info["vector_registers"]} vector registers')
     if info.get('rejected_flags'):  # an earlier flag set failed, e.g. a compiler without -march=native
         text += f'; the compiler rejected {" and ".join(info["rejected_flags"])}'
     if info.get('cpu_check'):
@@ -462,8 +463,9 @@ def build_info() -> dict:
     """Backend, compiler, flags, cache path and what was built (for benchmark metadata): ``target`` (one of
     :data:`TARGETS` or ``'custom'``), ``target_source`` (``'default'``, ``'BIOCONV_NATIVE_ARCH'`` or
     ``'BIOCONV_CFLAGS'``), ``isa`` (what the library was compiled for: ``avx512``, ``avx2+fma``, ``avx``,
-    ``sse2``, ``neon``, ...), ``vector_width``, ``fma``, ``cpu_check`` and ``why``, a sentence with all of
-    it."""
+    ``sse2``, ``neon``, ...), ``vector_width``, ``fma``, ``vector_registers`` (the register count the
+    micro-kernel tiles are sized for: 32 with AVX-512 and on aarch64, else 16), ``cpu_check`` and ``why``, a
+    sentence with all of it."""
     info = {'backend': get_backend(), 'available': available()}
     info.update(_info)
     if _error:

@@ -112,26 +112,52 @@ int lc_vector_width(void) { return VW; }
 const char *lc_isa(void) { return LC_ISA; }
 int lc_fma(void) { return LC_FMA; }  /* whether the target has fused multiply-add */
 
-/* Tiles (accumulator vectors TM x TN), chosen on a 2-core AVX-512 machine; 8 x 2 also fits 16 AVX2 registers.
- * (-D overrides are for tuning.) */
+/* Tiles (accumulator vectors TM x TN). A micro-kernel holds TM x TN accumulators, TN operand vectors and a
+ * broadcast in registers, so the tile follows the number of vector registers the target can name: 32 with
+ * AVX-512 (zmm) and on aarch64, 16 with AVX2/AVX (ymm) and SSE2 (xmm). An 8 x 2 tile needs 19 registers,
+ * so on a 16-register target GCC kept it on the stack and stored accumulators inside the hot loops
+ * (tests/test_native_codegen.py checks that no loop does). -D overrides are for tuning. */
+#if defined(__AVX512F__) || defined(__aarch64__)
+#define LC_VREGS 32
+#else
+#define LC_VREGS 16
+#endif
+#if LC_VREGS >= 32
+#define TILE32(a, b) a
+#else
+#define TILE32(a, b) b
+#endif
 #ifndef FWD_TM
+#if LC_VREGS >= 32
 #define FWD_TM 8   /* batch rows */
+#elif LC_FMA
+#define FWD_TM 6
+#else
+#define FWD_TM 5   /* without FMA a product needs a register of its own */
+#endif
 #endif
 #ifndef FWD_TN
 #define FWD_TN 2   /* output-channel vectors */
 #endif
 #ifndef GIN_TM
-#define GIN_TM 8   /* batch rows */
+#define GIN_TM TILE32(8, 6)   /* batch rows */
 #endif
 #ifndef GIN_TN
 #define GIN_TN 2   /* input-channel vectors */
 #endif
 #ifndef GW_TM
-#define GW_TM 8    /* output channels */
+#define GW_TM TILE32(8, 4)    /* output channels */
 #endif
 #ifndef GW_TN
 #define GW_TN 3    /* vectors along a kernel row */
 #endif
+#ifndef GWC_TM
+#define GWC_TM TILE32(12, 6)  /* taps of a kernel row (the weight gradient for any C, e.g. the RGB stem) */
+#endif
+#ifndef GWC_TN
+#define GWC_TN 2   /* output-channel vectors */
+#endif
+int lc_vector_registers(void) { return LC_VREGS; }
 
 #ifndef PF_DIST
 #define PF_DIST 8  /* weight gradient: prefetch the rows of batch entry b + PF_DIST */
@@ -154,6 +180,18 @@ int lc_fma(void) { return LC_FMA; }  /* whether the target has fused multiply-ad
             }                                                                                      \
         }                                                                                          \
     } while (0)
+
+/* The first ``cov`` floats of each row of the tile (cov < n * VW: a last, partial channel vector), through a
+ * register-sized buffer. Every index of acc is a constant once the loops unroll: indexing acc with a run-time
+ * value makes the compiler keep the whole tile in memory, and store it after every update of the hot loop. */
+#define STORE_TILE_PARTIAL(acc, TM, TN, m, n, o, o_stride, cov)                                    \
+    _Pragma("GCC unroll 16") for (int i = 0; i < TM; i++)                                         \
+        if (i < (m))                                                                               \
+            _Pragma("GCC unroll 16") for (int j = 0; j < TN; j++) if (j < (n)) {                  \
+                float lanes_[VW];                                                                  \
+                vstore(lanes_, acc[i][j]);                                                         \
+                for (int q = 0; q < VW && j * VW + q < (cov); q++) (o)[i * (o_stride) + j * VW + q] = lanes_[q]; \
+            }
 
 /* o[i * o_stride + j * VW ...] = acc[i][j] for i < m, j < n. */
 #define STORE_TILE(acc, TM, TN, m, n, o, o_stride)                                                 \
@@ -205,9 +243,7 @@ INLINE void fwd_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, c
     if (cov >= n * VW) {
         STORE_TILE(acc, FWD_TM, FWD_TN, m, n, o, ostride)
     } else {  /* the last, partial channel vector */
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-                for (int q = 0; q < VW && j * VW + q < cov; q++) o[i * ostride + j * VW + q] = acc[i][j][q];
+        STORE_TILE_PARTIAL(acc, FWD_TM, FWD_TN, m, n, o, ostride, cov)
     }
 }
 
@@ -220,7 +256,7 @@ INLINE void fwd_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, c
  * them. Larger kernels keep one location at a time: re-reading them from L2 per block costs more than the
  * rows save (measured on the ResNet20 shapes; see docs/performance.md). */
 #ifndef FWD_BB
-#define FWD_BB 8
+#define FWD_BB FWD_TM
 #endif
 #ifndef FWD_GROUP_BYTES
 #define FWD_GROUP_BYTES (384 * 1024)
@@ -453,6 +489,7 @@ void lc_backward_weight(const float *x, const float *g, float *gW, i64 B, i64 H,
                         float *o = gwk + kx * C + v * VW;
                         const float *gl = g + l * CO + co;
                         if (m == GW_TM && n == GW_TN) gw_tile(GW_TM, GW_TN, xr + v * VW, xstride, gl, gstride, B, o, K);
+                        else if (m == GW_TM && n == 1) gw_tile(GW_TM, 1, xr + v * VW, xstride, gl, gstride, B, o, K);
                         else gw_tile(m, n, xr + v * VW, xstride, gl, gstride, B, o, K);
                     }
                 }
@@ -465,8 +502,6 @@ void lc_backward_weight(const float *x, const float *g, float *gW, i64 B, i64 H,
  * sum_b x[b, tap k] * g[b, l, co]; a tile is GWC_TM consecutive taps of a kernel row x GWC_TN channel
  * vectors, x broadcast. g has COP >= CO channels per location (COP a multiple of VW; the caller pads).
  * ------------------------------------------------------------------------------------------------------ */
-#define GWC_TM 12
-#define GWC_TN 2
 INLINE void gwc_tile(int m, int n, const float *x, i64 xstride, const float *g, i64 gstride, i64 B, float *gw,
                      i64 K, i64 cov)
 {
@@ -475,9 +510,15 @@ INLINE void gwc_tile(int m, int n, const float *x, i64 xstride, const float *g, 
     for (i64 b = 0; b < B; b++) {
         RANK1_UPDATE(acc, GWC_TM, GWC_TN, m, n, x + b * xstride, 1, g + b * gstride);
     }
-    for (int j = 0; j < n; j++)
-        for (int lane = 0; lane < VW && j * VW + lane < cov; lane++)
-            for (int i = 0; i < m; i++) gw[(j * VW + lane) * K + i] = acc[i][j][lane];
+    /* transposed: channel (j VW + lane) of tap i goes to gw[(j VW + lane) K + i]; constant indices of acc, as in
+     * STORE_TILE_PARTIAL */
+    _Pragma("GCC unroll 16") for (int i = 0; i < GWC_TM; i++)
+        if (i < m)
+            _Pragma("GCC unroll 16") for (int j = 0; j < GWC_TN; j++) if (j < n) {
+                float lanes[VW];
+                vstore(lanes, acc[i][j]);
+                for (int lane = 0; lane < VW && j * VW + lane < cov; lane++) gw[(j * VW + lane) * K + i] = lanes[lane];
+            }
 }
 
 void lc_backward_weight_any(const float *x, const float *g, float *gW, i64 B, i64 H, i64 W, i64 C, i64 PH,
