@@ -180,3 +180,12 @@ def test_a_study_can_reuse_another_studys_tuning_and_says_so(tmp_path):
                                                  'lc_new: {label: new, model: lc_resnet20}'))
     with pytest.raises(UserValueError, match='tune from study.yaml: its study has no cell lc_new'):
         load_study(longer)
+
+
+def test_run_study_trains_only_the_cells_asked_for_and_the_tuning_they_reuse(tmp_path):
+    study, _ = _study(tmp_path)
+    with pytest.raises(UserValueError, match="no cell ghost; its cells: conv, lc, lc_copy"):
+        run_study(study, jobs=1, cells=('ghost',))
+    records = run_study(study, jobs=1, log=lambda _: None, cells=('lc_copy',))
+    assert {r['cell'] for r in records.values()} == {'lc', 'lc_copy'}
+    assert {r['phase'] for r in records.values() if r['cell'] == 'lc'} == {'tune'}

@@ -257,13 +257,17 @@ def pending_runs(study: Study, records: Dict[str, Dict[str, Any]],
 
 
 def run_study(study: Study, jobs: int = 2, phases: Tuple[str, ...] = ('tune', 'main'),
-              log: Callable[[str], None] = print) -> Dict[str, Dict[str, Any]]:
-    """Train what the records lack, ``jobs`` runs at a time in the order of :func:`pending_runs`; returns the
-    records. Resumable: run it again."""
+              log: Callable[[str], None] = print, cells: Optional[Tuple[str, ...]] = None) -> Dict[str, Dict[str, Any]]:
+    """Train what the records lack, ``jobs`` runs at a time in the order of :func:`pending_runs` (only the runs
+    of ``cells``, when given: the tuning they reuse included); returns the records. Resumable: run it again."""
     from .sweep import sweep
+    unknown = sorted(set(cells or ()) - set(study.cells))
+    if unknown:
+        raise UserValueError(f'study {study.name} has no cell {", ".join(unknown)}; its cells: {", ".join(study.cells)}')
+    wanted = None if cells is None else set(cells) | {study.cells[c].tune_as for c in cells} - {None}
     while True:
         records = load_records(study)
-        pending = pending_runs(study, records, phases)
+        pending = [r for r in pending_runs(study, records, phases) if wanted is None or r.cell in wanted]
         # while tuning is pending, ``jobs`` at a time and then look again (tuning unlocks runs); after, all at once,
         # so that a worker whose run ends starts the next instead of waiting for the slowest of its batch
         todo = pending[:max(1, jobs)] if any(r.phase == 'tune' for r in pending) else pending
