@@ -264,10 +264,11 @@ def run_study(study: Study, jobs: int = 2, phases: Tuple[str, ...] = ('tune', 'm
     unknown = sorted(set(cells or ()) - set(study.cells))
     if unknown:
         raise UserValueError(f'study {study.name} has no cell {", ".join(unknown)}; its cells: {", ".join(study.cells)}')
-    wanted = None if cells is None else set(cells) | {study.cells[c].tune_as for c in cells} - {None}
+    reused = set() if cells is None else {study.cells[c].tune_as for c in cells} - {None}
+    asked = lambda r: cells is None or r.cell in cells or (r.phase == 'tune' and r.cell in reused)  # noqa: E731
     while True:
         records = load_records(study)
-        pending = [r for r in pending_runs(study, records, phases) if wanted is None or r.cell in wanted]
+        pending = [r for r in pending_runs(study, records, phases) if asked(r)]
         # while tuning is pending, ``jobs`` at a time and then look again (tuning unlocks runs); after, all at once,
         # so that a worker whose run ends starts the next instead of waiting for the slowest of its batch
         todo = pending[:max(1, jobs)] if any(r.phase == 'tune' for r in pending) else pending
