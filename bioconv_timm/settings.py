@@ -66,6 +66,7 @@ class Setting:
     default_help: Optional[str] = None   # what a None default stands for, e.g. "the dataset's"
     valid: Optional[str] = None          # the valid values in words, where a check function decides them
     cli: bool = True
+    empty: bool = False                  # an empty list is a value (e.g. bench --shapes none: no layers)
 
     def choice_list(self) -> Optional[List[Any]]:
         if self.choices is None:
@@ -199,7 +200,7 @@ def _problem(value: Any, f: dataclasses.Field, decl: Setting, cls: type, config:
     if kind is tuple:
         if not isinstance(value, tuple):
             return 'must be a list'
-        if not value and decl.choices is not None:
+        if not value and decl.choices is not None and not decl.empty:
             return 'is empty; give at least one of: ' + ', '.join(map(str, decl.choice_list()))
         items = value
         kind = element
@@ -318,6 +319,8 @@ def registered_model_problem(name: str, config: Any = None) -> Optional[str]:
 
 def device_problem(name: str, config: Any = None) -> Optional[str]:
     """A ``check`` for a torch device setting: None when ``name`` is cpu or an available CUDA device."""
+    if name == 'cpu':  # the default: answered without torch, so that a later setting's problem is too
+        return None
     import torch  # here, not at the top: the settings (and the CLI's flags) load without torch
 
     try:

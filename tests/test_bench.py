@@ -283,6 +283,9 @@ def test_bioconv_bench_selects_the_depthwise_dilated_set(tmp_path, capsys):
         ['bench', '--shapes', 'resnet20', 'depthwise_dilated']))
     assert tuple(both.shapes) == ('resnet20', 'depthwise_dilated')
     assert 'depthwise_dilated' not in _resolve(BenchConfig()).shapes   # not a paper shape: only when asked
+    steps_only = _resolve(bench_cli.config_from_args(build_parser().parse_args(  # the help's 'none: no layers'
+        ['bench', '--shapes', 'none', '--models', 'resnet20'])))
+    assert steps_only.shapes == () and steps_only.models == 'resnet20'
     # the same path end to end, at the test-sized grouped shapes
     out = tmp_path / 'grouped.json'
     assert main(['bench', '--shapes', 'tiny_grouped', '--models', 'none', '--repeats', '1', '--memory', 'none',

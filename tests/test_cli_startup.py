@@ -71,6 +71,7 @@ def test_list_reads_the_registry_without_torch():
     (['train', '--epochs', 'x'], "invalid int value: 'x'"),
     (['compare', '--seeds', '-1'], 'seeds (--seeds)'),
     (['bench', '--threads', '0'], 'threads (--threads) = 0'),
+    (['bench', '--shapes', 'none', '--models', 'none'], 'leaves nothing to time with --shapes none'),
     (['sleep-sim', '--runs', '0'], 'runs (--runs) = 0'),
     (['list', '--filter', 'no_such_model*'], 'matches no registered model'),
     (['export', 'lc_resnet20', 'out.onnx', '--opset', '3'], 'opset (--opset) = 3'),

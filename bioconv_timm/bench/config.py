@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 from ..settings import device_problem, setting, validate_settings
 from .cases import IMPLS, MODES, PAPER_SHAPE_SETS, SHAPE_SETS
@@ -16,6 +16,12 @@ def _without_none(shapes: Sequence[str]) -> Tuple[str, ...]:
     if isinstance(shapes, str):
         shapes = (shapes,)
     return tuple(s for s in shapes if s != 'none')
+
+
+def _something_to_time(models: str, cfg: Any) -> Optional[str]:
+    if models == 'none' and cfg.shapes == ():
+        return 'leaves nothing to time with --shapes none: name a shape set or a model pair'
+    return None
 
 
 @dataclass
@@ -37,7 +43,7 @@ class BenchConfig:
     amp: Optional[str] = setting(None, help='torch.autocast dtype', choices=('bf16', 'fp16'), default_help='fp32')
     shapes: Optional[Sequence[str]] = setting(
         None, help='layer shape sets (none: no layers; depthwise_dilated: grouped/dilated layers, B=32)',
-        choices=tuple(SHAPE_SETS), convert=_without_none, metavar='SET',
+        choices=tuple(SHAPE_SETS), convert=_without_none, metavar='SET', empty=True,
         default_help="resnet20 with --quick, else the paper's " + ', '.join(PAPER_SHAPE_SETS))
     batch_size: Optional[int] = setting(None, help='layer batch size for every shape set', ge=1, le=4096,
                                         default_help="the paper's, 128 / 128 / 32; depthwise_dilated 32; 64 with "
@@ -54,7 +60,7 @@ class BenchConfig:
     min_repeat_ms: Optional[float] = setting(None, help='back-to-back calls per timed repeat until this long', ge=0,
                                              le=60_000, default_help='20 on CUDA, 0 on CPU')
     models: str = setting('auto', help='training-step pairs (auto: resnet20; all on CUDA or with --full)',
-                          choices=('auto', 'none', 'resnet20', 'resnet18_half', 'all'))
+                          choices=('auto', 'none', 'resnet20', 'resnet18_half', 'all'), check=_something_to_time)
     model_batch_size: Optional[int] = setting(None, help='training-step batch', ge=1, le=4096,
                                               default_help='ResNet20 128; ResNet18-half 256 on CUDA, 32 on CPU')
     model_img_size: Optional[int] = setting(None, help='training-step input side (smoke tests)', ge=8, le=512,
