@@ -502,3 +502,23 @@ def test_the_report_prints_the_fraction_of_sgemm_and_the_step_floor():
                if line.startswith('lc_resnet20'))
     floor = 40 * lc['params'] / 1e9 * 1e3  # ms at 1 GB/s
     assert f'{floor:.1f}' in row and f"{lc['median_ms'] / floor:.1f}" in row
+
+
+def test_the_big_step_is_judged_against_its_bytes_moved_floor():
+    from bioconv_timm.bench.report import TARGETS, step_floor_ms
+    params, bandwidth = 483_000_000, 40.0
+    floor = step_floor_ms(params, bandwidth)
+
+    def floor_target(ms, device='cpu', batch=32, gb=bandwidth):
+        records = [dict(arch='resnet18_half', layer_type='conv', ratio_to_conv=1.0, batch=batch, device=device,
+                        median_ms=100.0, params=3_000_000),
+                   dict(arch='resnet18_half', layer_type='lc', ratio_to_conv=ms / 100, batch=batch, device=device,
+                        median_ms=ms, params=params)]
+        return next(t for t in bench.check_targets([], records, gb) if 'floor' in t['name'])
+
+    assert floor == pytest.approx(40 * params / 40e9 * 1e3)  # 40 bytes per parameter at 40 GB/s
+    met = floor_target(1.9 * floor)
+    assert met['value'] == pytest.approx(1.9) and met['met'] is True and met['target'] == f"<= {TARGETS['lc_resnet18_half_floor']}"
+    assert floor_target(2.1 * floor)['met'] is False
+    assert floor_target(1.9 * floor, gb=None)['met'] is None           # no bandwidth measured (e.g. CUDA)
+    assert floor_target(1.9 * floor, device='cuda:0', batch=256)['met'] is None

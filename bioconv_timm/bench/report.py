@@ -21,15 +21,17 @@ LAYER_TARGETS = (  # (name, shape group, mode, at most)
     ('worst LC / conv_cl, fwd, 0.5x ResNet18 shapes', 'resnet18_half224', 'fwd', 1.6),
 )
 TARGETS = dict(lc_resnet20_step=1.4,        # lc_resnet20 training step <= 1.4x conv_resnet20
-               lc_resnet18_half_step=2.0)   # lc_resnet18_half step <= 2x conv at B=32 on the CPU
+               lc_resnet18_half_step=2.0,   # lc_resnet18_half step <= 2x conv at B=32 on the CPU
+               lc_resnet18_half_floor=2.0)  # ... and <= 2x its bytes-moved floor (step_floor_ms)
 # Where a training-step target is set, as (device type, batch); a step measured elsewhere is reported unjudged.
-STEP_TARGET_SETTINGS = dict(lc_resnet18_half_step=('cpu', 32))
+STEP_TARGET_SETTINGS = dict(lc_resnet18_half_step=('cpu', 32), lc_resnet18_half_floor=('cpu', 32))
 
 
-def check_targets(layer_records: Sequence[dict], model_records: Sequence[dict]) -> List[dict]:
+def check_targets(layer_records: Sequence[dict], model_records: Sequence[dict],
+                  copy_gb_per_s: Optional[float] = None) -> List[dict]:
     """The targets (:data:`LAYER_TARGETS`, :data:`TARGETS`) against this run (information only: a target is
     'met', 'not met', or None when the run did not measure it, or measured it where the target does not apply:
-    then ``note`` says why)."""
+    then ``note`` says why). ``copy_gb_per_s``: the bandwidth the floor target is judged at (bench.machine)."""
     out = []
     summary = summarize_layers(layer_records)
     for name, group, mode, bound in LAYER_TARGETS:
@@ -37,10 +39,16 @@ def check_targets(layer_records: Sequence[dict], model_records: Sequence[dict]) 
                   if r['group'] == group and r['mode'] == mode and r['lc_over_conv_cl'] is not None]
         worst = max(ratios) if ratios else None
         out.append(dict(name=name, value=worst, target=f'<= {bound}', met=(worst <= bound) if ratios else None))
-    for arch, key in (('resnet20', 'lc_resnet20_step'), ('resnet18_half', 'lc_resnet18_half_step')):
+    for arch, key in (('resnet20', 'lc_resnet20_step'), ('resnet18_half', 'lc_resnet18_half_step'),
+                      ('resnet18_half', 'lc_resnet18_half_floor')):
         lc = next((r for r in model_records if r['arch'] == arch and r['layer_type'] == 'lc'), None)
-        value = lc['ratio_to_conv'] if lc else None
-        name = f'{MODEL_PAIRS[arch][1]} / {MODEL_PAIRS[arch][0]} training step'
+        if key.endswith('_floor'):
+            floor = step_floor_ms(lc['params'], copy_gb_per_s) if lc and lc.get('params') else None
+            value = lc['median_ms'] / floor if floor and lc.get('median_ms') else None
+            name = f'{MODEL_PAIRS[arch][1]} training step / its bytes-moved floor'
+        else:
+            value = lc['ratio_to_conv'] if lc else None
+            name = f'{MODEL_PAIRS[arch][1]} / {MODEL_PAIRS[arch][0]} training step'
         note = None
         if lc:
             name += f" (B={lc['batch']}, {lc['device']})"

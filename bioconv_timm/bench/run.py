@@ -118,7 +118,7 @@ def run_benchmark(cfg: BenchConfig, progress: Optional[Callable[[str], None]] = 
             warmup=cfg.model_warmup, device=cfg.device, amp=cfg.amp, optimizer=cfg.optimizer,
             memory=cfg.memory != 'none', max_memory_bytes=max_bytes, seed=cfg.seed, progress=progress)
     result = dict(meta=meta, layers=layers, summary=summarize_layers(layers), models=models,
-                  targets=check_targets(layers, models))
+                  targets=check_targets(layers, models, (meta.get('machine') or {}).get('copy_gb_per_s')))
     if cfg.json_path:
         folder = os.path.dirname(os.path.abspath(cfg.json_path))
         os.makedirs(folder, exist_ok=True)
