@@ -9,7 +9,7 @@ import pytest
 from bioconv_timm.errors import UserValueError
 from bioconv_timm.train.study import (best_settings, load_records, load_study, main_runs, pending_runs, run_study,
                                       tuning_runs)
-from bioconv_timm.train.study_report import close_pairs, flattening, write_report
+from bioconv_timm.train.study_report import close_pairs, final_lr_slope, write_report
 
 TINY = """
 name: tiny
@@ -139,9 +139,13 @@ def test_a_tiny_study_trains_records_resumes_and_reports(tmp_path):
     assert Path(study.records).with_suffix('.png').exists()
 
 
-def test_flattening_and_close_pairs():
-    rec = dict(history=[dict(step=i, train_top1=v) for i, v in enumerate((10, 50, 80, 89, 90, 90, 90.5, 91))])
-    assert flattening(rec) == pytest.approx(91 - 90)  # the last quarter: epochs 6..8
+def test_final_lr_slope_and_close_pairs():
+    lrs = (1.0, 1.0, 1.0, 0.5, 0.5, 0.1, 0.1, 0.1)
+    train = (10, 50, 80, 89, 90, 92, 92.5, 93)
+    rec = dict(history=[dict(step=100 * (i + 1), lr=lr, train_top1=t) for i, (lr, t) in enumerate(zip(lrs, train))])
+    assert final_lr_slope(rec) == pytest.approx((93 - 92) / 200 * 1000)  # epochs 6..8 at lr 0.1: the jump left out
+    rec['history'][-1]['lr'] = 0.01   # one epoch at the final rate: no slope to take
+    assert final_lr_slope(rec) is None
     by_cell = {'lc': {0: 80.0, 1: 81.0, 2: 80.5}, 'far': {0: 85.0, 1: 86.1, 2: 85.4},
                'near': {0: 80.5, 1: 80.5, 2: 81.0}}
     assert [c for c, *_ in close_pairs(by_cell)] == ['near']
