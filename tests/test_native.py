@@ -92,8 +92,7 @@ def _rel_err(a, ref):
 # channels that are not a multiple of the vector width (RGB stems, 5, 48), batches that are not a
 # multiple of the tile (1, 5, 17, 33), rectangular inputs and kernels, strides 2 and 3, padding 0 and
 # padding wider than half the kernel; a stride-1 layer with a small kernel, a wide input and a batch of
-# several blocks, where the forward takes the batch in blocks and the locations in groups; a kernel large
-# enough for the forward's channel panels.
+# several blocks, where the forward takes the batch in blocks and the locations in groups; a large kernel.
 GEOMETRIES = [
     (8, 16, 16, (8, 8), (3, 3), 1, 1, False),
     (6, 32, 64, (8, 8), (3, 3), 2, 1, False),
@@ -107,8 +106,8 @@ GEOMETRIES = [
     (4, 16, 16, (4, 4), (4, 4), 3, 2, False),
     (3, 5, 7, (6, 5), (2, 3), 1, (0, 2), False),
     (19, 20, 16, (6, 40), (3, 3), 1, 1, False),  # forward batch blocks, location groups that cross rows
-    (7, 128, 72, (4, 4), (3, 3), 1, 1, True),     # a kernel over 256 KB: the forward goes a panel of channels
-]                                                 # at a time, the last one partial (72 = 2 x 32 + 8)
+    (7, 128, 72, (4, 4), (3, 3), 1, 1, True),     # a large kernel (368 KB a location), 72 = 2 x 32 + 8
+]
 
 
 @needs_native

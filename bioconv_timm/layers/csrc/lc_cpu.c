@@ -280,12 +280,9 @@ static i64 fwd_group_bytes(void)
     return bytes;
 }
 
-/* One location's output channels [0, CO) (a panel of them when out and wt are offset to it) for batch rows
- * [b0, b1): wt is the transposed kernel (K, COP), out the output of channel 0 of this call, whose locations
- * lie co_out floats apart. */
 INLINE void fwd_location_block(const float *x, const float *wt, float *out, i64 l, i64 b0, i64 b1, i64 H, i64 W,
                                i64 C, i64 PH, i64 PW, i64 OW, i64 CO, i64 COP, i64 KH, i64 KW, i64 SH, i64 SW,
-                               i64 DH, i64 DW, i64 xstride, i64 ostride, i64 co_out)
+                               i64 DH, i64 DW, i64 xstride, i64 ostride)
 {
     const i64 R = KW * C, ncv = COP / VW, nct = (ncv + FWD_TN - 1) / FWD_TN;
     const i64 y = l / OW, xo = l % OW, col0 = xo * SW - PW, row0 = y * SH - PH;
@@ -308,7 +305,7 @@ INLINE void fwd_location_block(const float *x, const float *wt, float *out, i64 
             const int n = (int)MIN(ncv - ct * FWD_TN, FWD_TN);
             const i64 co = ct * FWD_TN * VW;
             const float *xb = xl + b * xstride;
-            float *o = out + b * ostride + l * co_out + co;
+            float *o = out + b * ostride + l * CO + co;
             if (DW == 1) {  /* nkx = 1: the same code as without dilation */
                 if (m == FWD_TM && n == FWD_TN)
                     fwd_tile(FWD_TM, FWD_TN, xb, xstride, rowstride, wl + co, COP, R, ky0, ky1, 1, 0, 0, run, o,
@@ -331,26 +328,18 @@ INLINE void fwd_location_block(const float *x, const float *wt, float *out, i64 
     }
 }
 
-/* Kernels larger than this are copied and used a panel of FWD_TN vectors of output channels at a time: the
- * panel (K x FWD_TN VW floats) stays in L2 while every batch tile reads it, where the whole transposed kernel
- * (2.4 MB at the 0.5x ResNet18's last stage) would be streamed from L3 once per batch tile. */
-#ifndef FWD_PANEL_MIN_KERNEL_BYTES
-#define FWD_PANEL_MIN_KERNEL_BYTES (256 * 1024)
-#endif
-
 int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
                i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
 {
     const i64 K = KH * KW * C, L = OH * OW, xstride = H * W * C, ostride = L * CO;
     const i64 COP = (CO + VW - 1) / VW * VW, kernel_bytes = K * COP * (i64)sizeof(float);
     const int blocked = SH == 1 && SW == 1 && kernel_bytes <= FWD_BLOCKED_MAX_KERNEL_BYTES;
-    const i64 P = kernel_bytes >= FWD_PANEL_MIN_KERNEL_BYTES ? MIN(COP, FWD_TN * VW) : COP;  /* panel width */
     const i64 G = blocked ? MAX(1, MIN(OW, fwd_group_bytes() / kernel_bytes)) : 1, ngroups = (L + G - 1) / G;
     const i64 bb = blocked ? FWD_BB : B;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
-        float *wt = (float *)malloc(G * K * P * sizeof(float));
+        float *wt = (float *)malloc(G * K * COP * sizeof(float));
         if (!wt) {
 #pragma omp atomic write
             failed = 1;
@@ -359,23 +348,19 @@ int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W,
         for (i64 grp = 0; grp < ngroups; grp++) {
             if (!wt) continue;
             const i64 l0 = grp * G, nl = MIN(L - l0, G);
-            for (i64 c0 = 0; c0 < CO; c0 += P) {  /* one pass unless the kernel goes in panels (then G = 1) */
-                const i64 pc = MIN(P, CO - c0);    /* channels of this panel; the rest of P are zero columns */
-                for (i64 j = 0; j < nl; j++) {
-                    float *wtj = wt + j * K * P;
-                    for (i64 c = 0; c < pc; c += 16)
-                        transpose_block(Wt + ((l0 + j) * CO + c0 + c) * K, K, wtj + c, P, MIN(16, pc - c), K);
-                    if (P > pc)
-                        for (i64 k = 0; k < K; k++) memset(wtj + k * P + pc, 0, (P - pc) * sizeof(float));
-                }
-                if (c0 + P >= CO && grp + 1 < ngroups)  /* the next group's kernels, read once from far away */
-                    for (i64 q = 0; q < MIN(G, L - l0 - G) * CO * K; q += 16)
-                        __builtin_prefetch(Wt + (l0 + G) * CO * K + q);
-                for (i64 b0 = 0; b0 < B; b0 += bb)
-                    for (i64 j = 0; j < nl; j++)
-                        fwd_location_block(x, wt + j * K * P, out + c0, l0 + j, b0, MIN(B, b0 + bb), H, W, C, PH, PW,
-                                           OW, pc, P, KH, KW, SH, SW, DH, DW, xstride, ostride, CO);
+            for (i64 j = 0; j < nl; j++) {
+                float *wtj = wt + j * K * COP;
+                for (i64 c0 = 0; c0 < CO; c0 += 16)
+                    transpose_block(Wt + ((l0 + j) * CO + c0) * K, K, wtj + c0, COP, MIN(16, CO - c0), K);
+                if (COP > CO)
+                    for (i64 k = 0; k < K; k++) memset(wtj + k * COP + CO, 0, (COP - CO) * sizeof(float));
             }
+            if (grp + 1 < ngroups)  /* the next group's kernels, read once from far away */
+                for (i64 q = 0; q < MIN(G, L - l0 - G) * CO * K; q += 16) __builtin_prefetch(Wt + (l0 + G) * CO * K + q);
+            for (i64 b0 = 0; b0 < B; b0 += bb)
+                for (i64 j = 0; j < nl; j++)
+                    fwd_location_block(x, wt + j * K * COP, out, l0 + j, b0, MIN(B, b0 + bb), H, W, C, PH, PW, OW,
+                                       CO, COP, KH, KW, SH, SW, DH, DW, xstride, ostride);
         }
         free(wt);
     }
