@@ -58,3 +58,13 @@ def test_the_check_finds_a_tile_too_large_for_16_registers():
     """The same check on an AVX2 build forced to the AVX-512 forward tile (8 x 2 + operands = 19 registers)."""
     flags = native.target_flags('avx2')[0]
     assert hot_loops_storing_to_stack(_assembly(flags, '-DFWD_TM=8', '-DGIN_TM=8', '-DGW_TM=8'))
+
+
+def test_the_microkernel_bench_builds_and_reports_a_rate():
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / 'scripts' / 'bench_microkernel.py'
+    proc = subprocess.run([sys.executable, str(script), '--targets', 'generic'], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert re.match(r'sse2: tile \d+ x 2 vectors of 4 floats: [\d.]+ GFLOP/s', proc.stdout), proc.stdout
