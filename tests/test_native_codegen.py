@@ -40,8 +40,7 @@ def hot_loops_storing_to_stack(assembly: str, min_products: int = 4) -> dict:
 
 
 def _assembly(flags, *extra):
-    flags = [f for f in flags if f != '-fopenmp']
-    return subprocess.run([CC, *flags, *extra, '-fopenmp', '-std=gnu11', '-S', '-fPIC', str(native.SOURCE), '-o', '-'],
+    return subprocess.run([CC, *flags, *extra, '-std=gnu11', '-S', '-fPIC', str(native.SOURCE), '-o', '-'],
                           capture_output=True, text=True, check=True).stdout
 
 

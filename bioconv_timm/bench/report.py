@@ -39,10 +39,11 @@ def check_targets(layer_records: Sequence[dict], model_records: Sequence[dict],
                   if r['group'] == group and r['mode'] == mode and r['lc_over_conv_cl'] is not None]
         worst = max(ratios) if ratios else None
         out.append(dict(name=name, value=worst, target=f'<= {bound}', met=(worst <= bound) if ratios else None))
-    for arch, key in (('resnet20', 'lc_resnet20_step'), ('resnet18_half', 'lc_resnet18_half_step'),
-                      ('resnet18_half', 'lc_resnet18_half_floor')):
+    # (pair, target, measured against: the conv model's step or the step's bytes-moved floor)
+    for arch, key, against in (('resnet20', 'lc_resnet20_step', 'conv'), ('resnet18_half', 'lc_resnet18_half_step', 'conv'),
+                               ('resnet18_half', 'lc_resnet18_half_floor', 'floor')):
         lc = next((r for r in model_records if r['arch'] == arch and r['layer_type'] == 'lc'), None)
-        if key.endswith('_floor'):
+        if against == 'floor':
             floor = step_floor_ms(lc['params'], copy_gb_per_s) if lc and lc.get('params') else None
             value = lc['median_ms'] / floor if floor and lc.get('median_ms') else None
             name = f'{MODEL_PAIRS[arch][1]} training step / its bytes-moved floor'

@@ -216,14 +216,15 @@ def tuning_runs(study: Study, records: Dict[str, Dict[str, Any]]) -> List[StudyR
 def best_settings(study: Study, records: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
     """``{cell: {'lr': .., 'weight_decay': ..}}`` of the best validation top-1, for cells whose tuning is done."""
     out = {}
-    if study.tune_source is not None:
+    if study.tune_source is not None:  # the source study's best pairs, read from its own records
         found = best_settings(study.tune_source, load_records(study.tune_source))
         out = {cell: found[cell] for cell in _tuned_cells(study) if cell in found}
-    for cell in _tuned_cells(study) if study.tune_source is None else ():
-        runs, done = _cell_tuning(study, cell, records)
-        if done:
-            best = max(runs, key=lambda r: records[r.name]['top1_last_step'])
-            out[cell] = {k: best.settings[k] for k in TUNED}
+    else:
+        for cell in _tuned_cells(study):
+            runs, done = _cell_tuning(study, cell, records)
+            if done:
+                best = max(runs, key=lambda r: records[r.name]['top1_last_step'])
+                out[cell] = {k: best.settings[k] for k in TUNED}
     for cell in study.cells.values():
         if cell.tune_as is not None and cell.tune_as in out:
             out[cell.name] = out[cell.tune_as]
