@@ -107,6 +107,7 @@ GEOMETRIES = [
     (3, 5, 7, (6, 5), (2, 3), 1, (0, 2), False),
     (19, 20, 16, (6, 40), (3, 3), 1, 1, False),  # forward batch blocks, location groups that cross rows
     (7, 128, 72, (4, 4), (3, 3), 1, 1, True),     # a large kernel (368 KB a location), 72 = 2 x 32 + 8
+    (5, 256, 118, (3, 3), (3, 3), 1, 1, True),    # 1.09 MB: the forward uses it as stored on every target
 ]
 
 

@@ -49,7 +49,8 @@ TARGETS = [_target_param(t) for t in EXPECTED]
 # (batch, Cin, Cout, (H, W), (kh, kw), stride, padding, dilation, groups): channels that are and are not a
 # multiple of every vector width (3, 5, 13, 20 take the col2im input gradient and lc_backward_weight_any on
 # some widths), batches that are not a multiple of the tile, rectangular shapes, strides 2 and 3, dilation,
-# depthwise (with and without a channel multiplier) and grouped layers.
+# depthwise (with and without a channel multiplier) and grouped layers, and kernels large enough for the
+# forward's dot form.
 CASES = [
     (5, 16, 16, (8, 8), (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (9, 32, 24, (7, 9), (3, 2), (2, 1), (1, 0), (1, 1), 1),
@@ -63,6 +64,10 @@ CASES = [
     (2, 8, 16, (6, 6), (3, 3), (1, 1), (1, 1), (1, 1), 8),
     (4, 32, 40, (7, 7), (3, 3), (1, 1), (1, 1), (1, 1), 2),
     (3, 20, 16, (6, 6), (3, 3), (2, 2), (1, 1), (1, 1), 4),
+    # kernels the forward uses as stored (the dot form) on 4- and 8-float targets, then on every target:
+    # 83 KB and 1.07 MB a location, batches and channel counts that are not a multiple of the tile
+    (7, 64, 36, (5, 5), (3, 3), (1, 1), (1, 1), (2, 1), 1),
+    (4, 256, 116, (4, 4), (3, 3), (1, 2), (1, 1), (2, 1), 1),
 ]
 CASE_IDS = ['b{}-c{}-o{}-{}x{}-k{}x{}-s{}x{}-p{}x{}-d{}x{}-g{}'.format(c[0], c[1], c[2], *c[3], *c[4], *c[5], *c[6],
                                                                       *c[7], c[8]) for c in CASES]
@@ -191,6 +196,23 @@ def test_target_matches_the_float64_reference(builds, target, index):
     for name, a, r in zip(('output', 'input grad', 'weight grad'), got, ref):
         assert a.dtype == torch.float32 and a.shape == r.shape, name
         assert _rel_err(a, r) < TOL, (target, name, _rel_err(a, r))
+
+
+def _forward_form(case, info):
+    """'dot' where the forward uses a location's kernel as stored, 'copy' where it copies it transposed
+    first (the rule in lc_forward; build_info() reports the size threshold)."""
+    b, cin, cout, size, kernel, stride, padding, dilation, groups = case
+    kernel_bytes = cout * kernel[0] * kernel[1] * cin * 4
+    dense = groups == 1 and cin % info['vector_width'] == 0 and dilation[1] == 1
+    return 'dot' if dense and kernel_bytes >= info['forward_dot_min_kernel_bytes'] else 'copy'
+
+
+@pytest.mark.parametrize('target', TARGETS)
+def test_cases_reach_both_forms_of_the_forward(builds, target):
+    """The reference cases above cover both ways the forward reads a kernel on every target."""
+    info = builds(target)['info']
+    forms = [_forward_form(case, info) for case in CASES if case[8] == 1]
+    assert {'dot', 'copy'} <= set(forms), (target, info['forward_dot_min_kernel_bytes'])
 
 
 @pytest.mark.parametrize('target', TARGETS)

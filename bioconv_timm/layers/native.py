@@ -410,8 +410,10 @@ def load() -> ctypes.CDLL:
                 lib.lc_isa.restype = ctypes.c_char_p
                 lib.lc_fma.restype = ctypes.c_int
                 lib.lc_vector_registers.restype = ctypes.c_int
+                lib.lc_forward_dot_min_kernel_bytes.restype = ctypes.c_int64
                 _info.update(vector_width=lib.lc_vector_width(), isa=lib.lc_isa().decode(),
-                             fma=bool(lib.lc_fma()), vector_registers=lib.lc_vector_registers())
+                             fma=bool(lib.lc_fma()), vector_registers=lib.lc_vector_registers(),
+                             forward_dot_min_kernel_bytes=lib.lc_forward_dot_min_kernel_bytes())
                 _info['why'] = _why(_info)
                 _lib = lib
             except (NativeBuildError, OSError) as exc:
@@ -464,8 +466,10 @@ def build_info() -> dict:
     :data:`TARGETS` or ``'custom'``), ``target_source`` (``'default'``, ``'BIOCONV_NATIVE_ARCH'`` or
     ``'BIOCONV_CFLAGS'``), ``isa`` (what the library was compiled for: ``avx512``, ``avx2+fma``, ``avx``,
     ``sse2``, ``neon``, ...), ``vector_width``, ``fma``, ``vector_registers`` (the register count the
-    micro-kernel tiles are sized for: 32 with AVX-512 and on aarch64, else 16), ``cpu_check`` and ``why``, a
-    sentence with all of it."""
+    micro-kernel tiles are sized for: 32 with AVX-512 and on aarch64, else 16),
+    ``forward_dot_min_kernel_bytes`` (a location's kernel, Cout x kh x kw x Cin floats, from which the forward
+    uses it as stored instead of a transposed copy, when Cin is a multiple of the vector width),
+    ``cpu_check`` and ``why``, a sentence with all of it."""
     info = {'backend': get_backend(), 'available': available()}
     info.update(_info)
     if _error:

@@ -328,6 +328,92 @@ INLINE void fwd_location_block(const float *x, const float *wt, float *out, i64 
     }
 }
 
+/* Forward, dot form (C % VW == 0, no width dilation), for large kernels: each location's kernel is used as
+ * stored, Wt[l, co, (ky, kx, c)], with no transposed copy. Copying a large kernel costs a third of the
+ * forward's time (it is read from memory once, and at 2.4 MB the copy no longer fits L2, so every batch
+ * tile reads it again). A tile is DOT_TM batch rows x DOT_TN output channels; each accumulator holds VW
+ * partial sums along the patch, added across lanes at the end. Output channels are the outer loop, so a
+ * tile's DOT_TN kernel rows stay in L1 while the batch goes by. */
+#ifndef DOT_TM
+#define DOT_TM TILE32(4, 3)   /* batch rows */
+#endif
+#ifndef DOT_TN
+#define DOT_TN TILE32(6, 4)   /* output channels: DOT_TM x DOT_TN accumulators + DOT_TM rows + 1 kernel vector */
+#endif
+/* Kernels from this size take the dot form. The lane sums cost more with 16 lanes, where the copy is the
+ * cheaper path until it no longer fits L2 (measured: docs/performance.md). */
+#ifndef DOT_MIN_KERNEL_BYTES
+#if VW >= 16
+#define DOT_MIN_KERNEL_BYTES (1024 * 1024)
+#else
+#define DOT_MIN_KERNEL_BYTES (64 * 1024)
+#endif
+#endif
+i64 lc_forward_dot_min_kernel_bytes(void) { return DOT_MIN_KERNEL_BYTES; }
+
+INLINE float lane_sum(vf v)
+{
+    float lanes[VW], s = 0.f;
+    vstore(lanes, v);
+    _Pragma("GCC unroll 16") for (int q = 0; q < VW; q++) s += lanes[q];
+    return s;
+}
+
+INLINE void fwd_dot_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, const float *w, i64 K, i64 R,
+                         i64 ky0, i64 ky1, i64 run, float *o, i64 ostride)
+{
+    vf acc[DOT_TM][DOT_TN];
+    ZERO_ACC(acc, DOT_TM, DOT_TN)
+    for (i64 ky = ky0; ky < ky1; ky++) {
+        const float *xr = x + ky * rowstride, *wr = w + ky * R;
+        for (i64 r = 0; r < run; r += VW) {
+            vf xv[DOT_TM];
+            _Pragma("GCC unroll 16") for (int i = 0; i < DOT_TM; i++) if (i < m) xv[i] = vload(xr + i * xstride + r);
+            _Pragma("GCC unroll 16") for (int j = 0; j < DOT_TN; j++) if (j < n) {
+                const vf wv = vload(wr + j * K + r);
+                _Pragma("GCC unroll 16") for (int i = 0; i < DOT_TM; i++) if (i < m) acc[i][j] += xv[i] * wv;
+            }
+        }
+    }
+#if defined(__AVX__) && !defined(__AVX512F__) && DOT_TN == 4
+    if (n == DOT_TN) {  /* a row's four sums at once: pairwise adds twice, then the two halves */
+        _Pragma("GCC unroll 16") for (int i = 0; i < DOT_TM; i++) if (i < m) {
+            const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps((__m256)acc[i][0], (__m256)acc[i][1]),
+                                            _mm256_hadd_ps((__m256)acc[i][2], (__m256)acc[i][3]));
+            _mm_storeu_ps(o + i * ostride, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+        }
+        return;
+    }
+#endif
+    _Pragma("GCC unroll 16") for (int i = 0; i < DOT_TM; i++) if (i < m)
+        _Pragma("GCC unroll 16") for (int j = 0; j < DOT_TN; j++) if (j < n) o[i * ostride + j] = lane_sum(acc[i][j]);
+}
+
+static void fwd_dot_location(const float *x, const float *Wt, float *out, i64 l, i64 B, i64 H, i64 W, i64 C,
+                             i64 PH, i64 PW, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 xstride,
+                             i64 ostride)
+{
+    const i64 K = KH * KW * C, R = KW * C;
+    const i64 y = l / OW, xo = l % OW, col0 = xo * SW - PW, row0 = y * SH - PH;
+    i64 kx0, kx1, ky0, ky1;
+    valid_taps(col0, 1, W, KW, &kx0, &kx1);
+    valid_taps(row0, DH, H, KH, &ky0, &ky1);
+    const i64 run = (kx1 - kx0) * C, rowstride = DH * W * C;  /* a kernel row's valid taps: one run */
+    const float *xl = x + (row0 * W + col0 + kx0) * C, *wl = Wt + l * CO * K + kx0 * C;
+    for (i64 co = 0; co < CO; co += DOT_TN) {
+        const int n = (int)MIN(CO - co, DOT_TN);
+        for (i64 b = 0; b < B; b += DOT_TM) {
+            const int m = (int)MIN(B - b, DOT_TM);
+            const float *xb = xl + b * xstride, *wc = wl + co * K;
+            float *o = out + b * ostride + l * CO + co;
+            if (m == DOT_TM && n == DOT_TN)
+                fwd_dot_tile(DOT_TM, DOT_TN, xb, xstride, rowstride, wc, K, R, ky0, ky1, run, o, ostride);
+            else
+                fwd_dot_tile(m, n, xb, xstride, rowstride, wc, K, R, ky0, ky1, run, o, ostride);
+        }
+    }
+}
+
 int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
                i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
 {
@@ -336,6 +422,12 @@ int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W,
     const int blocked = SH == 1 && SW == 1 && kernel_bytes <= FWD_BLOCKED_MAX_KERNEL_BYTES;
     const i64 G = blocked ? MAX(1, MIN(OW, fwd_group_bytes() / kernel_bytes)) : 1, ngroups = (L + G - 1) / G;
     const i64 bb = blocked ? FWD_BB : B;
+    if (C % VW == 0 && DW == 1 && CO * K * (i64)sizeof(float) >= DOT_MIN_KERNEL_BYTES) {
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+        for (i64 l = 0; l < L; l++)
+            fwd_dot_location(x, Wt, out, l, B, H, W, C, PH, PW, OW, CO, KH, KW, SH, SW, DH, xstride, ostride);
+        return 0;
+    }
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
