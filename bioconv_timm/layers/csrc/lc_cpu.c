@@ -328,26 +328,34 @@ INLINE void fwd_location_block(const float *x, const float *wt, float *out, i64 
     }
 }
 
-/* Forward, dot form (C % VW == 0, no width dilation), for large kernels: each location's kernel is used as
- * stored, Wt[l, co, (ky, kx, c)], with no transposed copy. Copying a large kernel costs a third of the
- * forward's time (it is read from memory once, and at 2.4 MB the copy no longer fits L2, so every batch
- * tile reads it again). A tile is DOT_TM batch rows x DOT_TN output channels; each accumulator holds VW
- * partial sums along the patch, added across lanes at the end. Output channels are the outer loop, so a
- * tile's DOT_TN kernel rows stay in L1 while the batch goes by. */
+/* Forward, dot form (C % VW == 0, no width dilation), for all but small kernels: each location's kernel is
+ * used as stored, Wt[l, co, (ky, kx, c)], with no transposed copy. The copy cost a third of the forward's
+ * time: the kernel comes from memory once and the copy waits for it, and at 2.4 MB the copy no longer fits
+ * L2, so every batch tile read it again. A tile is DOT_TM batch rows x DOT_TN output channels; each
+ * accumulator holds VW partial sums along the patch, added across lanes at the end. */
 #ifndef DOT_TM
-#define DOT_TM TILE32(4, 3)   /* batch rows */
+#if LC_FMA
+#define DOT_TM TILE32(6, 3)   /* batch rows */
+#else
+#define DOT_TM TILE32(6, 2)   /* without FMA a product needs a register of its own */
+#endif
 #endif
 #ifndef DOT_TN
-#define DOT_TN TILE32(6, 4)   /* output channels: DOT_TM x DOT_TN accumulators + DOT_TM rows + 1 kernel vector */
+#define DOT_TN 4   /* output channels: DOT_TM x DOT_TN accumulators + DOT_TM rows + 1 kernel vector */
 #endif
-/* Kernels from this size take the dot form. The lane sums cost more with 16 lanes, where the copy is the
- * cheaper path until it no longer fits L2 (measured: docs/performance.md). */
+/* Kernels from this size take the dot form (smaller ones, with stride 1, take the batch-blocked copy). With
+ * 16 lanes the lane sums cost more, and the copy is the faster path until it no longer fits L2. Kernels up
+ * to DOT_BATCH_OUTER_MAX_KERNEL_BYTES stay in L2, so there the batch is the outer loop instead: a tile's rows
+ * stay in L1 while the kernel streams by in order (measured: docs/performance.md). */
 #ifndef DOT_MIN_KERNEL_BYTES
 #if VW >= 16
 #define DOT_MIN_KERNEL_BYTES (1024 * 1024)
 #else
-#define DOT_MIN_KERNEL_BYTES (64 * 1024)
+#define DOT_MIN_KERNEL_BYTES (16 * 1024)
 #endif
+#endif
+#ifndef DOT_BATCH_OUTER_MAX_KERNEL_BYTES
+#define DOT_BATCH_OUTER_MAX_KERNEL_BYTES (512 * 1024)
 #endif
 i64 lc_forward_dot_min_kernel_bytes(void) { return DOT_MIN_KERNEL_BYTES; }
 
@@ -358,6 +366,19 @@ INLINE float lane_sum(vf v)
     _Pragma("GCC unroll 16") for (int q = 0; q < VW; q++) s += lanes[q];
     return s;
 }
+
+#if defined(__AVX__)
+/* Eight lanes with the same sum as v's: v itself, or with 16 lanes its two halves added. */
+INLINE __m256 eight_lanes(vf v)
+{
+#if defined(__AVX512F__)
+    const __m512d z = _mm512_castps_pd((__m512)v);
+    return _mm256_add_ps(_mm256_castpd_ps(_mm512_castpd512_pd256(z)), _mm256_castpd_ps(_mm512_extractf64x4_pd(z, 1)));
+#else
+    return (__m256)v;
+#endif
+}
+#endif
 
 INLINE void fwd_dot_tile(int m, int n, const float *x, i64 xstride, i64 rowstride, const float *w, i64 K, i64 R,
                          i64 ky0, i64 ky1, i64 run, float *o, i64 ostride)
@@ -375,11 +396,11 @@ INLINE void fwd_dot_tile(int m, int n, const float *x, i64 xstride, i64 rowstrid
             }
         }
     }
-#if defined(__AVX__) && !defined(__AVX512F__) && DOT_TN == 4
+#if defined(__AVX__) && DOT_TN == 4
     if (n == DOT_TN) {  /* a row's four sums at once: pairwise adds twice, then the two halves */
         _Pragma("GCC unroll 16") for (int i = 0; i < DOT_TM; i++) if (i < m) {
-            const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps((__m256)acc[i][0], (__m256)acc[i][1]),
-                                            _mm256_hadd_ps((__m256)acc[i][2], (__m256)acc[i][3]));
+            const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(eight_lanes(acc[i][0]), eight_lanes(acc[i][1])),
+                                            _mm256_hadd_ps(eight_lanes(acc[i][2]), eight_lanes(acc[i][3])));
             _mm_storeu_ps(o + i * ostride, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
         }
         return;
@@ -400,10 +421,14 @@ static void fwd_dot_location(const float *x, const float *Wt, float *out, i64 l,
     valid_taps(row0, DH, H, KH, &ky0, &ky1);
     const i64 run = (kx1 - kx0) * C, rowstride = DH * W * C;  /* a kernel row's valid taps: one run */
     const float *xl = x + (row0 * W + col0 + kx0) * C, *wl = Wt + l * CO * K + kx0 * C;
-    for (i64 co = 0; co < CO; co += DOT_TN) {
-        const int n = (int)MIN(CO - co, DOT_TN);
-        for (i64 b = 0; b < B; b += DOT_TM) {
-            const int m = (int)MIN(B - b, DOT_TM);
+    const i64 nbt = (B + DOT_TM - 1) / DOT_TM, nct = (CO + DOT_TN - 1) / DOT_TN;
+    /* a kernel that fits L2 streams by for each batch tile; a larger one is read once, DOT_TN rows at a time
+     * that stay in L1 while the batch goes by */
+    const int co_outer = CO * K * (i64)sizeof(float) > DOT_BATCH_OUTER_MAX_KERNEL_BYTES;
+    for (i64 outer = 0; outer < (co_outer ? nct : nbt); outer++)
+        for (i64 inner = 0; inner < (co_outer ? nbt : nct); inner++) {
+            const i64 b = (co_outer ? inner : outer) * DOT_TM, co = (co_outer ? outer : inner) * DOT_TN;
+            const int m = (int)MIN(B - b, DOT_TM), n = (int)MIN(CO - co, DOT_TN);
             const float *xb = xl + b * xstride, *wc = wl + co * K;
             float *o = out + b * ostride + l * CO + co;
             if (m == DOT_TM && n == DOT_TN)
@@ -411,7 +436,6 @@ static void fwd_dot_location(const float *x, const float *Wt, float *out, i64 l,
             else
                 fwd_dot_tile(m, n, xb, xstride, rowstride, wc, K, R, ky0, ky1, run, o, ostride);
         }
-    }
 }
 
 int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
