@@ -47,8 +47,8 @@ def _target_param(target):
 TARGETS = [_target_param(t) for t in EXPECTED]
 
 # (batch, Cin, Cout, (H, W), (kh, kw), stride, padding, dilation, groups): channels that are and are not a
-# multiple of every vector width (3, 5, 13, 20 take the col2im input gradient and lc_backward_weight_any on
-# some widths), batches that are not a multiple of the tile, rectangular shapes, strides 2 and 3, dilation,
+# multiple of every vector width (3, 5, 13, 20 take the scatter-form input gradient and
+# lc_backward_weight_any on some widths), batches that are not a multiple of the tile, rectangular shapes, strides 2 and 3, dilation,
 # depthwise (with and without a channel multiplier) and grouped layers, and kernels large enough for the
 # forward's dot form.
 CASES = [

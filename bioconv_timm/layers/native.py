@@ -379,6 +379,7 @@ _INT = ctypes.c_int
 _SIGNATURES = {  # name: (argument types, return type)
     'lc_forward': ([_PTR] * 3 + [_I64] * 15 + [_INT], ctypes.c_int),
     'lc_backward_input': ([_PTR] * 3 + [_I64] * 15 + [_INT], None),
+    'lc_backward_input_any': ([_PTR] * 3 + [_I64] * 15 + [_INT], ctypes.c_int),
     'lc_backward_weight': ([_PTR] * 3 + [_I64] * 15 + [_INT], None),
     'lc_backward_weight_any': ([_PTR] * 3 + [_I64] * 16 + [_INT], None),
     'lc_dw_forward': ([_PTR] * 3 + [_I64] * 14 + [_INT], None),

@@ -13,7 +13,7 @@ from typing import Tuple
 
 import torch
 
-from . import native, torch_backend
+from . import native
 
 __all__ = ['backward_input', 'backward_weight', 'depthwise_backward_input', 'depthwise_backward_weight',
            'depthwise_forward', 'forward', 'grouped_backward_input', 'grouped_backward_weight', 'grouped_forward']
@@ -25,8 +25,8 @@ def _round_up(n: int, multiple: int) -> int:
 
 def forward(x: torch.Tensor, weight: torch.Tensor, stride: Tuple[int, int], padding: Tuple[int, int],
             dilation: Tuple[int, int] = (1, 1), groups: int = 1) -> torch.Tensor:
-    """register-tiled SIMD kernels (the input gradient: the torch backend's col2im when Cin is not a multiple
-    of the vector width).
+    """register-tiled SIMD kernels (the input gradient gathered per input pixel, or scattered per location
+    when Cin is not a multiple of the vector width).
 
     The forward on the C kernels (CPU, fp32): written channels-last directly, (B, Cout, out_h, out_w)."""
     lib, threads = native.load(), torch.get_num_threads()
@@ -48,14 +48,17 @@ def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, input_size: Tup
     """The input gradient on the C kernels, (B, Cin, H, W) channels-last."""
     lib, vw, threads = native.load(), native.vector_width(), torch.get_num_threads()
     out_h, out_w, cout, kh, kw, c = weight.shape
-    if c % vw != 0:  # channel counts that are not a multiple of the vector width: the torch backend's col2im
-        return torch_backend.backward_input(grad_out, weight, input_size, stride, padding, dilation)
     weight = weight.contiguous()
     grad = grad_out.contiguous(memory_format=torch.channels_last)
     b, (h, w) = grad.shape[0], input_size
     grad_x = grad.new_empty(b, h, w, c)
-    lib.lc_backward_input(grad.data_ptr(), weight.data_ptr(), grad_x.data_ptr(), b, h, w, c, *padding,
-                          out_h, out_w, cout, kh, kw, *stride, *dilation, threads)
+    args = (grad.data_ptr(), weight.data_ptr(), grad_x.data_ptr(), b, h, w, c, *padding, out_h, out_w, cout, kh,
+            kw, *stride, *dilation, threads)
+    if c % vw == 0:  # gathered per input pixel, a tile of channel vectors
+        lib.lc_backward_input(*args)
+    elif lib.lc_backward_input_any(*args) != 0:  # any C (the RGB stem): scattered per location
+        raise MemoryError('LocallyConnected2d: the native input gradient could not allocate its per-thread '
+                          'patch buffer')
     return grad_x.permute(0, 3, 1, 2)
 
 

@@ -572,6 +572,96 @@ INLINE void gw_tile(int m, int n, const float *x, i64 xstride, const float *g, i
     STORE_TILE(acc, GW_TM, GW_TN, m, n, gw, K)
 }
 
+/* ------------------------------------------------------------------------------------------------------
+ * Input gradient, scatter form (any C, e.g. the RGB stem, where the gather form's channel vectors do not
+ * fit): per location and batch tile, the patch gradient pg[b, k] = sum_co g[b, l, co] Wt[l, co, k] with the
+ * kernel as stored (k contiguous, the vector axis), then added into gx at the patch's taps. Each thread owns
+ * a contiguous share of the batch, so no two threads write one gx row, and a row's sums come in the same
+ * order whatever the thread count. A last partial vector of k is taken as the vector that ends at K: its
+ * overlap with the one before is computed twice, the same way, so nothing is read past a kernel row.
+ * ------------------------------------------------------------------------------------------------------ */
+#define GINA_TM FWD_TM   /* batch rows */
+#define GINA_TN FWD_TN   /* vectors along the patch */
+
+INLINE void gina_tile(int m, int n, const float *g, i64 gstride, const float *w, i64 K, i64 CO, float *pg)
+{
+    vf acc[GINA_TM][GINA_TN];
+    ZERO_ACC(acc, GINA_TM, GINA_TN)
+    for (i64 co = 0; co < CO; co++) RANK1_UPDATE(acc, GINA_TM, GINA_TN, m, n, g + co, gstride, w + co * K);
+    STORE_TILE(acc, GINA_TM, GINA_TN, m, n, pg, K)
+}
+
+int lc_backward_input_any(const float *g, const float *Wt, float *gx, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
+                           i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
+{
+    const i64 K = KH * KW * C, L = OH * OW, xstride = H * W * C, gstride = L * CO;
+    const i64 nfull = K / VW, ntiles = (nfull + GINA_TN - 1) / GINA_TN;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        int tid = 0, nt = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        const i64 b_begin = B * tid / nt, b_end = B * (tid + 1) / nt;
+        float *pg = (float *)malloc(GINA_TM * K * sizeof(float));
+        if (!pg) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+            memset(gx + b_begin * xstride, 0, (b_end - b_begin) * xstride * sizeof(float));
+            for (i64 l = 0; l < L; l++) {
+                const i64 y = l / OW, xo = l % OW, row0 = y * SH - PH, col0 = xo * SW - PW;
+                i64 kx0, kx1, ky0, ky1;
+                valid_taps(col0, DW, W, KW, &kx0, &kx1);
+                valid_taps(row0, DH, H, KH, &ky0, &ky1);
+                const float *wl = Wt + l * CO * K;
+                for (i64 b = b_begin; b < b_end; b += GINA_TM) {
+                    const int m = (int)MIN(b_end - b, GINA_TM);
+                    const float *gb = g + b * gstride + l * CO;
+                    if (K < VW) {  /* shorter than a vector: plain sums */
+                        for (int i = 0; i < m; i++)
+                            for (i64 k = 0; k < K; k++) {
+                                float sum = 0.f;
+                                for (i64 co = 0; co < CO; co++) sum += gb[i * gstride + co] * wl[co * K + k];
+                                pg[i * K + k] = sum;
+                            }
+                    } else {
+                        for (i64 t = 0; t < ntiles; t++) {
+                            const int n = (int)MIN(nfull - t * GINA_TN, GINA_TN);
+                            const i64 k0 = t * GINA_TN * VW;
+                            if (m == GINA_TM && n == GINA_TN)
+                                gina_tile(GINA_TM, GINA_TN, gb, gstride, wl + k0, K, CO, pg + k0);
+                            else
+                                gina_tile(m, n, gb, gstride, wl + k0, K, CO, pg + k0);
+                        }
+                        if (K % VW)  /* the vector that ends at K */
+                            gina_tile(m, 1, gb, gstride, wl + K - VW, K, CO, pg + K - VW);
+                    }
+                    /* add the patch gradients at their taps: a kernel row's valid taps are one run when DW == 1 */
+                    for (int i = 0; i < m; i++) {
+                        float *gxb = gx + (b + i) * xstride;
+                        const float *pgi = pg + i * K;
+                        for (i64 ky = ky0; ky < ky1; ky++) {
+                            float *dst = gxb + ((row0 + ky * DH) * W + col0) * C;
+                            const float *src = pgi + ky * KW * C;
+                            if (DW == 1) {
+                                for (i64 q = kx0 * C; q < kx1 * C; q++) dst[q] += src[q];
+                            } else {
+                                for (i64 kx = kx0; kx < kx1; kx++)
+                                    for (i64 c = 0; c < C; c++) dst[kx * DW * C + c] += src[kx * C + c];
+                            }
+                        }
+                    }
+                }
+            }
+            free(pg);
+        }
+    }
+    return failed ? -1 : 0;
+}
+
 void lc_backward_weight(const float *x, const float *g, float *gW, i64 B, i64 H, i64 W, i64 C, i64 PH, i64 PW,
                         i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
 {
