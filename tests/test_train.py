@@ -228,7 +228,7 @@ def test_reps_keep_total_batch_size(tmp_path):
 def test_ddp_two_processes_gloo_ranks_identical_after_sleep(tmp_path):
     out = tmp_path / 'ddp'
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517',
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--standalone',
            '-m', 'bioconv_timm.train', '--model', 'lc_resnet20_ws1', '--epochs', '1', '--train-subset', '64',
            '--eval-subset', '32', '--batch-size', '16', '--no-progress', '--device', 'cpu',
            '--model-kwargs', 'layers=(1,1,1)', '--output-dir', str(out)]
