@@ -48,9 +48,9 @@ TARGETS = [_target_param(t) for t in EXPECTED]
 
 # (batch, Cin, Cout, (H, W), (kh, kw), stride, padding, dilation, groups): channels that are and are not a
 # multiple of every vector width (3, 5, 13, 20 take the scatter-form input gradient and
-# lc_backward_weight_any on some widths), batches that are not a multiple of the tile, rectangular shapes, strides 2 and 3, dilation,
-# depthwise (with and without a channel multiplier) and grouped layers, and kernels large enough for the
-# forward's dot form.
+# lc_backward_weight_any on some widths), batches that are not a multiple of the tile, rectangular shapes,
+# strides 2 and 3, dilation, depthwise (with and without a channel multiplier) and grouped layers, and
+# kernels large enough for the forward's dot form.
 CASES = [
     (5, 16, 16, (8, 8), (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (9, 32, 24, (7, 9), (3, 2), (2, 1), (1, 0), (1, 1), 1),

@@ -442,16 +442,17 @@ int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W,
                i64 OH, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 DW, int nthreads)
 {
     const i64 K = KH * KW * C, L = OH * OW, xstride = H * W * C, ostride = L * CO;
-    const i64 COP = (CO + VW - 1) / VW * VW, kernel_bytes = K * COP * (i64)sizeof(float);
-    const int blocked = SH == 1 && SW == 1 && kernel_bytes <= FWD_BLOCKED_MAX_KERNEL_BYTES;
-    const i64 G = blocked ? MAX(1, MIN(OW, fwd_group_bytes() / kernel_bytes)) : 1, ngroups = (L + G - 1) / G;
-    const i64 bb = blocked ? FWD_BB : B;
-    if (C % VW == 0 && DW == 1 && CO * K * (i64)sizeof(float) >= DOT_MIN_KERNEL_BYTES) {
+    if (C % VW == 0 && DW == 1 && CO * K * (i64)sizeof(float) >= DOT_MIN_KERNEL_BYTES) {  /* the kernel as stored */
 #pragma omp parallel for schedule(static) num_threads(nthreads)
         for (i64 l = 0; l < L; l++)
             fwd_dot_location(x, Wt, out, l, B, H, W, C, PH, PW, OW, CO, KH, KW, SH, SW, DH, xstride, ostride);
         return 0;
     }
+    /* else each location's kernel copied transposed, for a batch block or the whole batch */
+    const i64 COP = (CO + VW - 1) / VW * VW, kernel_bytes = K * COP * (i64)sizeof(float);
+    const int blocked = SH == 1 && SW == 1 && kernel_bytes <= FWD_BLOCKED_MAX_KERNEL_BYTES;
+    const i64 G = blocked ? MAX(1, MIN(OW, fwd_group_bytes() / kernel_bytes)) : 1, ngroups = (L + G - 1) / G;
+    const i64 bb = blocked ? FWD_BB : B;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
