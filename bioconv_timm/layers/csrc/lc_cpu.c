@@ -410,17 +410,33 @@ INLINE void fwd_dot_tile(int m, int n, const float *x, i64 xstride, i64 rowstrid
         _Pragma("GCC unroll 16") for (int j = 0; j < DOT_TN; j++) if (j < n) o[i * ostride + j] = lane_sum(acc[i][j]);
 }
 
-static void fwd_dot_location(const float *x, const float *Wt, float *out, i64 l, i64 B, i64 H, i64 W, i64 C,
-                             i64 PH, i64 PW, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH, i64 xstride,
-                             i64 ostride)
+/* Prefetch one tile's share of the weights the loop reads from memory next: the next location's kernel (batch
+ * outer) or the next DOT_TN rows (output channels outer). Either way that is the next stretch of Wt, which the
+ * loop reads in order, so the memory stream never waits on a cold block (up to 1.3x faster measured). */
+INLINE void prefetch_share(const float *from, const float *end, i64 unit, i64 t, i64 ntiles)
+{
+    const i64 per = (unit + ntiles * 16 - 1) / (ntiles * 16) * 16;  /* whole 64-byte lines */
+    const float *p = from + t * per, *stop = from + MIN((t + 1) * per, unit);
+    for (; p < stop && p < end; p += 16) __builtin_prefetch(p);
+}
+
+static void fwd_dot_location(const float *x, const float *Wt, float *out, i64 l, i64 L, i64 B, i64 H, i64 W,
+                             i64 C, i64 PH, i64 PW, i64 OW, i64 CO, i64 KH, i64 KW, i64 SH, i64 SW, i64 DH,
+                             i64 xstride, i64 ostride)
 {
     const i64 K = KH * KW * C, R = KW * C;
     const i64 y = l / OW, xo = l % OW, col0 = xo * SW - PW, row0 = y * SH - PH;
-    i64 kx0, kx1, ky0, ky1;
+    i64 kx0, kx1, ky0, ky1, nkx0, nkx1 = 0;
     valid_taps(col0, 1, W, KW, &kx0, &kx1);
     valid_taps(row0, DH, H, KH, &ky0, &ky1);
     const i64 run = (kx1 - kx0) * C, rowstride = DH * W * C;  /* a kernel row's valid taps: one run */
     const float *xl = x + (row0 * W + col0 + kx0) * C, *wl = Wt + l * CO * K + kx0 * C;
+    /* the next location along the row reads the same rows SW pixels further: their new end is prefetched
+     * for each batch tile (runs H * W * C apart, too many for the hardware prefetcher to follow) */
+    const int next_in_row = xo + 1 < OW;
+    if (next_in_row) valid_taps(col0 + SW, 1, W, KW, &nkx0, &nkx1);
+    const i64 new_end = (row0 * W + col0 + SW + nkx1) * C, new_len = MIN(SW * C, (nkx1 - nkx0) * C);
+    const float *wend = Wt + L * CO * K;
     const i64 nbt = (B + DOT_TM - 1) / DOT_TM, nct = (CO + DOT_TN - 1) / DOT_TN;
     /* a kernel that fits L2 streams by for each batch tile; a larger one is read once, DOT_TN rows at a time
      * that stay in L1 while the batch goes by */
@@ -431,6 +447,15 @@ static void fwd_dot_location(const float *x, const float *Wt, float *out, i64 l,
             const int m = (int)MIN(B - b, DOT_TM), n = (int)MIN(CO - co, DOT_TN);
             const float *xb = xl + b * xstride, *wc = wl + co * K;
             float *o = out + b * ostride + l * CO + co;
+            if (co_outer)
+                prefetch_share(Wt + l * CO * K + (co + DOT_TN) * K, wend, DOT_TN * K, inner, nbt);
+            else
+                prefetch_share(Wt + (l + 1) * CO * K, wend, CO * K, outer * nct + inner, nbt * nct);
+            if (next_in_row && (co_outer ? outer : inner) == 0)  /* first visit of this batch tile */
+                for (int i = 0; i < m; i++)
+                    for (i64 ky = ky0; ky < ky1; ky++)
+                        for (i64 q = new_end - new_len; q < new_end; q += 16)
+                            __builtin_prefetch(x + (b + i) * xstride + ky * rowstride + q);
             if (m == DOT_TM && n == DOT_TN)
                 fwd_dot_tile(DOT_TM, DOT_TN, xb, xstride, rowstride, wc, K, R, ky0, ky1, run, o, ostride);
             else
@@ -445,7 +470,7 @@ int lc_forward(const float *x, const float *Wt, float *out, i64 B, i64 H, i64 W,
     if (C % VW == 0 && DW == 1 && CO * K * (i64)sizeof(float) >= DOT_MIN_KERNEL_BYTES) {  /* the kernel as stored */
 #pragma omp parallel for schedule(static) num_threads(nthreads)
         for (i64 l = 0; l < L; l++)
-            fwd_dot_location(x, Wt, out, l, B, H, W, C, PH, PW, OW, CO, KH, KW, SH, SW, DH, xstride, ostride);
+            fwd_dot_location(x, Wt, out, l, L, B, H, W, C, PH, PW, OW, CO, KH, KW, SH, SW, DH, xstride, ostride);
         return 0;
     }
     /* else each location's kernel copied transposed, for a batch block or the whole batch */
