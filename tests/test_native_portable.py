@@ -64,6 +64,8 @@ CASES = [
     (2, 8, 16, (6, 6), (3, 3), (1, 1), (1, 1), (1, 1), 8),
     (4, 32, 40, (7, 7), (3, 3), (1, 1), (1, 1), (1, 1), 2),
     (3, 20, 16, (6, 6), (3, 3), (2, 2), (1, 1), (1, 1), 4),
+    # 12 output channels x 27 taps: the transposed copy's 8 x 8 blocks (AVX) and both of its edges
+    (3, 3, 12, (7, 7), (3, 3), (1, 1), (1, 1), (1, 1), 1),
     # kernels the forward uses as stored (the dot form) on 4- and 8-float targets, then on every target:
     # 83 KB and 1.07 MB a location, batches and channel counts that are not a multiple of the tile
     (7, 64, 36, (5, 5), (3, 3), (1, 1), (1, 1), (2, 1), 1),

@@ -199,10 +199,43 @@ int lc_vector_registers(void) { return LC_VREGS; }
         if (i < (m))                                                                               \
             _Pragma("GCC unroll 16") for (int j = 0; j < TN; j++) if (j < (n)) vstore((o) + i * (o_stride) + j * VW, acc[i][j]);
 
-/* dst[j][i] = src[i][j] for i < I <= 16, j < J; src rows are si apart, dst rows dj apart. 16 x 16 blocks go
- * through a small tile so that both sides move in contiguous runs. */
+#if defined(__AVX__) && !defined(__AVX512F__)
+/* dst[j][i] = src[i][j] for an 8 x 8 block, in registers: pairs of rows interleaved, then pairs of pairs,
+ * then the 128-bit halves exchanged. */
+INLINE void transpose_8x8(const float *s, i64 si, float *d, i64 dj)
+{
+    __m256 r[8], t[8], u[8];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(s + i * si);
+    _Pragma("GCC unroll 4") for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    _Pragma("GCC unroll 2") for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+        _mm256_storeu_ps(d + j * dj, _mm256_permute2f128_ps(u[j], u[j + 4], 0x20));
+        _mm256_storeu_ps(d + (j + 4) * dj, _mm256_permute2f128_ps(u[j], u[j + 4], 0x31));
+    }
+}
+#endif
+
+/* dst[j][i] = src[i][j] for i < I <= 16, j < J; src rows are si apart, dst rows dj apart. With AVX (8 lanes),
+ * 8 x 8 blocks in registers: GCC made scalar gathers of the tile below, a fifth of the RGB stem's forward.
+ * Elsewhere 16 x 16 blocks go through a small tile so that both sides move in contiguous runs (with
+ * AVX-512, GCC's code for it is as fast as the 8 x 8 blocks or faster: 0.9x at 0.5x ResNet18 C128). */
 static void transpose_block(const float *s, i64 si, float *d, i64 dj, i64 I, i64 J)
 {
+#if defined(__AVX__) && !defined(__AVX512F__)
+    const i64 I8 = I / 8 * 8, J8 = J / 8 * 8;
+    for (i64 i0 = 0; i0 < I8; i0 += 8)
+        for (i64 j0 = 0; j0 < J8; j0 += 8) transpose_8x8(s + i0 * si + j0, si, d + j0 * dj + i0, dj);
+    for (i64 j = 0; j < J; j++)  /* the edges: columns past J8, rows past I8 */
+        for (i64 i = j < J8 ? I8 : 0; i < I; i++) d[j * dj + i] = s[i * si + j];
+#else
     float tile[16][16];
     for (i64 j0 = 0; j0 < J; j0 += 16) {
         const i64 jn = MIN(J - j0, 16);
@@ -218,6 +251,7 @@ static void transpose_block(const float *s, i64 si, float *d, i64 dj, i64 I, i64
                 for (i64 i = 0; i < I; i++) d[j * dj + i] = s[i * si + j];
         }
     }
+#endif
 }
 
 /* ------------------------------------------------------------------------------------------------------
