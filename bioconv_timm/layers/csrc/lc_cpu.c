@@ -378,12 +378,13 @@ INLINE void fwd_location_block(const float *x, const float *wt, float *out, i64 
 #define DOT_TN 4   /* output channels: DOT_TM x DOT_TN accumulators + DOT_TM rows + 1 kernel vector */
 #endif
 /* Kernels from this size take the dot form (smaller ones, with stride 1, take the batch-blocked copy). With
- * 16 lanes the lane sums cost more, and the copy is the faster path until it no longer fits L2. Kernels up
+ * 16 lanes the lane sums cost more, and the copy stays the faster path up to about half the L2 (0.5x ResNet18:
+ * 1.1x slower at 144 KB, 0.9x at 576 KB with the dot form's prefetches). Kernels up
  * to DOT_BATCH_OUTER_MAX_KERNEL_BYTES stay in L2, so there the batch is the outer loop instead: a tile's rows
  * stay in L1 while the kernel streams by in order (measured: docs/performance.md). */
 #ifndef DOT_MIN_KERNEL_BYTES
 #if VW >= 16
-#define DOT_MIN_KERNEL_BYTES (1024 * 1024)
+#define DOT_MIN_KERNEL_BYTES (512 * 1024)
 #else
 #define DOT_MIN_KERNEL_BYTES (16 * 1024)
 #endif
