@@ -199,7 +199,15 @@ int lc_vector_registers(void) { return LC_VREGS; }
         if (i < (m))                                                                               \
             _Pragma("GCC unroll 16") for (int j = 0; j < TN; j++) if (j < (n)) vstore((o) + i * (o_stride) + j * VW, acc[i][j]);
 
+/* The kernel copy's transpose in 8 x 8 register blocks: on 8-lane AVX, where GCC made scalar gathers of
+ * transpose_block's tile (a fifth of the RGB stem's forward). With AVX-512 the blocks were no faster
+ * (0.95-1.09x the tile's time at the 0.5x ResNet18 shapes), so the tile stays there. */
 #if defined(__AVX__) && !defined(__AVX512F__)
+#define LC_TRANSPOSE_8X8 1
+#else
+#define LC_TRANSPOSE_8X8 0
+#endif
+#if LC_TRANSPOSE_8X8
 /* dst[j][i] = src[i][j] for an 8 x 8 block, in registers: pairs of rows interleaved, then pairs of pairs,
  * then the 128-bit halves exchanged. */
 INLINE void transpose_8x8(const float *s, i64 si, float *d, i64 dj)
@@ -223,13 +231,12 @@ INLINE void transpose_8x8(const float *s, i64 si, float *d, i64 dj)
 }
 #endif
 
-/* dst[j][i] = src[i][j] for i < I <= 16, j < J; src rows are si apart, dst rows dj apart. With AVX (8 lanes),
- * 8 x 8 blocks in registers: GCC made scalar gathers of the tile below, a fifth of the RGB stem's forward.
- * Elsewhere 16 x 16 blocks go through a small tile so that both sides move in contiguous runs (with
- * AVX-512, GCC's code for it is as fast as the 8 x 8 blocks or faster: 0.9x at 0.5x ResNet18 C128). */
+/* dst[j][i] = src[i][j] for i < I <= 16, j < J; src rows are si apart, dst rows dj apart: 8 x 8 register
+ * blocks (LC_TRANSPOSE_8X8), or 16 x 16 blocks through a small tile so that both sides move in contiguous
+ * runs. */
 static void transpose_block(const float *s, i64 si, float *d, i64 dj, i64 I, i64 J)
 {
-#if defined(__AVX__) && !defined(__AVX512F__)
+#if LC_TRANSPOSE_8X8
     const i64 I8 = I / 8 * 8, J8 = J / 8 * 8;
     for (i64 i0 = 0; i0 < I8; i0 += 8)
         for (i64 j0 = 0; j0 < J8; j0 += 8) transpose_8x8(s + i0 * si + j0, si, d + j0 * dj + i0, dj);
@@ -378,9 +385,9 @@ INLINE void fwd_location_block(const float *x, const float *wt, float *out, i64 
 #define DOT_TN 4   /* output channels: DOT_TM x DOT_TN accumulators + DOT_TM rows + 1 kernel vector */
 #endif
 /* Kernels from this size take the dot form (smaller ones, with stride 1, take the batch-blocked copy). With
- * 16 lanes the lane sums cost more, and the copy stays the faster path up to about half the L2 (0.5x ResNet18:
- * 1.1x slower at 144 KB, 0.9x at 576 KB with the dot form's prefetches). Kernels up
- * to DOT_BATCH_OUTER_MAX_KERNEL_BYTES stay in L2, so there the batch is the outer loop instead: a tile's rows
+ * 16 lanes the lane sums cost more, and the copy stays the faster path up to about half the L2 (0.5x
+ * ResNet18, dot form against copy: 1.1x at 37 KB, level at 144 KB, 0.9x at 576 KB). Kernels up to
+ * DOT_BATCH_OUTER_MAX_KERNEL_BYTES stay in L2, so there the batch is the outer loop instead: a tile's rows
  * stay in L1 while the kernel streams by in order (measured: docs/performance.md). */
 #ifndef DOT_MIN_KERNEL_BYTES
 #if VW >= 16
